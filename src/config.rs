@@ -1,0 +1,573 @@
+//! TOML → validated, typed settings. One parse function ([`parse`]), unit-tested; every error
+//! names the key it is about, so `streamgate check-config` can say exactly what to fix.
+//!
+//! Two stages, each its own type: [`RawConfig`] mirrors the file (serde, unknown keys refused),
+//! [`Settings`] is what the rest of the program uses (durations parsed, routes compiled, nodes
+//! resolved).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::router::{Pattern, Template};
+use crate::upstream_path::BaseUrl;
+
+/// A configuration error, always naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema (the message names the key and line).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value parsed but is not acceptable.
+    #[error("{key}: {why}")]
+    Invalid { key: String, why: String },
+}
+
+fn invalid(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        why: why.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `listen` may be one address or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<OneOrMany>,
+    pub public_url: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub connect_timeout: Option<String>,
+    pub tcp_keepalive: Option<String>,
+    pub max_idle_per_node: Option<usize>,
+    pub idle_timeout: Option<String>,
+    pub tls_handshake_timeout: Option<String>,
+    pub response_header_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: String,
+    pub url: String,
+    #[serde(default)]
+    pub streams: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: String,
+    pub action: String,
+    pub to: Option<String>,
+    pub upstream: Option<String>,
+    pub status: Option<u16>,
+    pub auth: Option<String>,
+}
+
+/// Validated settings: what the gateway runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    /// Accepted viewer tokens (`?token=` or `Authorization: Bearer`).
+    pub tokens: Vec<String>,
+    pub nodes: Vec<NodeSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    /// Base URL viewers reach us at; upstream `Location`s pointing at a node are rewritten to it.
+    /// `None` means "derive from the first bound address" (resolved at start).
+    pub public_url: Option<BaseUrl>,
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// The node transport. Defaults mirror the Go design we replace.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub tcp_keepalive: Duration,
+    pub max_idle_per_node: usize,
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub response_header_timeout: Duration,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(30),
+            tcp_keepalive: Duration::from_secs(30),
+            max_idle_per_node: 100,
+            idle_timeout: Duration::from_secs(90),
+            tls_handshake_timeout: Duration::from_secs(10),
+            response_header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub id: String,
+    pub url: BaseUrl,
+    pub streams: Vec<String>,
+}
+
+/// What a route does with a matched request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Answer with a `Location`; never contact the node.
+    Redirect,
+    /// Fetch from the node and stream the answer back.
+    Proxy,
+    /// A live stream: proxy with a registry lookup; the response watches shutdown.
+    Live,
+}
+
+/// How a route authenticates viewers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Token,
+}
+
+/// Where a route's requests go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A configured node, by id.
+    Node(String),
+    /// An absolute base URL (redirects to a CDN, say).
+    Url(BaseUrl),
+    /// The node the stream registry names for the `{stream}` capture.
+    Registry,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub pattern: Pattern,
+    pub action: Action,
+    pub target: Target,
+    pub upstream: Template,
+    pub status: u16,
+    pub auth: AuthMode,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &str) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    validate(raw)
+}
+
+/// Parses "30s", "500ms", "2m", "1h" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+fn duration(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s).ok_or_else(|| {
+            invalid(
+                key,
+                format!("{s:?} is not a duration (use e.g. \"500ms\", \"30s\", \"2m\")"),
+            )
+        }),
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
+    let listen_raw = match raw.server.listen {
+        None => vec!["127.0.0.1:8080".to_string()],
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    };
+    if listen_raw.is_empty() {
+        return Err(invalid("server.listen", "at least one address is needed"));
+    }
+    let mut listen = Vec::new();
+    for (i, a) in listen_raw.iter().enumerate() {
+        let addr: SocketAddr = a.parse().map_err(|_| {
+            invalid(
+                format!("server.listen[{i}]"),
+                format!("{a:?} is not an IP:port address"),
+            )
+        })?;
+        listen.push(addr);
+    }
+    let public_url = match &raw.server.public_url {
+        None => None,
+        Some(u) => Some(
+            BaseUrl::parse(u)
+                .map_err(|why| invalid("server.public_url", format!("{u:?}: {why}")))?,
+        ),
+    };
+    let server = ServerSettings {
+        listen,
+        public_url,
+        drain_timeout: duration(
+            "server.drain_timeout",
+            &raw.server.drain_timeout,
+            Duration::from_secs(10),
+        )?,
+        max_connections: match raw.server.max_connections {
+            Some(0) => return Err(invalid("server.max_connections", "must be at least 1")),
+            Some(n) => n,
+            None => 10_000,
+        },
+        header_read_timeout: duration(
+            "server.header_read_timeout",
+            &raw.server.header_read_timeout,
+            Duration::from_secs(30),
+        )?,
+    };
+
+    let d = UpstreamSettings::default();
+    let u = &raw.upstream;
+    let upstream = UpstreamSettings {
+        connect_timeout: duration("upstream.connect_timeout", &u.connect_timeout, d.connect_timeout)?,
+        tcp_keepalive: duration("upstream.tcp_keepalive", &u.tcp_keepalive, d.tcp_keepalive)?,
+        max_idle_per_node: u.max_idle_per_node.unwrap_or(d.max_idle_per_node),
+        idle_timeout: duration("upstream.idle_timeout", &u.idle_timeout, d.idle_timeout)?,
+        tls_handshake_timeout: duration(
+            "upstream.tls_handshake_timeout",
+            &u.tls_handshake_timeout,
+            d.tls_handshake_timeout,
+        )?,
+        response_header_timeout: duration(
+            "upstream.response_header_timeout",
+            &u.response_header_timeout,
+            d.response_header_timeout,
+        )?,
+    };
+    for (key, v) in [
+        ("upstream.connect_timeout", upstream.connect_timeout),
+        ("upstream.response_header_timeout", upstream.response_header_timeout),
+    ] {
+        if v.is_zero() {
+            return Err(invalid(key, "must be greater than zero"));
+        }
+    }
+
+    for (i, t) in raw.auth.tokens.iter().enumerate() {
+        if t.is_empty() {
+            return Err(invalid(format!("auth.tokens[{i}]"), "a token cannot be empty"));
+        }
+    }
+
+    let mut ids = HashSet::new();
+    let mut nodes = Vec::new();
+    for (i, n) in raw.nodes.into_iter().enumerate() {
+        let key = format!("nodes[{i}]");
+        if n.id.is_empty() || !n.id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            return Err(invalid(
+                format!("{key}.id"),
+                format!("{:?}: use letters, digits, '_', '.', '-'", n.id),
+            ));
+        }
+        if !ids.insert(n.id.clone()) {
+            return Err(invalid(format!("{key}.id"), format!("duplicate node id {:?}", n.id)));
+        }
+        let url = BaseUrl::parse(&n.url)
+            .map_err(|why| invalid(format!("{key}.url"), format!("{:?}: {why}", n.url)))?;
+        if url.scheme != "http" {
+            return Err(invalid(
+                format!("{key}.url"),
+                "nodes are reached over plain http (put TLS in front of the gateway, not behind it)",
+            ));
+        }
+        for (j, s) in n.streams.iter().enumerate() {
+            if !crate::router::valid_stream_name(s) {
+                return Err(invalid(
+                    format!("{key}.streams[{j}]"),
+                    format!("{s:?} is not a stream name ([A-Za-z0-9_.-]{{1,128}}, no \"..\")"),
+                ));
+            }
+        }
+        nodes.push(NodeSettings { id: n.id, url, streams: n.streams });
+    }
+
+    let node_ids: HashMap<&str, ()> = nodes.iter().map(|n| (n.id.as_str(), ())).collect();
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let pattern = Pattern::parse(&r.path)
+            .map_err(|why| invalid(format!("{key}.path"), format!("{:?}: {why}", r.path)))?;
+        let action = match r.action.as_str() {
+            "redirect" => Action::Redirect,
+            "proxy" => Action::Proxy,
+            "live" => Action::Live,
+            other => {
+                return Err(invalid(
+                    format!("{key}.action"),
+                    format!("{other:?} is not one of redirect, proxy, live"),
+                ))
+            }
+        };
+        let target = match &r.to {
+            Some(to) if to.contains("://") => {
+                let url = BaseUrl::parse(to)
+                    .map_err(|why| invalid(format!("{key}.to"), format!("{to:?}: {why}")))?;
+                if action != Action::Redirect && url.scheme != "http" {
+                    return Err(invalid(
+                        format!("{key}.to"),
+                        "proxy and live routes reach nodes over plain http",
+                    ));
+                }
+                Target::Url(url)
+            }
+            Some(to) => {
+                if !node_ids.contains_key(to.as_str()) {
+                    return Err(invalid(format!("{key}.to"), format!("no node with id {to:?}")));
+                }
+                Target::Node(to.clone())
+            }
+            None => {
+                if !pattern.has_stream() {
+                    return Err(invalid(
+                        format!("{key}.to"),
+                        "missing: give a node id or base URL, or put {stream} in the path so the registry picks the node",
+                    ));
+                }
+                Target::Registry
+            }
+        };
+        if action == Action::Live && !pattern.has_stream() {
+            return Err(invalid(
+                format!("{key}.path"),
+                "a live route needs {stream} in its path",
+            ));
+        }
+        let upstream_text = r.upstream.as_deref().unwrap_or(&r.path);
+        let upstream = Template::parse(upstream_text).map_err(|why| {
+            invalid(format!("{key}.upstream"), format!("{upstream_text:?}: {why}"))
+        })?;
+        for var in upstream.vars() {
+            if !pattern.captures(var) {
+                return Err(invalid(
+                    format!("{key}.upstream"),
+                    format!("uses {{{var}}}, which the path does not capture"),
+                ));
+            }
+        }
+        let status = match (action, r.status) {
+            (Action::Redirect, None) => 302,
+            (Action::Redirect, Some(s @ (301 | 302 | 303 | 307 | 308))) => s,
+            (Action::Redirect, Some(s)) => {
+                return Err(invalid(
+                    format!("{key}.status"),
+                    format!("{s} is not a redirect status (use 301, 302, 303, 307 or 308)"),
+                ))
+            }
+            (_, None) => 0,
+            (_, Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.status"),
+                    "only redirect routes take a status",
+                ))
+            }
+        };
+        let auth = match r.auth.as_deref() {
+            None | Some("none") => AuthMode::None,
+            Some("token") => {
+                if raw.auth.tokens.is_empty() {
+                    return Err(invalid(
+                        format!("{key}.auth"),
+                        "\"token\" needs at least one token in auth.tokens",
+                    ));
+                }
+                AuthMode::Token
+            }
+            Some(other) => {
+                return Err(invalid(
+                    format!("{key}.auth"),
+                    format!("{other:?} is not one of none, token"),
+                ))
+            }
+        };
+        routes.push(RouteSettings { pattern, action, target, upstream, status, auth });
+    }
+
+    Ok(Settings { server, upstream, tokens: raw.auth.tokens, nodes, routes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+drain_timeout = "10s"
+
+[upstream]
+connect_timeout = "30s"
+tcp_keepalive = "30s"
+max_idle_per_node = 100
+idle_timeout = "90s"
+tls_handshake_timeout = "10s"
+response_header_timeout = "10s"
+
+[auth]
+tokens = ["s3cret"]
+
+[[nodes]]
+id = "a"
+url = "http://127.0.0.1:9001"
+streams = ["cam1", "cam2"]
+
+[[routes]]
+path = "/snap/{*rest}"
+action = "redirect"
+to = "a"
+upstream = "/files/{*rest}"
+status = 302
+
+[[routes]]
+path = "/vod/{*rest}"
+action = "proxy"
+to = "a"
+upstream = "/files/{*rest}"
+
+[[routes]]
+path = "/flv/{stream}.flv"
+action = "live"
+upstream = "/live/{stream}.flv"
+auth = "token"
+
+[[routes]]
+path = "/hls/{stream}/{*rest}"
+action = "proxy"
+upstream = "/hls/{stream}/{*rest}"
+"#;
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn example_parses() {
+        let s = parse(EXAMPLE).expect("valid");
+        assert_eq!(s.routes.len(), 4);
+        assert_eq!(s.routes[0].status, 302);
+        assert_eq!(s.routes[2].action, Action::Live);
+        assert!(matches!(s.routes[2].target, Target::Registry));
+        assert_eq!(s.routes[2].auth, AuthMode::Token);
+        assert_eq!(s.upstream.idle_timeout, Duration::from_secs(90));
+        assert_eq!(s.nodes[0].streams, vec!["cam1", "cam2"]);
+    }
+
+    #[test]
+    fn listen_accepts_a_list() {
+        let s = parse("[server]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\n").expect("valid");
+        assert_eq!(s.server.listen.len(), 2);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("7 fortnights"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("[upstream]\nidle_timeout = \"soon\"\n").starts_with("upstream.idle_timeout:"));
+        assert!(err("[server]\nlisten = \"nope\"\n").starts_with("server.listen[0]:"));
+        let bad_status = EXAMPLE.replace("status = 302", "status = 305");
+        assert!(err(&bad_status).starts_with("routes[0].status:"), "{}", err(&bad_status));
+        let bad_to = EXAMPLE.replace("to = \"a\"\nupstream = \"/files/{*rest}\"\nstatus", "to = \"zz\"\nupstream = \"/files/{*rest}\"\nstatus");
+        assert!(err(&bad_to).starts_with("routes[0].to:"));
+        let bad_action = EXAMPLE.replace("action = \"proxy\"\nto", "action = \"teleport\"\nto");
+        assert!(err(&bad_action).starts_with("routes[1].action:"));
+        let no_tokens = EXAMPLE.replace("tokens = [\"s3cret\"]", "tokens = []");
+        assert!(err(&no_tokens).starts_with("routes[2].auth:"));
+        let bad_var = EXAMPLE.replace("upstream = \"/live/{stream}.flv\"", "upstream = \"/live/{name}.flv\"");
+        assert!(err(&bad_var).starts_with("routes[2].upstream:"));
+        let dup = format!("{EXAMPLE}\n[[nodes]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n");
+        assert!(err(&dup).contains("duplicate node id"));
+        let https = EXAMPLE.replace("http://127.0.0.1:9001", "https://127.0.0.1:9001");
+        assert!(err(&https).starts_with("nodes[0].url:"));
+        let stream = EXAMPLE.replace("\"cam2\"", "\"../x\"");
+        assert!(err(&stream).starts_with("nodes[0].streams[1]:"));
+        let no_target = "[[routes]]\npath = \"/x/{*rest}\"\naction = \"proxy\"\n";
+        assert!(err(no_target).starts_with("routes[0].to:"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n");
+        assert!(e.contains("lsiten"), "{e}");
+    }
+}

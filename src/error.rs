@@ -1,0 +1,120 @@
+//! The one place where an error becomes a status and a JSON body.
+//!
+//! Every error carries where it came from ([`Source`]): the viewer's request, the node, or us.
+//! The access log records the same code the viewer sees, so a support ticket quoting a request id
+//! leads straight to the cause.
+
+use http::{HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::body::{json_response, Body, BoxError};
+
+/// Which side an error comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The viewer's request is wrong or not allowed.
+    Downstream,
+    /// The node failed or did not answer in time.
+    Upstream,
+    /// Something in the gateway itself.
+    Internal,
+}
+
+/// Everything that can stop a request from being served.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no route matches this path")]
+    NoRoute,
+    #[error("bad path: {0}")]
+    BadPath(&'static str),
+    #[error("stream name must match [A-Za-z0-9_.-]{{1,128}} without \"..\"")]
+    BadStreamName,
+    #[error("a request header or query could not be used: {0}")]
+    BadRequest(&'static str),
+    #[error("missing or wrong token")]
+    Unauthorized,
+    #[error("stream {0:?} is not on any node")]
+    StreamNotFound(String),
+    #[error("every node holding stream {0:?} is down")]
+    NodeUnavailable(String),
+    #[error("node {node} is unreachable: {source}")]
+    UpstreamConnect { node: String, source: BoxError },
+    #[error("node {node} sent no response headers within {secs:.1}s")]
+    UpstreamTimeout { node: String, secs: f64 },
+    #[error("node {node} failed: {source}")]
+    Upstream { node: String, source: BoxError },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The status and the stable machine-readable code viewers and logs see.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
+            Self::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
+            Self::BadStreamName => (StatusCode::BAD_REQUEST, "bad_stream_name"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::StreamNotFound(_) => (StatusCode::NOT_FOUND, "stream_not_found"),
+            Self::NodeUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable"),
+            Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+            Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Self::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// Which side the error comes from.
+    pub fn source_side(&self) -> Source {
+        match self {
+            Self::UpstreamConnect { .. } | Self::UpstreamTimeout { .. } | Self::Upstream { .. } => {
+                Source::Upstream
+            }
+            Self::Internal(_) => Source::Internal,
+            _ => Source::Downstream,
+        }
+    }
+
+    /// The JSON response for this error, naming the request id.
+    pub fn to_response(&self, request_id: &str) -> Response<Body> {
+        let (status, code) = self.status_and_code();
+        let mut body = json!({ "error": code, "request_id": request_id });
+        match self {
+            Self::StreamNotFound(s) | Self::NodeUnavailable(s) => {
+                body["stream"] = json!(s);
+            }
+            // Viewers learn what went wrong, not the node's address.
+            Self::UpstreamConnect { .. } => body["message"] = json!("the media node could not be reached"),
+            Self::UpstreamTimeout { .. } => body["message"] = json!("the media node did not answer in time"),
+            Self::Upstream { .. } => body["message"] = json!("the media node failed"),
+            Self::Internal(_) => body["message"] = json!("internal error"),
+            other => body["message"] = json!(other.to_string()),
+        }
+        let mut resp = json_response(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping() {
+        let e = GatewayError::StreamNotFound("cam9".into());
+        assert_eq!(e.status_and_code(), (StatusCode::NOT_FOUND, "stream_not_found"));
+        let r = e.to_response("rid1");
+        assert_eq!(r.status(), 404);
+        let t = GatewayError::UpstreamTimeout { node: "a".into(), secs: 1.0 };
+        assert_eq!(t.status_and_code().0, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(t.source_side(), Source::Upstream);
+        assert_eq!(GatewayError::Unauthorized.source_side(), Source::Downstream);
+    }
+}

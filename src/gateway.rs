@@ -1,0 +1,286 @@
+//! The gateway's request path, as named phases: route → auth → choose upstream → act
+//! (redirect or proxy) → log. Errors from any phase become a response in `error.rs`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenAuth;
+use crate::body::{Body, BoxError};
+use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
+use crate::error::GatewayError;
+use crate::proxy::{self, shutdown_body::EndOnShutdown, Forward, UpstreamClient};
+use crate::redirect;
+use crate::registry::{self, Lookup, MemoryRegistry, Node, Registry};
+use crate::request_id;
+use crate::router::{Captures, STREAM};
+use crate::server::{self, Handler, Running, ServeOptions};
+use crate::upstream_path::{strip_credentials, BaseUrl};
+
+/// Everything the request path needs, built once at start.
+pub struct Gateway {
+    routes: Vec<RouteSettings>,
+    registry: Arc<dyn Registry>,
+    client: UpstreamClient,
+    auth: TokenAuth,
+    public_url: BaseUrl,
+    response_header_timeout: std::time::Duration,
+    /// Live bodies end when this is cancelled.
+    shutdown: CancellationToken,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("registry: {0}")]
+    Registry(#[from] registry::RegistryError),
+}
+
+impl Gateway {
+    /// Builds the gateway over `registry` (already holding the static nodes).
+    pub fn new(
+        settings: &Settings,
+        registry: Arc<dyn Registry>,
+        public_url: BaseUrl,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            routes: settings.routes.clone(),
+            registry,
+            client: proxy::client::build(&settings.upstream),
+            auth: TokenAuth::new(settings.tokens.clone()),
+            public_url,
+            response_header_timeout: settings.upstream.response_header_timeout,
+            shutdown,
+        }
+    }
+
+    fn find_route(&self, path: &str) -> Result<(&RouteSettings, Captures), GatewayError> {
+        self.routes
+            .iter()
+            .find_map(|r| r.pattern.matches(path).map(|c| (r, c)))
+            .ok_or(GatewayError::NoRoute)
+    }
+
+    fn choose_nodes(&self, route: &RouteSettings, caps: &Captures) -> Result<Vec<Arc<Node>>, GatewayError> {
+        match &route.target {
+            Target::Node(id) => self
+                .registry
+                .node(id)
+                .map(|n| vec![n])
+                .ok_or_else(|| GatewayError::Internal(format!("configured node {id} missing"))),
+            Target::Url(url) => Ok(vec![Arc::new(Node { id: url.origin(), url: url.clone(), expires: None })]),
+            Target::Registry => {
+                let stream = caps.get(STREAM).unwrap_or_default();
+                match self.registry.resolve(stream) {
+                    Lookup::Found(nodes) => Ok(nodes),
+                    Lookup::AllDown => Err(GatewayError::NodeUnavailable(stream.to_string())),
+                    Lookup::NotFound => Err(GatewayError::StreamNotFound(stream.to_string())),
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        rid: &str,
+        log: &mut AccessLog,
+    ) -> Result<Response<Body>, GatewayError> {
+        // Phase 1: route.
+        let (route, caps) = self.find_route(req.uri().path())?;
+        let caps = caps.validate()?;
+        // Phase 2: auth, before anything touches a node.
+        if route.auth == AuthMode::Token {
+            self.auth.check(req.headers(), req.uri().query())?;
+        }
+        // Phase 3: choose the upstream.
+        let nodes = self.choose_nodes(route, &caps)?;
+        let path = route.upstream.render(&caps);
+        let query = strip_credentials(req.uri().query());
+        // Phase 4: act.
+        match route.action {
+            Action::Redirect => {
+                let node = nodes.first().ok_or_else(|| GatewayError::Internal("no node".into()))?;
+                log.node = node.id.clone();
+                redirect::respond(route.status, &node.url, &path, query.as_deref())
+            }
+            Action::Proxy | Action::Live => {
+                let path_and_query = match &query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path,
+                };
+                let (parts, body) = req.into_parts();
+                let (resp, node) = proxy::forward(
+                    &self.client,
+                    parts,
+                    body,
+                    Forward {
+                        nodes: &nodes,
+                        path_and_query: &path_and_query,
+                        strip_authorization: route.auth == AuthMode::Token,
+                        peer,
+                        request_id: rid,
+                        public_url: &self.public_url,
+                        response_header_timeout: self.response_header_timeout,
+                    },
+                )
+                .await?;
+                log.node = node;
+                if route.action == Action::Live {
+                    let (parts, body) = resp.into_parts();
+                    let body = EndOnShutdown::new(body, self.shutdown.clone()).boxed();
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Ok(resp)
+            }
+        }
+    }
+}
+
+impl Handler for Gateway {
+    async fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let rid = request_id::from_headers(req.headers());
+        let mut log = AccessLog {
+            start: Instant::now(),
+            method: req.method().clone(),
+            path: match strip_credentials(req.uri().query()) {
+                Some(q) => format!("{}?{q}", req.uri().path()),
+                None => req.uri().path().to_string(),
+            },
+            status: 0,
+            node: String::new(),
+            request_id: rid.clone(),
+            error: None,
+            bytes: 0,
+            finished: false,
+        };
+        let resp = match self.handle(req, peer, &rid, &mut log).await {
+            Ok(r) => r,
+            Err(e) => {
+                log.error = Some(e.to_string());
+                e.to_response(&rid)
+            }
+        };
+        let (mut parts, body) = resp.into_parts();
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            parts.headers.insert(request_id::HEADER, v);
+        }
+        log.status = parts.status.as_u16();
+        Response::from_parts(parts, LoggedBody { inner: body, log }.boxed())
+    }
+}
+
+/// One access-log line, written when the response body is finished or dropped (viewer gone),
+/// so bytes and duration are the real ones.
+struct AccessLog {
+    start: Instant,
+    method: Method,
+    /// Path and query without credentials.
+    path: String,
+    status: u16,
+    node: String,
+    request_id: String,
+    error: Option<String>,
+    bytes: u64,
+    finished: bool,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            bytes = self.bytes,
+            ms = self.start.elapsed().as_millis() as u64,
+            node = %self.node,
+            request_id = %self.request_id,
+            complete = self.finished,
+            error = self.error.as_deref().unwrap_or(""),
+        );
+    }
+}
+
+/// Counts body bytes into the access log.
+struct LoggedBody {
+    inner: Body,
+    log: AccessLog,
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.log.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.log.finished = true,
+            Poll::Ready(Some(Err(e))) => this.log.error = Some(e.to_string()),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Starts a gateway for `settings` with the embedded registry.
+pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let reg = Arc::new(MemoryRegistry::default());
+    registry::load_static(reg.as_ref(), &settings.nodes)?;
+    start_with_registry(settings, reg, shutdown).await
+}
+
+/// Starts a gateway over a given registry (tests and the demo use this to share one).
+pub async fn start_with_registry(
+    settings: Settings,
+    registry: Arc<dyn Registry>,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    let listeners = server::bind_all(&settings.server.listen).await?;
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let public_url = match &settings.server.public_url {
+        Some(u) => u.clone(),
+        None => BaseUrl::parse(&format!("http://{}", addrs[0]))
+            .map_err(|e| std::io::Error::other(format!("public url: {e}")))?,
+    };
+    let gw = Arc::new(Gateway::new(&settings, registry, public_url, shutdown.clone()));
+    let opts = ServeOptions {
+        max_connections: settings.server.max_connections,
+        header_read_timeout: settings.server.header_read_timeout,
+        drain_timeout: settings.server.drain_timeout,
+    };
+    Ok(server::run(listeners, gw, opts, shutdown)?)
+}

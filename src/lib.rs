@@ -1,0 +1,23 @@
+//! streamgate: the front door of a live and on-demand video cluster.
+//!
+//! A request walks one way: listener ([`server`]) → [`router`] → [`auth`] → action
+//! ([`redirect`], [`proxy`], live). The [`registry`] answers which node holds a stream; it is
+//! asked by the request path, never pushed into by it. [`origin`] is the media node used by the
+//! demo, the tests and the benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod flv;
+pub mod gateway;
+pub mod origin;
+pub mod proxy;
+pub mod redirect;
+pub mod registry;
+pub mod request_id;
+pub mod router;
+pub mod server;
+pub mod upstream_path;

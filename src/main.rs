@@ -1,0 +1,132 @@
+//! The `streamgate` command line: parse arguments, load config, call into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use streamgate::{config, demo, gateway, origin, server};
+
+#[derive(Parser)]
+#[command(name = "streamgate", version, about = "The front door of a live and on-demand video cluster")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file; exits non-zero naming the bad key.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Run a media node (files, looped live HTTP-FLV, /stats) for demos, tests and benchmarks.
+    Origin {
+        /// Directory of media to serve.
+        #[arg(long)]
+        media: PathBuf,
+        /// Address to listen on (repeat for several).
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: Vec<SocketAddr>,
+        /// Node name reported by /stats.
+        #[arg(long, default_value = "origin")]
+        name: String,
+    },
+    /// Start two origin nodes and a gateway in front of them, and print URLs to try.
+    Demo {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Sample media directory (defaults to the repository's media/).
+        #[arg(long)]
+        media: Option<PathBuf>,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn print_ready(role: &str, addrs: &[SocketAddr]) {
+    for a in addrs {
+        println!("streamgate {role} listening on http://{a}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::CheckConfig { file } = &cli.cmd {
+        return match config::load(&file.to_string_lossy()) {
+            Ok(s) => {
+                println!(
+                    "{}: ok ({} routes, {} nodes, listening on {:?})",
+                    file.display(),
+                    s.routes.len(),
+                    s.nodes.len(),
+                    s.server.listen
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: error: {e}", file.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+    init_logs();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
+    let shutdown = CancellationToken::new();
+    let running = match cmd {
+        Cmd::Serve { config } => {
+            let settings = config::load(&config.to_string_lossy())?;
+            let r = gateway::start(settings, shutdown.clone()).await?;
+            print_ready("gateway", &r.addrs);
+            r
+        }
+        Cmd::Origin { media, listen, name } => {
+            let r = origin::start(origin::OriginOptions { media, listen, name }, shutdown.clone()).await?;
+            print_ready("origin", &r.addrs);
+            r
+        }
+        Cmd::Demo { listen, media } => demo::start(listen, media, shutdown.clone()).await?,
+        Cmd::CheckConfig { .. } => return Ok(()),
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server::shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = running.task.await;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Header hygiene between viewer and node: hop-by-hop headers never cross, forwarding headers
+//! are added, and a `Location` naming a node is rewritten so nodes stay hidden.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::upstream_path::BaseUrl;
+
+/// Our `Via` token.
+pub const VIA: &str = "1.1 streamgate";
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers: the fixed list, anything named in `Connection`, and `Proxy-*`.
+pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+    let proxy: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for n in proxy {
+        h.remove(n);
+    }
+}
+
+fn append_list(h: &mut HeaderMap, name: &'static str, item: &str) {
+    let joined = match h.get(name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {item}"),
+        _ => item.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        h.insert(name, v);
+    }
+}
+
+/// Prepares viewer request headers for the node.
+pub fn to_upstream(h: &mut HeaderMap, peer: SocketAddr, node: &BaseUrl, strip_auth: bool) {
+    let original_host = h.get(header::HOST).cloned();
+    remove_hop_by_hop(h);
+    if strip_auth {
+        h.remove(header::AUTHORIZATION);
+    }
+    append_list(h, "x-forwarded-for", &peer.ip().to_string());
+    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    match original_host {
+        Some(v) => {
+            h.insert("x-forwarded-host", v);
+        }
+        None => {
+            h.remove("x-forwarded-host");
+        }
+    }
+    append_list(h, "via", VIA);
+    if let Ok(v) = HeaderValue::from_str(&node.authority) {
+        h.insert(header::HOST, v);
+    }
+}
+
+/// Prepares node response headers for the viewer.
+pub fn to_downstream(h: &mut HeaderMap, node: &BaseUrl, public: &BaseUrl) {
+    remove_hop_by_hop(h);
+    append_list(h, "via", VIA);
+    let rewritten = h
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|loc| rewrite_location(loc, node, public));
+    if let Some(new) = rewritten.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        h.insert(header::LOCATION, new);
+    }
+}
+
+/// `Some(new)` when `loc` points at the node's origin: the same path on the public URL.
+pub fn rewrite_location(loc: &str, node: &BaseUrl, public: &BaseUrl) -> Option<String> {
+    let origin = node.origin();
+    if loc.len() < origin.len() || !loc[..origin.len()].eq_ignore_ascii_case(&origin) {
+        return None;
+    }
+    let rest = &loc[origin.len()..];
+    if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+        return None; // e.g. http://node:80 vs http://node:8080
+    }
+    let rest = if rest.is_empty() { "/" } else { rest };
+    Some(format!("{}{}{}", public.origin(), public.prefix, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(s: &str) -> BaseUrl {
+        BaseUrl::parse(s).expect("url")
+    }
+
+    #[test]
+    fn hop_by_hop_goes() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "x"),
+            ("proxy-foo", "x"),
+            ("range", "bytes=0-1"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("range"));
+    }
+
+    #[test]
+    fn forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("gw.example"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
+        to_upstream(&mut h, "127.0.0.9:5555".parse().expect("addr"), &base("http://node:9001"), true);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["host"], "node:9001");
+        assert_eq!(h["via"], VIA);
+        assert!(!h.contains_key("authorization"));
+    }
+
+    #[test]
+    fn location_rewrite() {
+        let node = base("http://127.0.0.1:9001");
+        let public = base("https://gw.example");
+        assert_eq!(
+            rewrite_location("http://127.0.0.1:9001/files/x?a=1", &node, &public).as_deref(),
+            Some("https://gw.example/files/x?a=1")
+        );
+        assert_eq!(rewrite_location("HTTP://127.0.0.1:9001", &node, &public).as_deref(), Some("https://gw.example/"));
+        assert_eq!(rewrite_location("http://127.0.0.1:90011/x", &node, &public), None);
+        assert_eq!(rewrite_location("/relative", &node, &public), None);
+        assert_eq!(rewrite_location("http://other/x", &node, &public), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! Listeners, connection limits, panic isolation and graceful shutdown: the part of serving
+//! HTTP/1 that the gateway and the origin share.
+//!
+//! Each accepted connection runs in its own task. A semaphore caps how many are open at once
+//! (past it, accept waits: the kernel backlog absorbs bursts). Shutdown is a cancellation token:
+//! on cancel, listeners close, idle keep-alive connections are told to close, in-flight requests
+//! get `drain_timeout` to finish, and long-lived bodies (live streams) watch the same token and
+//! end cleanly by themselves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{json_response, Body};
+
+/// What a server does with one request. Implemented by the gateway and by the origin.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request from `peer`. Must not panic, but if it does, only this request fails.
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// Limits and timeouts of the serving side.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Most connections open at once; accept waits for a free slot past it.
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may run after shutdown starts.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Binds every address, failing with the address that could not be bound.
+pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+        })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Serves `handler` on `listeners` until `shutdown` is cancelled, then drains.
+pub async fn serve<H: Handler>(
+    listeners: Vec<TcpListener>,
+    handler: Arc<H>,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let mut accept_tasks = Vec::new();
+    for listener in listeners {
+        let handler = handler.clone();
+        let graceful = graceful.clone();
+        let permits = permits.clone();
+        let shutdown = shutdown.clone();
+        let opts = opts.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            accept_loop(listener, handler, graceful, permits, opts, shutdown).await;
+        }));
+    }
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    // Listeners are closed now. Give in-flight requests the drain window.
+    let graceful = match Arc::try_unwrap(graceful) {
+        Ok(g) => g,
+        Err(_) => return,
+    };
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(opts.drain_timeout) => {
+            tracing::warn!(timeout = ?opts.drain_timeout, "drain timeout reached; closing remaining connections");
+        }
+    }
+}
+
+async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    graceful: Arc<GracefulShutdown>,
+    permits: Arc<Semaphore>,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let handler = handler.clone();
+            async move {
+                let resp = AssertUnwindSafe(handler.call(req, peer))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::error!(%peer, "request handler panicked");
+                        json_response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &serde_json::json!({"error": "internal"}),
+                        )
+                    });
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// A server that is bound and running in the background.
+pub struct Running {
+    /// The addresses actually bound (port 0 resolved), in listen order.
+    pub addrs: Vec<SocketAddr>,
+    /// Completes once the server has shut down and drained.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `addrs` and serves `handler` on them in a background task.
+pub async fn start<H: Handler>(
+    addrs: &[SocketAddr],
+    handler: Arc<H>,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    run(bind_all(addrs).await?, handler, opts, shutdown)
+}
+
+/// Serves `handler` on already-bound `listeners` in a background task.
+pub fn run<H: Handler>(
+    listeners: Vec<TcpListener>,
+    handler: Arc<H>,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let task = tokio::spawn(serve(listeners, handler, opts, shutdown));
+    Ok(Running { addrs, task })
+}
