@@ -2,6 +2,8 @@
 //! on ephemeral loopback ports, wait for readiness with a bound, and stop them by PID on drop.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
