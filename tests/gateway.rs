@@ -342,3 +342,29 @@ fn check_config_names_the_bad_key() {
     let out = std::process::Command::new(common::bin()).args(["check-config", example.to_str().expect("p")]).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn pooled_connections_are_reused_and_conditional_answers_pass_through() {
+    let up = Upstream::start(|req| match (req.header("range"), req.header("if-none-match")) {
+        (Some("bytes=2-5"), _) => Reply::Status {
+            status: 206,
+            headers: vec![("Content-Range".into(), "bytes 2-5/10".into()), ("Accept-Ranges".into(), "bytes".into())],
+            body: b"2345".to_vec(),
+        },
+        (_, Some("\"v1\"")) => Reply::Status { status: 304, headers: vec![("ETag".into(), "\"v1\"".into())], body: vec![] },
+        _ => Reply::Ok { headers: vec![("ETag".into(), "\"v1\"".into())], body: b"0123456789".to_vec() },
+    });
+    let (gw, _dir) = gateway(&config(&up.url(), ""));
+    let r = get(gw.addr(), "/vod/f.bin", "Range: bytes=2-5\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/10"));
+    assert_eq!(r.body, b"2345");
+    let r = get(gw.addr(), "/vod/f.bin", "If-None-Match: \"v1\"\r\n");
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let r = get(gw.addr(), "/vod/f.bin", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"0123456789");
+    assert_eq!(up.requests().len(), 3);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1, "one pooled keep-alive connection served all three");
+}
