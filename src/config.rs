@@ -49,9 +49,32 @@ pub struct RawConfig {
     #[serde(default)]
     pub auth: RawAuth,
     #[serde(default)]
+    pub live: RawLive,
+    #[serde(default)]
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub registry: RawRegistry,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    pub backend: Option<String>,
+    pub url: Option<String>,
+    pub hook_secret: Option<String>,
+    pub publish_tokens: Option<Vec<String>>,
+    pub key_prefix: Option<String>,
+    pub resync_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token: Option<String>,
 }
 
 /// `listen` may be one address or a list.
@@ -70,6 +93,8 @@ pub struct RawServer {
     pub drain_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub header_read_timeout: Option<String>,
+    pub send_timeout: Option<String>,
+    pub send_buffer: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +113,20 @@ pub struct RawUpstream {
 pub struct RawAuth {
     #[serde(default)]
     pub tokens: Vec<String>,
+}
+
+/// `[live]`: the fan-out hub's tunables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLive {
+    pub gop_cache: Option<bool>,
+    pub linger: Option<String>,
+    pub reconnect_window: Option<String>,
+    pub viewer_queue_bytes: Option<usize>,
+    pub viewer_queue_duration: Option<String>,
+    pub max_viewers_per_stream: Option<usize>,
+    pub max_streams: Option<usize>,
+    pub max_gop_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +158,49 @@ pub struct Settings {
     pub tokens: Vec<String>,
     pub nodes: Vec<NodeSettings>,
     pub routes: Vec<RouteSettings>,
+    /// The live fan-out (`[live]`).
+    pub live: crate::live::LiveSettings,
+    /// Where the stream registry lives and who may write to it (`[registry]`).
+    pub registry: RegistrySettings,
+    /// The REST API (`[admin]`).
+    pub admin: AdminSettings,
+}
+
+/// Which registry backend holds the stream → node map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryBackend {
+    /// In-process maps: one gateway, nothing to run besides it.
+    Memory,
+    /// Shared through Redis, for several gateways; each keeps a local snapshot for lookups.
+    Redis {
+        url: String,
+        /// Prefix of every key and of the pub/sub channel, so platforms can share one Redis.
+        key_prefix: String,
+        /// How often the snapshot checks Redis for changes that pub/sub may have missed.
+        resync_interval: Duration,
+    },
+}
+
+/// `[registry]`: the backend and the secrets that guard writes from media servers.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub backend: RegistryBackend,
+    /// Hooks must carry `?secret=` equal to this; `None` turns the hook endpoints off.
+    pub hook_secret: Option<String>,
+    /// If not empty, a publish hook is accepted only with `token=` set to one of these.
+    pub publish_tokens: Vec<String>,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self { backend: RegistryBackend::Memory, hook_secret: None, publish_tokens: Vec::new() }
+    }
+}
+
+/// `[admin]`: the REST API's bearer token; `None` turns `/api/v1` off.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +212,10 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// A write to a viewer that makes no progress for this long closes the connection.
+    pub send_timeout: Duration,
+    /// `SO_SNDBUF` for client sockets; `None` leaves the kernel's autotuning on.
+    pub send_buffer: Option<usize>,
 }
 
 /// The node transport. Defaults mirror the Go design we replace.
@@ -288,7 +374,15 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             &raw.server.header_read_timeout,
             Duration::from_secs(30),
         )?,
+        send_timeout: duration("server.send_timeout", &raw.server.send_timeout, Duration::from_secs(30))?,
+        send_buffer: match raw.server.send_buffer {
+            Some(n) if n < 4096 => return Err(invalid("server.send_buffer", "must be at least 4096 bytes")),
+            other => other,
+        },
     };
+    if server.send_timeout.is_zero() {
+        return Err(invalid("server.send_timeout", "must be greater than zero"));
+    }
 
     let d = UpstreamSettings::default();
     let u = &raw.upstream;
@@ -456,7 +550,104 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         routes.push(RouteSettings { pattern, action, target, upstream, status, auth });
     }
 
-    Ok(Settings { server, upstream, tokens: raw.auth.tokens, nodes, routes })
+    let registry = validate_registry(&raw.registry)?;
+    let admin = match &raw.admin.token {
+        Some(t) if t.trim().is_empty() => return Err(invalid("admin.token", "cannot be empty")),
+        t => AdminSettings { token: t.clone() },
+    };
+    let live = validate_live(&raw.live, upstream.response_header_timeout)?;
+    Ok(Settings { server, upstream, tokens: raw.auth.tokens, nodes, routes, live, registry, admin })
+}
+
+fn validate_live(
+    l: &RawLive,
+    response_header_timeout: Duration,
+) -> Result<crate::live::LiveSettings, ConfigError> {
+    let d = crate::live::LiveSettings::default();
+    let positive = |key: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(invalid(key, "must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let live = crate::live::LiveSettings {
+        gop_cache: l.gop_cache.unwrap_or(d.gop_cache),
+        linger: duration("live.linger", &l.linger, d.linger)?,
+        reconnect_window: duration("live.reconnect_window", &l.reconnect_window, d.reconnect_window)?,
+        viewer_queue_bytes: positive("live.viewer_queue_bytes", l.viewer_queue_bytes, d.viewer_queue_bytes)?,
+        viewer_queue_duration: duration(
+            "live.viewer_queue_duration",
+            &l.viewer_queue_duration,
+            d.viewer_queue_duration,
+        )?,
+        max_viewers_per_stream: positive(
+            "live.max_viewers_per_stream",
+            l.max_viewers_per_stream,
+            d.max_viewers_per_stream,
+        )?,
+        max_streams: positive("live.max_streams", l.max_streams, d.max_streams)?,
+        max_gop_bytes: positive("live.max_gop_bytes", l.max_gop_bytes, d.max_gop_bytes)?,
+        response_header_timeout,
+    };
+    if live.viewer_queue_bytes < 64 * 1024 {
+        return Err(invalid("live.viewer_queue_bytes", "must be at least 65536 (one large video frame)"));
+    }
+    if live.viewer_queue_duration < Duration::from_millis(500) {
+        return Err(invalid("live.viewer_queue_duration", "must be at least 500ms"));
+    }
+    Ok(live)
+}
+
+fn validate_registry(r: &RawRegistry) -> Result<RegistrySettings, ConfigError> {
+    let resync_interval =
+        duration("registry.resync_interval", &r.resync_interval, Duration::from_secs(1))?;
+    if resync_interval < Duration::from_millis(100) || resync_interval > Duration::from_secs(60) {
+        return Err(invalid("registry.resync_interval", "must be between 100ms and 60s"));
+    }
+    let backend = match r.backend.as_deref().unwrap_or("memory") {
+        "memory" => {
+            if r.url.is_some() {
+                return Err(invalid("registry.url", "only used with backend = \"redis\""));
+            }
+            RegistryBackend::Memory
+        }
+        "redis" => {
+            let url = r.url.clone().ok_or_else(|| {
+                invalid("registry.url", "missing: backend = \"redis\" needs url = \"redis://host:port\"")
+            })?;
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                return Err(invalid("registry.url", format!("{url:?}: use redis://host:port[/db]")));
+            }
+            let key_prefix = r.key_prefix.clone().unwrap_or_else(|| "streamgate".to_string());
+            if key_prefix.is_empty() || key_prefix.chars().any(|c| c.is_whitespace()) {
+                return Err(invalid("registry.key_prefix", "must be non-empty, without spaces"));
+            }
+            RegistryBackend::Redis { url, key_prefix, resync_interval }
+        }
+        other => {
+            return Err(invalid(
+                "registry.backend",
+                format!("{other:?} is not one of memory, redis"),
+            ))
+        }
+    };
+    if let Some(s) = &r.hook_secret {
+        if s.is_empty() {
+            return Err(invalid("registry.hook_secret", "cannot be empty (omit it to turn hooks off)"));
+        }
+    }
+    let publish_tokens = r.publish_tokens.clone().unwrap_or_default();
+    for (i, t) in publish_tokens.iter().enumerate() {
+        if t.is_empty() {
+            return Err(invalid(format!("registry.publish_tokens[{i}]"), "a token cannot be empty"));
+        }
+    }
+    if !publish_tokens.is_empty() && r.hook_secret.is_none() {
+        return Err(invalid(
+            "registry.publish_tokens",
+            "publish tokens are checked by the hooks, which need registry.hook_secret",
+        ));
+    }
+    Ok(RegistrySettings { backend, hook_secret: r.hook_secret.clone(), publish_tokens })
 }
 
 #[cfg(test)]
@@ -569,5 +760,32 @@ upstream = "/hls/{stream}/{*rest}"
     fn unknown_keys_are_refused() {
         let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n");
         assert!(e.contains("lsiten"), "{e}");
+    }
+
+    #[test]
+    fn registry_and_admin_sections() {
+        let s = parse("").expect("defaults");
+        assert_eq!(s.registry.backend, RegistryBackend::Memory);
+        assert!(s.admin.token.is_none() && s.registry.hook_secret.is_none());
+        let s = parse(
+            "[registry]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nhook_secret = \"h00k\"\npublish_tokens = [\"pub1\"]\n[admin]\ntoken = \"adm1n\"\n",
+        )
+        .expect("valid");
+        assert!(matches!(
+            &s.registry.backend,
+            RegistryBackend::Redis { url, key_prefix, resync_interval }
+                if url == "redis://127.0.0.1:6379" && key_prefix == "streamgate" && *resync_interval == Duration::from_secs(1)
+        ));
+        assert_eq!(s.registry.publish_tokens, vec!["pub1"]);
+        assert_eq!(s.admin.token.as_deref(), Some("adm1n"));
+        assert!(err("[registry]\nbackend = \"etcd\"\n").starts_with("registry.backend:"));
+        assert!(err("[registry]\nbackend = \"redis\"\n").starts_with("registry.url:"));
+        assert!(err("[registry]\nurl = \"redis://x\"\n").starts_with("registry.url:"));
+        assert!(err("[registry]\nbackend = \"redis\"\nurl = \"http://x\"\n").starts_with("registry.url:"));
+        assert!(err("[registry]\npublish_tokens = [\"p\"]\n").starts_with("registry.publish_tokens:"));
+        assert!(err("[registry]\nhook_secret = \"\"\n").starts_with("registry.hook_secret:"));
+        assert!(err("[registry]\nresync_interval = \"1ms\"\n").starts_with("registry.resync_interval:"));
+        assert!(err("[admin]\ntoken = \"\"\n").starts_with("admin.token:"));
+        assert!(err("[admin]\ntokne = \"x\"\n").contains("tokne"));
     }
 }

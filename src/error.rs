@@ -43,8 +43,31 @@ pub enum GatewayError {
     UpstreamTimeout { node: String, secs: f64 },
     #[error("node {node} failed: {source}")]
     Upstream { node: String, source: BoxError },
+    #[error("this route only serves GET and HEAD")]
+    MethodNotAllowed,
+    #[error("over capacity: {0}")]
+    Overloaded(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
+    // Registry writes (REST API and media-server hooks).
+    #[error("{0}")]
+    BadBody(String),
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("node {0:?} is not registered (PUT /api/v1/nodes/{0} first)")]
+    UnknownNode(String),
+    #[error("node {0:?} is not registered")]
+    NodeNotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("publish refused: missing or wrong publish token")]
+    PublishForbidden,
+    #[error("{0} is turned off in the config")]
+    Disabled(&'static str),
+    #[error("the shared registry store cannot be reached; try again")]
+    RegistryUnavailable,
+    #[error("the registry is full ({0} entries)")]
+    RegistryFull(usize),
 }
 
 impl GatewayError {
@@ -61,7 +84,19 @@ impl GatewayError {
             Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Self::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            // The issue asks for 400 (not 413) so hooks and scripts see one "your request is bad".
+            Self::BodyTooLarge(_) => (StatusCode::BAD_REQUEST, "body_too_large"),
+            Self::UnknownNode(_) => (StatusCode::BAD_REQUEST, "unknown_node"),
+            Self::NodeNotFound(_) => (StatusCode::NOT_FOUND, "node_not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::PublishForbidden => (StatusCode::FORBIDDEN, "publish_forbidden"),
+            Self::Disabled(_) => (StatusCode::NOT_FOUND, "disabled"),
+            Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable"),
+            Self::RegistryFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "registry_full"),
         }
     }
 
@@ -71,13 +106,27 @@ impl GatewayError {
             Self::UpstreamConnect { .. } | Self::UpstreamTimeout { .. } | Self::Upstream { .. } => {
                 Source::Upstream
             }
-            Self::Internal(_) => Source::Internal,
+            Self::Internal(_) | Self::RegistryUnavailable | Self::RegistryFull(_) => Source::Internal,
             _ => Source::Downstream,
         }
     }
 
     /// The JSON response for this error, naming the request id.
     pub fn to_response(&self, request_id: &str) -> Response<Body> {
+        let (status, body) = self.to_json(request_id);
+        let mut resp = json_response(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+
+    /// The status and JSON body for this error; callers that must add a field for a peer's
+    /// protocol (SRS hooks want a non-zero `code`) start from here.
+    pub fn to_json(&self, request_id: &str) -> (StatusCode, serde_json::Value) {
         let (status, code) = self.status_and_code();
         let mut body = json!({ "error": code, "request_id": request_id });
         match self {
@@ -91,14 +140,7 @@ impl GatewayError {
             Self::Internal(_) => body["message"] = json!("internal error"),
             other => body["message"] = json!(other.to_string()),
         }
-        let mut resp = json_response(status, &body);
-        if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
-        }
-        resp
+        (status, body)
     }
 }
 

@@ -18,9 +18,10 @@ use crate::auth::TokenAuth;
 use crate::body::{Body, BoxError};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::error::GatewayError;
-use crate::proxy::{self, shutdown_body::EndOnShutdown, Forward, UpstreamClient};
+use crate::live::{Hubs, NodeSource};
+use crate::proxy::{self, Forward, UpstreamClient};
 use crate::redirect;
-use crate::registry::{self, Lookup, MemoryRegistry, Node, Registry};
+use crate::registry::{self, Lookup, Node, Registry};
 use crate::request_id;
 use crate::router::{Captures, STREAM};
 use crate::server::{self, Handler, Running, ServeOptions};
@@ -34,8 +35,10 @@ pub struct Gateway {
     auth: TokenAuth,
     public_url: BaseUrl,
     response_header_timeout: std::time::Duration,
-    /// Live bodies end when this is cancelled.
-    shutdown: CancellationToken,
+    /// One fan-out hub per live stream.
+    hubs: Arc<Hubs>,
+    /// The registry's writers (REST API, media-server hooks), served before the route table.
+    admin: crate::admin::Admin,
 }
 
 /// Why the gateway could not start.
@@ -55,15 +58,23 @@ impl Gateway {
         public_url: BaseUrl,
         shutdown: CancellationToken,
     ) -> Self {
+        let client = proxy::client::build(&settings.upstream);
+        let hubs = Arc::new(Hubs::new(settings.live.clone(), client.clone(), shutdown.clone()));
         Self {
+            admin: crate::admin::Admin::new(settings, registry.clone(), hubs.clone()),
+            hubs,
             routes: settings.routes.clone(),
             registry,
-            client: proxy::client::build(&settings.upstream),
+            client,
             auth: TokenAuth::new(settings.tokens.clone()),
             public_url,
             response_header_timeout: settings.upstream.response_header_timeout,
-            shutdown,
         }
+    }
+
+    /// The live hubs (for metrics and listings).
+    pub fn hubs(&self) -> &Arc<Hubs> {
+        &self.hubs
     }
 
     fn find_route(&self, path: &str) -> Result<(&RouteSettings, Captures), GatewayError> {
@@ -99,6 +110,10 @@ impl Gateway {
         rid: &str,
         log: &mut AccessLog,
     ) -> Result<Response<Body>, GatewayError> {
+        // The registry's writers have their own auth and never reach a node.
+        if crate::admin::handles(req.uri().path()) {
+            return Ok(self.admin.call(req, rid).await);
+        }
         // Phase 1: route.
         let (route, caps) = self.find_route(req.uri().path())?;
         let caps = caps.validate()?;
@@ -117,7 +132,25 @@ impl Gateway {
                 log.node = node.id.clone();
                 redirect::respond(route.status, &node.url, &path, query.as_deref())
             }
-            Action::Proxy | Action::Live => {
+            Action::Live => {
+                if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                    return Err(GatewayError::MethodNotAllowed);
+                }
+                let stream = caps.get(STREAM).unwrap_or_default();
+                let source = match route.target {
+                    Target::Registry => NodeSource::Registry(self.registry.clone()),
+                    _ => NodeSource::Fixed(nodes),
+                };
+                // The pull is shared by every viewer, so it carries no viewer's query.
+                let (body, node) = self.hubs.join(stream, &path, source).await?;
+                log.node = node;
+                let mut resp = Response::new(body.boxed());
+                let h = resp.headers_mut();
+                h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+                h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                Ok(resp)
+            }
+            Action::Proxy => {
                 let path_and_query = match &query {
                     Some(q) => format!("{path}?{q}"),
                     None => path,
@@ -139,11 +172,6 @@ impl Gateway {
                 )
                 .await?;
                 log.node = node;
-                if route.action == Action::Live {
-                    let (parts, body) = resp.into_parts();
-                    let body = EndOnShutdown::new(body, self.shutdown.clone()).boxed();
-                    return Ok(Response::from_parts(parts, body));
-                }
                 Ok(resp)
             }
         }
@@ -253,10 +281,9 @@ impl HttpBody for LoggedBody {
     }
 }
 
-/// Starts a gateway for `settings` with the embedded registry.
+/// Starts a gateway for `settings` with the registry backend its config names.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let reg = Arc::new(MemoryRegistry::default());
-    registry::load_static(reg.as_ref(), &settings.nodes)?;
+    let reg = registry::build(&settings, shutdown.clone())?;
     start_with_registry(settings, reg, shutdown).await
 }
 
@@ -281,6 +308,8 @@ pub async fn start_with_registry(
         max_connections: settings.server.max_connections,
         header_read_timeout: settings.server.header_read_timeout,
         drain_timeout: settings.server.drain_timeout,
+        send_timeout: settings.server.send_timeout,
+        send_buffer: settings.server.send_buffer,
     };
     Ok(server::run(listeners, gw, opts, shutdown)?)
 }

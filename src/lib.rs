@@ -6,6 +6,7 @@
 //! demo, the tests and the benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod flv;
 pub mod gateway;
+pub mod live;
 pub mod origin;
 pub mod proxy;
 pub mod redirect;
@@ -20,4 +22,5 @@ pub mod registry;
 pub mod request_id;
 pub mod router;
 pub mod server;
+pub mod stall_timeout;
 pub mod upstream_path;

@@ -4,7 +4,6 @@
 
 pub mod client;
 pub mod headers;
-pub mod shutdown_body;
 
 use std::error::Error as _;
 use std::net::SocketAddr;

@@ -1,17 +1,30 @@
 //! The stream registry: which node holds which stream.
 //!
 //! The request path only *asks* ([`Registry::resolve`]), and the answer comes from memory without
-//! waiting on I/O, so a slow or absent shared store never stalls viewers; writers (config today;
-//! the REST API, media-server hooks, heartbeats and Redis next) change the registry from the side.
+//! waiting on I/O, so a slow or absent shared store never stalls viewers. Writers (the config
+//! file at start, the REST API, media-server hooks and node heartbeats) change the registry from
+//! the side through the async write methods; a write may have to reach Redis first, and a failed
+//! write leaves the local answer untouched.
+//!
+//! Two backends: [`MemoryRegistry`] (one gateway, the default) and [`RedisRegistry`] (several
+//! gateways sharing one Redis; each keeps a `MemoryRegistry` snapshot that lookups read).
 
+pub mod hooks;
 pub mod memory;
+pub mod redis;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{NodeSettings, RegistryBackend, Settings};
 use crate::upstream_path::BaseUrl;
 
 pub use memory::MemoryRegistry;
+pub use redis::RedisRegistry;
 
 /// A media node the gateway can reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +56,13 @@ pub enum Lookup {
     NotFound,
 }
 
+/// One stream as listed by the API: every node holding it, preferred first, up or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub name: String,
+    pub nodes: Vec<String>,
+}
+
 /// Why a registry write failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -54,6 +74,10 @@ pub enum RegistryError {
     Unavailable(String),
 }
 
+/// What a registry write returns: boxed so `dyn Registry` stays usable (the gateway and the
+/// admin API hold an `Arc<dyn Registry>` chosen from config at start).
+pub type WriteFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RegistryError>> + Send + 'a>>;
+
 /// What every backend (embedded, Redis) provides.
 pub trait Registry: Send + Sync + 'static {
     /// Nodes holding `stream`; answered from memory, never blocks on I/O.
@@ -62,24 +86,69 @@ pub trait Registry: Send + Sync + 'static {
     fn node(&self, id: &str) -> Option<Arc<Node>>;
     /// Every known node (for Location rewriting, listings and the dashboard).
     fn nodes(&self) -> Vec<Arc<Node>>;
-    /// Adds or refreshes a node.
-    fn put_node(&self, node: Node) -> Result<(), RegistryError>;
-    /// Records that `node` holds `stream`.
-    fn announce(&self, stream: &str, node: &str) -> Result<(), RegistryError>;
+    /// Every known stream with the nodes holding it, sorted by name.
+    fn streams(&self) -> Vec<StreamEntry>;
+    /// Adds a node or refreshes it (a heartbeat): it counts as up for `ttl` from now, or for
+    /// ever with `None`.
+    fn put_node<'a>(
+        &'a self,
+        id: &'a str,
+        url: &'a BaseUrl,
+        ttl: Option<Duration>,
+    ) -> WriteFuture<'a, ()>;
+    /// Forgets a node and every stream record pointing at it; `true` if it was known.
+    fn remove_node<'a>(&'a self, id: &'a str) -> WriteFuture<'a, bool>;
+    /// Records that `node` holds `stream` (idempotent; the first node announced stays preferred).
+    fn announce<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()>;
     /// Records that `node` no longer holds `stream`; `true` if it did.
-    fn withdraw(&self, stream: &str, node: &str) -> bool;
+    fn withdraw<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool>;
 }
 
-/// Loads the static `[[nodes]]` and their `streams` into `reg`.
-pub fn load_static(
-    reg: &dyn Registry,
-    nodes: &[crate::config::NodeSettings],
-) -> Result<(), RegistryError> {
+/// A base URL as text (`scheme://authority/prefix`), the form stored in Redis and listed by the
+/// API.
+pub fn url_text(u: &BaseUrl) -> String {
+    format!("{}{}", u.origin(), u.prefix)
+}
+
+/// Loads the static `[[nodes]]` and their `streams` into `reg`. They never expire.
+pub fn load_static(reg: &MemoryRegistry, nodes: &[NodeSettings]) -> Result<(), RegistryError> {
     for n in nodes {
-        reg.put_node(Node { id: n.id.clone(), url: n.url.clone(), expires: None })?;
+        reg.put_node_now(&n.id, &n.url, None)?;
         for s in &n.streams {
-            reg.announce(s, &n.id)?;
+            reg.announce_now(s, &n.id)?;
         }
     }
     Ok(())
+}
+
+/// Builds the backend `settings` ask for, with the static nodes loaded. The Redis backend starts
+/// its background sync task here; it stops when `shutdown` is cancelled. Start-up does not wait
+/// for Redis: a gateway whose Redis is down serves its static config and catches up later.
+pub fn build(
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<Arc<dyn Registry>, RegistryError> {
+    match &settings.registry.backend {
+        RegistryBackend::Memory => {
+            let reg = MemoryRegistry::default();
+            load_static(&reg, &settings.nodes)?;
+            Ok(Arc::new(reg))
+        }
+        RegistryBackend::Redis {
+            url,
+            key_prefix,
+            resync_interval,
+        } => {
+            let reg = RedisRegistry::start(
+                redis::RedisOptions {
+                    url: url.clone(),
+                    key_prefix: key_prefix.clone(),
+                    resync_interval: *resync_interval,
+                    statics: settings.nodes.clone(),
+                },
+                shutdown,
+            )?;
+            Ok(reg)
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! on ephemeral loopback ports, wait for readiness with a bound, and stop them by PID on drop.
 #![allow(dead_code)]
 
+pub mod nginx_rtmp;
+pub mod redis;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,7 +70,8 @@ impl Proc {
     }
     /// Resident set size in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -89,7 +92,10 @@ impl Drop for Proc {
 pub fn spawn(args: &[&str], expect_listeners: usize) -> Proc {
     let mut child = Command::new(bin())
         .args(args)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -135,7 +141,10 @@ pub fn spawn(args: &[&str], expect_listeners: usize) -> Proc {
             Ok(line) => {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let a = rest.split_whitespace().next().unwrap_or("");
-                    addrs.push(a.parse().unwrap_or_else(|_| panic!("bad ready line {line:?}")));
+                    addrs.push(
+                        a.parse()
+                            .unwrap_or_else(|_| panic!("bad ready line {line:?}")),
+                    );
                 }
             }
             Err(_) => {
@@ -145,13 +154,24 @@ pub fn spawn(args: &[&str], expect_listeners: usize) -> Proc {
             }
         }
     }
-    Proc { child, addrs, stdout_rx: rx, stderr }
+    Proc {
+        child,
+        addrs,
+        stdout_rx: rx,
+        stderr,
+    }
 }
 
 /// Starts an origin node serving `media`.
 pub fn origin(media: &Path) -> Proc {
     spawn(
-        &["origin", "--media", media.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0"],
+        &[
+            "origin",
+            "--media",
+            media.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
         1,
     )
 }
@@ -181,8 +201,12 @@ impl RawResponse {
             .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -221,16 +245,24 @@ pub fn parse_response(buf: &[u8]) -> RawResponse {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
-    RawResponse { status, headers, body }
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(pos) = data.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
         let size_str = String::from_utf8_lossy(&data[..pos]);
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
         data = &data[pos + 2..];
         if size == 0 || data.len() < size {
             out.extend_from_slice(&data[..size.min(data.len())]);
@@ -275,7 +307,91 @@ pub fn open_stream(addr: SocketAddr, path: &str) -> (RawResponse, TcpStream, Vec
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+pub mod flv_stream;
+
+/// Opens `GET path` with a tiny receive buffer and never reads: a stalled viewer.
+pub fn stalled_get(addr: SocketAddr, path: &str) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.connect(&addr.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .expect("write");
+    s
+}
+
+/// Reads everything until the server closes; tells whether the chunked body ended cleanly.
+pub fn drain_until_closed(mut s: TcpStream, limit: Duration) -> flv_stream::End {
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 64 {
+                    tail.drain(..tail.len() - 64);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    if tail.ends_with(b"0\r\n\r\n") {
+        flv_stream::End::Clean
+    } else {
+        flv_stream::End::Abrupt
+    }
+}
+
+/// Saves `dur` of a live stream's body (de-chunked) to `file`.
+pub fn capture(addr: SocketAddr, path: &str, dur: Duration, file: &Path) {
+    let mut s = flv_stream::FlvStream::open(addr, path);
+    assert_eq!(s.status, 200);
+    let mut out = streamgate::flv::FLV_HEADER.to_vec();
+    for t in s.read_for(dur) {
+        out.extend_from_slice(t.bytes());
+    }
+    assert!(s.header_seen);
+    std::fs::write(file, out).expect("write capture");
+}
+
+/// ffprobe finds exactly one H.264 and one AAC stream in `file`, and prints no error.
+pub fn assert_ffprobe_h264_aac(file: &Path) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs (the test command installs ffmpeg)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "ffprobe errors: {stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut codecs: Vec<String> = v["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap_or("").to_string())
+        .collect();
+    codecs.sort();
+    assert_eq!(codecs, vec!["aac", "h264"]);
 }

@@ -19,16 +19,26 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// How the node answers.
 pub enum Reply {
     /// 200 with the given extra header lines and body.
-    Ok { headers: Vec<(String, String)>, body: Vec<u8> },
+    Ok {
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Any status with headers and body.
-    Status { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Status {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Read the request, never answer (until the peer goes away).
     Stall,
     /// Answer after a delay.
@@ -62,8 +72,12 @@ impl Upstream {
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
         {
-            let (seen, connections, endless_closed, stop) =
-                (seen.clone(), connections.clone(), endless_closed.clone(), stop.clone());
+            let (seen, connections, endless_closed, stop) = (
+                seen.clone(),
+                connections.clone(),
+                endless_closed.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -71,12 +85,19 @@ impl Upstream {
                     }
                     let Ok(conn) = conn else { continue };
                     connections.fetch_add(1, Ordering::SeqCst);
-                    let (seen, script, endless_closed) = (seen.clone(), script.clone(), endless_closed.clone());
+                    let (seen, script, endless_closed) =
+                        (seen.clone(), script.clone(), endless_closed.clone());
                     std::thread::spawn(move || serve_conn(conn, seen, script, endless_closed));
                 }
             });
         }
-        Self { addr, seen, connections, endless_closed, stop }
+        Self {
+            addr,
+            seen,
+            connections,
+            endless_closed,
+            stop,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -117,12 +138,23 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let mut seen = Seen { method, target, headers, body: Vec::new() };
-    if let Some(len) = seen.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    let mut seen = Seen {
+        method,
+        target,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = seen
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         let mut body = vec![0; len];
         r.read_exact(&mut body).ok()?;
         seen.body = body;
-    } else if seen.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    } else if seen
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         loop {
             let mut size = String::new();
             r.read_line(&mut size).ok()?;
@@ -151,7 +183,12 @@ fn head(status: u16, headers: &[(String, String)], len: Option<u64>) -> Vec<u8> 
     s.into_bytes()
 }
 
-fn serve_conn(conn: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, script: Arc<Script>, endless_closed: Arc<AtomicBool>) {
+fn serve_conn(
+    conn: TcpStream,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    script: Arc<Script>,
+    endless_closed: Arc<AtomicBool>,
+) {
     let _ = conn.set_nodelay(true);
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
@@ -166,11 +203,17 @@ fn serve_conn(conn: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, script: Arc<Script>,
         }
         let ok = match reply {
             Reply::Ok { headers, body } => {
-                w.write_all(&head(200, &headers, Some(body.len() as u64))).is_ok()
+                w.write_all(&head(200, &headers, Some(body.len() as u64)))
+                    .is_ok()
                     && (req.method == "HEAD" || w.write_all(&body).is_ok())
             }
-            Reply::Status { status, headers, body } => {
-                w.write_all(&head(status, &headers, Some(body.len() as u64))).is_ok()
+            Reply::Status {
+                status,
+                headers,
+                body,
+            } => {
+                w.write_all(&head(status, &headers, Some(body.len() as u64)))
+                    .is_ok()
                     && (req.method == "HEAD" || w.write_all(&body).is_ok())
             }
             Reply::Stall => {
@@ -180,11 +223,22 @@ fn serve_conn(conn: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, script: Arc<Script>,
             }
             Reply::Delayed(..) => false,
             Reply::Endless { chunk, every } => {
-                if w.write_all(&head(200, &[("Content-Type".into(), "video/x-flv".into())], None)).is_err() {
+                if w.write_all(&head(
+                    200,
+                    &[("Content-Type".into(), "video/x-flv".into())],
+                    None,
+                ))
+                .is_err()
+                {
                     return;
                 }
                 loop {
-                    let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.clone(), b"\r\n".to_vec()].concat();
+                    let framed = [
+                        format!("{:x}\r\n", chunk.len()).into_bytes(),
+                        chunk.clone(),
+                        b"\r\n".to_vec(),
+                    ]
+                    .concat();
                     if w.write_all(&framed).and_then(|_| w.flush()).is_err() {
                         endless_closed.store(true, Ordering::SeqCst);
                         return;

@@ -1,0 +1,231 @@
+//! The Redis registry backend, end to end: a real `redis-server`, two real gateways sharing it,
+//! and a scripted node. What one gateway learns, the other serves within a second; a Redis
+//! outage leaves routing alone and fails writes with 503; a restarted Redis is caught up with.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::upstream::{echo, Upstream};
+use common::{gateway, get, wait_until, RawResponse};
+
+const ADMIN: &str = "Authorization: Bearer adm1n\r\n";
+/// What the issue promises for propagation between gateways.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+fn config(redis_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[upstream]
+connect_timeout = "1s"
+response_header_timeout = "2s"
+
+[registry]
+backend = "redis"
+url = "{redis_url}"
+hook_secret = "h00k"
+key_prefix = "sgtest"
+
+[admin]
+token = "adm1n"
+
+[[routes]]
+path = "/hls/{{stream}}/{{*rest}}"
+action = "proxy"
+upstream = "/hls/{{stream}}/{{*rest}}"
+"#
+    )
+}
+
+fn send(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &[u8]) -> RawResponse {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(common::READY_TIMEOUT))
+        .expect("timeout");
+    let _ = s.write_all(&req);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    common::parse_response(&buf)
+}
+
+fn put_node(addr: SocketAddr, id: &str, url: &str, ttl: &str) -> RawResponse {
+    send(
+        addr,
+        "PUT",
+        &format!("/api/v1/nodes/{id}"),
+        ADMIN,
+        format!(r#"{{"url":"{url}","ttl":{ttl}}}"#).as_bytes(),
+    )
+}
+
+fn put_stream(addr: SocketAddr, name: &str, node: &str) -> RawResponse {
+    send(
+        addr,
+        "PUT",
+        &format!("/api/v1/streams/{name}"),
+        ADMIN,
+        format!(r#"{{"node":"{node}"}}"#).as_bytes(),
+    )
+}
+
+fn play(addr: SocketAddr, stream: &str) -> u16 {
+    get(addr, &format!("/hls/{stream}/index.m3u8"), "").status
+}
+
+/// Polls (every 5 ms, bounded by `limit`) until `cond` holds; returns how long it took.
+fn time_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    start.elapsed()
+}
+
+/// Both gateways have a working Redis link: a node registered through `a` is listed by `b`.
+fn wait_linked(a: SocketAddr, b: SocketAddr, node: &Upstream, id: &str) {
+    wait_until(
+        "gateway A to write to redis",
+        Duration::from_secs(15),
+        || put_node(a, id, &node.url(), "60").status == 200,
+    );
+    wait_until("gateway B to see the node", Duration::from_secs(15), || {
+        get(b, &format!("/api/v1/nodes/{id}"), ADMIN).status == 200
+    });
+}
+
+#[test]
+fn two_gateways_share_streams_through_redis_and_survive_its_outage() {
+    let mut redis = Redis::start();
+    let node = Upstream::start(echo);
+    let (gw_a, _da) = gateway(&config(&redis.url()));
+    let (gw_b, _db) = gateway(&config(&redis.url()));
+    let (a, b) = (gw_a.addr(), gw_b.addr());
+    wait_linked(a, b, &node, "n1");
+
+    // Announced through A, playable through B within a second.
+    assert_eq!(play(b, "cam1"), 404);
+    let r = put_stream(a, "cam1", "n1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let took = time_until("cam1 on gateway B", PROPAGATION, || play(b, "cam1") == 200);
+    eprintln!("propagation A → B: {took:?}");
+    assert_eq!(play(a, "cam1"), 200);
+    // And the other way round, for a withdrawal.
+    assert_eq!(put_stream(b, "cam9", "n1").status, 200);
+    time_until("cam9 on gateway A", PROPAGATION, || play(a, "cam9") == 200);
+    assert_eq!(
+        send(b, "DELETE", "/api/v1/streams/cam9", ADMIN, b"").status,
+        200
+    );
+    let took = time_until("cam9 withdrawn on A", PROPAGATION, || {
+        play(a, "cam9") == 404
+    });
+    eprintln!("withdrawal B → A: {took:?}");
+
+    // Redis goes away: both keep routing what they know, for longer than the re-read period;
+    // writes fail with 503 and change nothing.
+    redis.kill();
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        assert_eq!(play(a, "cam1"), 200, "A routes cam1 without redis");
+        assert_eq!(play(b, "cam1"), 200, "B routes cam1 without redis");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = put_stream(a, "cam2", "n1");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "registry_unavailable");
+    assert_eq!(
+        play(a, "cam2"),
+        404,
+        "a failed write leaves the registry alone"
+    );
+    let r = send(
+        a,
+        "POST",
+        "/hooks/srs?node=n1&secret=h00k",
+        "",
+        br#"{"action":"on_publish","client_id":1,"stream":"cam3"}"#,
+    );
+    assert_eq!(r.status, 503);
+    assert_ne!(r.json()["code"], 0);
+
+    // Redis comes back (empty, no persistence): each gateway reconnects by itself, writes its
+    // last known state back, and new announcements propagate again.
+    redis.restart();
+    wait_until(
+        "gateway B to write to redis again",
+        Duration::from_secs(15),
+        || put_stream(b, "cam2", "n1").status == 200,
+    );
+    let took = time_until("cam2 on gateway A", Duration::from_secs(5), || {
+        play(a, "cam2") == 200
+    });
+    eprintln!("propagation B → A after the restart: {took:?}");
+    assert_eq!(
+        play(a, "cam1"),
+        200,
+        "known streams survive the empty restart"
+    );
+    assert_eq!(play(b, "cam1"), 200);
+    let r = put_stream(a, "cam4", "n1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let took = time_until("cam4 on gateway B", PROPAGATION, || play(b, "cam4") == 200);
+    eprintln!("propagation A → B after the restart: {took:?}");
+    let listed = get(b, "/api/v1/streams", ADMIN).json();
+    let names: Vec<&str> = listed["streams"]
+        .as_array()
+        .expect("a")
+        .iter()
+        .map(|s| s["name"].as_str().expect("n"))
+        .collect();
+    assert_eq!(names, vec!["cam1", "cam2", "cam4"]);
+}
+
+#[test]
+fn a_node_missing_its_heartbeats_is_down_on_every_gateway() {
+    let redis = Redis::start();
+    let node = Upstream::start(echo);
+    let (gw_a, _da) = gateway(&config(&redis.url()));
+    let (gw_b, _db) = gateway(&config(&redis.url()));
+    let (a, b) = (gw_a.addr(), gw_b.addr());
+    wait_linked(a, b, &node, "n1");
+    assert_eq!(put_node(a, "n2", &node.url(), r#""1s""#).status, 200);
+    assert_eq!(put_stream(a, "cam1", "n2").status, 200);
+    time_until("cam1 on B", PROPAGATION, || play(b, "cam1") == 200);
+    // No heartbeat: both gateways answer 503 node_unavailable once the TTL has run out.
+    wait_until("n2 down on B", Duration::from_secs(10), || {
+        play(b, "cam1") == 503
+    });
+    wait_until("n2 down on A", Duration::from_secs(10), || {
+        play(a, "cam1") == 503
+    });
+    let r = get(b, "/hls/cam1/index.m3u8", "");
+    assert_eq!(r.json()["error"], "node_unavailable");
+    // The key really expired in Redis (a heartbeat through B revives it for A too).
+    assert_eq!(
+        redis.command("EXISTS sgtest:alive:n2").as_deref(),
+        Some(":0")
+    );
+    assert_eq!(put_node(b, "n2", &node.url(), "30").status, 200);
+    time_until("n2 up again on A", PROPAGATION, || play(a, "cam1") == 200);
+    // Deregistering through A makes the stream unknown on B.
+    assert_eq!(
+        send(a, "DELETE", "/api/v1/nodes/n2", ADMIN, b"").status,
+        200
+    );
+    time_until("cam1 gone on B", PROPAGATION, || play(b, "cam1") == 404);
+}
