@@ -70,16 +70,13 @@ pub async fn start(
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let dir_a = node_dir(&media, &root, "a", NODE_A_FILES)?;
     let dir_b = node_dir(&media, &root, "b", NODE_B_FILES)?;
-    let a = origin::start(
-        OriginOptions { media: dir_a, listen: vec![loopback], name: "a".into() },
-        shutdown.clone(),
-    )
-    .await?;
-    let b = origin::start(
-        OriginOptions { media: dir_b, listen: vec![loopback], name: "b".into() },
-        shutdown.clone(),
-    )
-    .await?;
+    let node = |dir: PathBuf, name: &str| OriginOptions {
+        listen: vec![loopback],
+        name: name.to_string(),
+        ..OriginOptions::new(dir)
+    };
+    let a = origin::start(node(dir_a, "a"), shutdown.clone()).await?;
+    let b = origin::start(node(dir_b, "b"), shutdown.clone()).await?;
     let toml = DEMO_TOML
         .replace("{LISTEN}", &listen.to_string())
         .replace("{NODE_A}", &format!("http://{}", a.addrs[0]))

@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{json_response, Body};
+use crate::stall_timeout::StallTimeout;
 
 /// What a server does with one request. Implemented by the gateway and by the origin.
 pub trait Handler: Send + Sync + 'static {
@@ -44,7 +45,17 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown starts.
     pub drain_timeout: Duration,
+    /// A write to a client that makes no progress for this long closes the connection.
+    pub send_timeout: Duration,
+    /// Kernel send buffer per client socket (`SO_SNDBUF`); `None` keeps the kernel's
+    /// autotuning, which on loopback can hold megabytes for a client that stopped reading.
+    pub send_buffer: Option<usize>,
 }
+
+/// Most bytes hyper buffers per connection on each side before it waits for the socket. It
+/// bounds what a slow client pins (hyper's default is ~400 KiB) and makes a stalled live viewer
+/// push back on its own queue promptly.
+pub const CONNECTION_BUFFER: usize = 64 * 1024;
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -52,6 +63,8 @@ impl Default for ServeOptions {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
+            send_buffer: None,
         }
     }
 }
@@ -130,6 +143,11 @@ async fn accept_loop<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
+        if let Some(n) = opts.send_buffer {
+            if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(n) {
+                tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+            }
+        }
         let handler = handler.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
@@ -150,7 +168,8 @@ async fn accept_loop<H: Handler>(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(opts.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
+            .max_buf_size(CONNECTION_BUFFER)
+            .serve_connection(TokioIo::new(StallTimeout::new(stream, opts.send_timeout)), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

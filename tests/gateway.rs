@@ -213,18 +213,8 @@ fn live_route_auth_and_stream_lookup() {
         assert_eq!(r.status, 400, "{bad}");
         assert_eq!(r.json()["error"], "bad_stream_name");
     }
-
-    let (head, mut s, mut got) = common::open_stream(gw.addr(), "/flv/cam1.flv?token=s3cret&app=x");
-    assert_eq!(head.status, 200);
-    let mut buf = [0u8; 4096];
-    while !got.windows(4).any(|w| w == b"FLV\x01") {
-        let n = s.read(&mut buf).expect("read");
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
-    let seen = up.requests();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].target, "/live/cam1.flv?app=x");
+    assert!(up.requests().is_empty(), "refused requests never reach the node");
+    // Streaming itself (through the fan-out hub) is covered in tests/live.rs.
 }
 
 #[test]
@@ -284,7 +274,7 @@ fn a_gigabyte_passes_with_flat_memory() {
         assert!(n > 0, "ended early at {total}");
         total += n as u64;
         reads += 1;
-        if reads % 64 == 0 {
+        if reads.is_multiple_of(64) {
             max_rss = max_rss.max(gw.rss_kib());
         }
     }
@@ -297,17 +287,16 @@ fn a_gigabyte_passes_with_flat_memory() {
 
 #[test]
 fn sigterm_drains_finite_requests_and_ends_live_streams() {
-    let up = Upstream::start(|req| {
-        if req.target.starts_with("/live/") {
-            Reply::Endless { chunk: b"tag".to_vec(), every: Duration::from_millis(20) }
-        } else {
-            Reply::Delayed(Duration::from_millis(800), Box::new(echo(req)))
-        }
-    });
-    let (mut gw, _dir) = gateway(&config(&up.url(), ""));
+    let up = Upstream::start(|req| Reply::Delayed(Duration::from_millis(800), Box::new(echo(req))));
+    let origin = common::origin(&common::media_dir());
+    let extra = format!(
+        "[[nodes]]\nid = \"o\"\nurl = \"{}\"\n[[routes]]\npath = \"/olive/{{stream}}.flv\"\naction = \"live\"\nto = \"o\"\nupstream = \"/live/{{stream}}.flv\"\n",
+        origin.url("")
+    );
+    let (mut gw, _dir) = gateway(&config(&up.url(), &extra));
     let addr = gw.addr();
-    let (head, mut live, _) = common::open_stream(addr, "/flv/cam1.flv?token=s3cret");
-    assert_eq!(head.status, 200);
+    let mut live = common::flv_stream::FlvStream::open(addr, "/olive/cam1.flv");
+    live.expect_playable_start(Duration::from_secs(20));
     let mut slow = TcpStream::connect(addr).expect("connect");
     slow.write_all(b"GET /vod/slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("write");
     wait_until("slow request to reach the node", Duration::from_secs(10), || {
@@ -321,10 +310,8 @@ fn sigterm_drains_finite_requests_and_ends_live_streams() {
     let r = common::parse_response(&out);
     assert_eq!(r.status, 200);
     // The live stream ends with a clean chunked terminator.
-    live.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut tail = Vec::new();
-    live.read_to_end(&mut tail).expect("live ends cleanly");
-    assert!(tail.ends_with(b"0\r\n\r\n"), "clean end of chunked body");
+    while live.next_tag(Duration::from_secs(10)).is_some() {}
+    assert_eq!(live.end, Some(common::flv_stream::End::Clean), "clean end of the live body");
     let st = gw.wait_exit(Duration::from_secs(10)).expect("gateway exits");
     assert!(st.success(), "{st:?}");
 }

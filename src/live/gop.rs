@@ -1,0 +1,135 @@
+//! What a newcomer needs before live tags: the FLV header, the latest metadata and sequence
+//! headers, and (optionally) the tags since the latest keyframe so its player can decode a
+//! picture at once.
+
+use bytes::Bytes;
+
+use crate::flv::{Tag, TagKind};
+
+/// The stream's start-up tags, replaced as the node sends new ones.
+#[derive(Debug, Default, Clone)]
+pub struct InitCache {
+    /// Our FLV file header for viewers (13 bytes), with the node's audio/video flags.
+    pub header: Option<Bytes>,
+    pub metadata: Option<Tag>,
+    pub video_seq: Option<Tag>,
+    pub audio_seq: Option<Tag>,
+}
+
+impl InitCache {
+    /// Records `tag` if it is a start-up tag. Returns `Some(changed)` for start-up tags (changed:
+    /// it differs from what was cached, so viewers must see it) and `None` for media tags.
+    pub fn update(&mut self, tag: &Tag) -> Option<bool> {
+        let slot = if tag.is_metadata() {
+            &mut self.metadata
+        } else if tag.is_sequence_header() {
+            match tag.kind() {
+                TagKind::Video => &mut self.video_seq,
+                TagKind::Audio => &mut self.audio_seq,
+                TagKind::Script => return None,
+            }
+        } else {
+            return None;
+        };
+        let changed = slot.as_ref().is_none_or(|old| old.data() != tag.data());
+        *slot = Some(tag.clone());
+        Some(changed)
+    }
+
+    /// The start-up tags in the order a player expects them.
+    pub fn tags(&self) -> impl Iterator<Item = &Tag> {
+        [&self.metadata, &self.video_seq, &self.audio_seq].into_iter().flatten()
+    }
+}
+
+/// Tags from the latest video keyframe on, bounded in bytes.
+#[derive(Debug, Default)]
+pub struct GopCache {
+    tags: Vec<Tag>,
+    bytes: usize,
+    /// False while the current GOP outgrew the bound: newcomers then wait for a keyframe.
+    valid: bool,
+}
+
+impl GopCache {
+    /// Adds a media tag. `keyframe` starts a new GOP.
+    pub fn push(&mut self, tag: &Tag, keyframe: bool, max_bytes: usize) {
+        if keyframe {
+            self.tags.clear();
+            self.bytes = 0;
+            self.valid = true;
+        }
+        if !self.valid {
+            return;
+        }
+        if self.bytes + tag.len() > max_bytes {
+            self.tags.clear();
+            self.bytes = 0;
+            self.valid = false;
+            return;
+        }
+        self.bytes += tag.len();
+        self.tags.push(tag.clone());
+    }
+
+    /// The cached GOP, starting on a keyframe; empty if none is usable.
+    pub fn tags(&self) -> &[Tag] {
+        if self.valid {
+            &self.tags
+        } else {
+            &[]
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Forgets everything (the upstream changed: old frames must not precede new headers).
+    pub fn clear(&mut self) {
+        self.tags.clear();
+        self.bytes = 0;
+        self.valid = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(ts: u32, key: bool) -> Tag {
+        let first = if key { 0x17 } else { 0x27 };
+        Tag::new(TagKind::Video, ts, &[first, 1, 0, 0, 0, 9, 9]).expect("tag")
+    }
+
+    #[test]
+    fn gop_starts_on_keyframe_and_is_bounded() {
+        let mut g = GopCache::default();
+        g.push(&video(0, false), false, 1000);
+        assert!(g.tags().is_empty(), "nothing before the first keyframe");
+        g.push(&video(40, true), true, 1000);
+        g.push(&video(80, false), false, 1000);
+        assert_eq!(g.tags().len(), 2);
+        assert!(g.tags()[0].is_keyframe());
+        // Outgrowing the bound invalidates the GOP until the next keyframe.
+        g.push(&video(120, false), false, 30);
+        assert!(g.tags().is_empty());
+        g.push(&video(160, false), false, 1000);
+        assert!(g.tags().is_empty());
+        g.push(&video(200, true), true, 1000);
+        assert_eq!(g.tags().len(), 1);
+    }
+
+    #[test]
+    fn init_cache_reports_changes() {
+        let mut c = InitCache::default();
+        let seq = Tag::new(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, 2]).expect("tag");
+        assert_eq!(c.update(&seq), Some(true));
+        assert_eq!(c.update(&seq.with_timestamp(500)), Some(false), "same config, new timestamp");
+        let seq2 = Tag::new(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, 3]).expect("tag");
+        assert_eq!(c.update(&seq2), Some(true));
+        assert_eq!(c.update(&video(0, true)), None);
+        assert_eq!(c.tags().count(), 1);
+    }
+}

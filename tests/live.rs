@@ -1,0 +1,230 @@
+//! The live fan-out hub against real origin processes: one upstream pull per stream, instant
+//! start on a keyframe, slow viewers isolated, failover, clean ends and limits.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::flv_stream::{assert_monotonic, End, FlvStream};
+use common::{gateway, get, origin, wait_until, Proc};
+use streamgate::flv::TagKind;
+
+const T: Duration = Duration::from_secs(20);
+
+fn gw_config(nodes: &[(&str, &Proc)], live: &str) -> String {
+    gw_config_with(nodes, "", live)
+}
+
+fn gw_config_with(nodes: &[(&str, &Proc)], server: &str, live: &str) -> String {
+    let mut s = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"3s\"\n{server}\n[upstream]\nconnect_timeout = \"2s\"\nresponse_header_timeout = \"5s\"\n[auth]\ntokens = [\"s3cret\"]\n[admin]\ntoken = \"adm1n\"\n",
+    );
+    s.push_str(&format!("[live]\n{live}\n"));
+    for (id, p) in nodes {
+        s.push_str(&format!("[[nodes]]\nid = \"{id}\"\nurl = \"http://{}\"\nstreams = [\"cam1\", \"cam2\"]\n", p.addr()));
+    }
+    s.push_str("[[routes]]\npath = \"/flv/{stream}.flv\"\naction = \"live\"\nupstream = \"/live/{stream}.flv\"\nauth = \"token\"\n");
+    s
+}
+
+fn live_clients(origin: &Proc) -> u64 {
+    let r = get(origin.addr(), "/stats", "");
+    assert_eq!(r.status, 200);
+    r.json()["live_clients"].as_u64().expect("live_clients")
+}
+
+/// The gateway's live status (`GET /api/v1/live`).
+fn live_status(gw: &Proc) -> serde_json::Value {
+    let r = get(gw.addr(), "/api/v1/live", "Authorization: Bearer adm1n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+fn media() -> std::path::PathBuf {
+    common::media_dir()
+}
+
+#[test]
+fn many_viewers_share_one_upstream_pull() {
+    let o = origin(&media());
+    let (gw, _d) = gateway(&gw_config(&[("a", &o)], ""));
+    let n = 200;
+    let addr = gw.addr();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = FlvStream::open(addr, "/flv/cam1.flv?token=s3cret");
+                assert_eq!(s.status, 200);
+                assert_eq!(s.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.as_str()), Some("video/x-flv"));
+                let tags = s.expect_playable_start(T);
+                let more = s.read_for(Duration::from_millis(300));
+                assert_monotonic(&[tags, more].concat());
+                s
+            })
+        })
+        .collect();
+    let streams: Vec<FlvStream> = handles.into_iter().map(|h| h.join().expect("viewer thread")).collect();
+    assert_eq!(streams.len(), n);
+    assert_eq!(live_clients(&o), 1, "the origin serves exactly one connection, the gateway's pull");
+    drop(streams);
+}
+
+#[test]
+fn a_late_joiner_starts_on_the_cached_keyframe() {
+    let o = origin(&media());
+    let (gw, _d) = gateway(&gw_config(&[("a", &o)], ""));
+    let mut first = FlvStream::open(gw.addr(), "/flv/cam2.flv?token=s3cret");
+    first.expect_playable_start(T);
+    // Let the stream run past a keyframe so the GOP cache holds frames after it.
+    let ran = first.read_for(Duration::from_millis(1500));
+    assert!(ran.iter().any(|t| t.kind() == TagKind::Video && t.is_keyframe()));
+    let mut late = FlvStream::open(gw.addr(), "/flv/cam2.flv?token=s3cret");
+    let start = late.expect_playable_start(T);
+    // By bytes order: the first video frame after the sequence header is a keyframe, and the
+    // GOP behind it arrives in the same burst (before the next keyframe), as one cached read.
+    let last = start.last().expect("tags");
+    assert!(last.is_keyframe());
+    let key_ts = last.timestamp();
+    let latest = ran.last().expect("tags").timestamp();
+    assert!(key_ts <= latest, "the cached keyframe is not newer than what is live");
+    assert!(latest - key_ts < 1100, "the cached keyframe is the latest one (GOP is 1 s)");
+    assert_eq!(live_clients(&o), 1);
+}
+
+#[test]
+fn without_gop_cache_a_joiner_waits_for_the_next_keyframe() {
+    let o = origin(&media());
+    let (gw, _d) = gateway(&gw_config(&[("a", &o)], "gop_cache = false"));
+    let mut first = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    first.expect_playable_start(T);
+    let mut second = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    second.expect_playable_start(T);
+}
+
+#[test]
+fn a_stalled_viewer_is_cut_while_a_fast_one_keeps_pace() {
+    let o = origin(&media());
+    let (gw, _d) = gateway(&gw_config_with(
+        &[("a", &o)],
+        "send_buffer = 16384",
+        "viewer_queue_bytes = 65536\nviewer_queue_duration = \"1s\"",
+    ));
+    let mut fast = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    fast.expect_playable_start(T);
+    let stalled = common::stalled_get(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    wait_until("two viewers", T, || live_status(&gw)["viewers"] == 2);
+    let rss_start = gw.rss_kib();
+    // Read the fast viewer until the stalled one is cut: its media time keeps up with the clock.
+    let t0 = Instant::now();
+    let mut tags = Vec::new();
+    while live_status(&gw)["viewers_cut"] == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "stalled viewer never cut");
+        tags.extend(fast.read_for(Duration::from_millis(250)));
+    }
+    tags.extend(fast.read_for(Duration::from_millis(1000)));
+    let wall = t0.elapsed().as_millis() as i64;
+    let status = live_status(&gw);
+    assert!(status["frames_dropped"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert_eq!(status["viewers"], 1);
+    let media = tags.last().expect("tags").timestamp() as i64 - tags[0].timestamp() as i64;
+    assert!(media > wall / 2, "fast viewer got {media} ms of media in {wall} ms");
+    assert_monotonic(&tags);
+    // The stalled one was cut: draining its socket ends without the final chunk.
+    let end = common::drain_until_closed(stalled, T);
+    assert_eq!(end, End::Abrupt, "the stalled viewer is cut off, not ended cleanly");
+    let rss_end = gw.rss_kib();
+    assert!(rss_end < rss_start + 16 * 1024, "gateway memory stays bounded: {rss_start} → {rss_end} KiB");
+}
+
+/// Two origins hold cam1; the one serving dies; viewers continue from the other.
+#[test]
+fn failover_to_a_second_node_keeps_timestamps_monotonic() {
+    let mut a = origin(&media());
+    let b = origin(&media());
+    let (gw, _d) = gateway(&gw_config(&[("a", &a), ("b", &b)], "reconnect_window = \"10s\""));
+    let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    let mut tags = v.expect_playable_start(T);
+    tags.extend(v.read_for(Duration::from_millis(500)));
+    assert_eq!(live_clients(&a), 1);
+    assert_eq!(live_clients(&b), 0);
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    // Keep reading: the stream goes on from b.
+    let after = v.read_for(Duration::from_secs(3));
+    assert!(v.end.is_none(), "viewer kept its connection");
+    assert!(after.iter().any(|t| t.kind() == TagKind::Video && t.is_keyframe()), "frames from b arrive");
+    tags.extend(after);
+    assert_monotonic(&tags);
+    assert_eq!(live_clients(&b), 1);
+}
+
+#[test]
+fn with_one_node_viewers_end_cleanly_after_the_window() {
+    let mut a = origin(&media());
+    let (gw, _d) = gateway(&gw_config(&[("a", &a)], "reconnect_window = \"1s\""));
+    let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    v.expect_playable_start(T);
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let start = Instant::now();
+    while v.next_tag(T).is_some() {
+        assert!(start.elapsed() < T, "stream did not end");
+    }
+    assert_eq!(v.end, Some(End::Clean));
+}
+
+#[test]
+fn limits_answer_503_and_linger_keeps_the_pull_briefly() {
+    let o = origin(&media());
+    let (gw, _d) = gateway(&gw_config(&[("a", &o)], "max_viewers_per_stream = 2\nmax_streams = 1\nlinger = \"1s\""));
+    let mut v1 = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    v1.expect_playable_start(T);
+    let v2 = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    assert_eq!(v2.status, 200);
+    let r = get(gw.addr(), "/flv/cam1.flv?token=s3cret", "");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"], "overloaded");
+    let r = get(gw.addr(), "/flv/cam2.flv?token=s3cret", "");
+    assert_eq!(r.status, 503, "one stream at most");
+    drop(v1);
+    drop(v2);
+    wait_until("viewers to leave", T, || live_status(&gw)["viewers"] == 0);
+    // Within linger a rejoin reuses the pull; after it the pull stops.
+    let mut v3 = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    v3.expect_playable_start(T);
+    assert_eq!(live_clients(&o), 1);
+    drop(v3);
+    wait_until("the pull to stop after linger", T, || live_clients(&o) == 0);
+}
+
+#[test]
+fn ffprobe_reads_a_late_joiner_without_errors() {
+    let o = origin(&media());
+    let (gw, _d) = gateway(&gw_config(&[("a", &o)], ""));
+    let mut first = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    first.expect_playable_start(T);
+    first.read_for(Duration::from_millis(700));
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("late.flv");
+    common::capture(gw.addr(), "/flv/cam1.flv?token=s3cret", Duration::from_secs(5), &file);
+    common::assert_ffprobe_h264_aac(&file);
+}
+
+#[test]
+fn unknown_streams_and_dead_nodes_answer_json() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let cfg = format!(
+        "[[nodes]]\nid = \"a\"\nurl = \"http://{dead}\"\nstreams = [\"cam1\"]\n[[routes]]\npath = \"/flv/{{stream}}.flv\"\naction = \"live\"\nupstream = \"/live/{{stream}}.flv\"\n[server]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let (gw, _d) = gateway(&cfg);
+    let r = get(gw.addr(), "/flv/cam1.flv", "");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+    let r = get(gw.addr(), "/flv/nope.flv", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["stream"], "nope");
+    let r = common::raw_request(gw.addr(), "POST /flv/cam1.flv HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 405);
+    let _ = Path::new("");
+}
