@@ -295,8 +295,8 @@ fn sigterm_drains_finite_requests_and_ends_live_streams() {
     );
     let (mut gw, _dir) = gateway(&config(&up.url(), &extra));
     let addr = gw.addr();
-    let mut live = common::flv_stream::FlvStream::open(addr, "/olive/cam1.flv");
-    live.expect_playable_start(Duration::from_secs(20));
+    let mut live = common::flv::FlvStream::open(addr, "/olive/cam1.flv");
+    common::flv::expect_live_start(&mut live, Duration::from_secs(20));
     let mut slow = TcpStream::connect(addr).expect("connect");
     slow.write_all(b"GET /vod/slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("write");
     wait_until("slow request to reach the node", Duration::from_secs(10), || {
@@ -310,8 +310,8 @@ fn sigterm_drains_finite_requests_and_ends_live_streams() {
     let r = common::parse_response(&out);
     assert_eq!(r.status, 200);
     // The live stream ends with a clean chunked terminator.
-    while live.next_tag(Duration::from_secs(10)).is_some() {}
-    assert_eq!(live.end, Some(common::flv_stream::End::Clean), "clean end of the live body");
+    let (_, ended) = live.tags_until_end(Duration::from_secs(10));
+    assert!(ended && live.clean_end(), "clean end of the live body");
     let st = gw.wait_exit(Duration::from_secs(10)).expect("gateway exits");
     assert!(st.success(), "{st:?}");
 }

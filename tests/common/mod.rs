@@ -315,7 +315,7 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-pub mod flv_stream;
+pub mod flv;
 
 /// Opens `GET path` with a tiny receive buffer and never reads: a stalled viewer.
 pub fn stalled_get(addr: SocketAddr, path: &str) -> TcpStream {
@@ -329,8 +329,9 @@ pub fn stalled_get(addr: SocketAddr, path: &str) -> TcpStream {
     s
 }
 
-/// Reads everything until the server closes; tells whether the chunked body ended cleanly.
-pub fn drain_until_closed(mut s: TcpStream, limit: Duration) -> flv_stream::End {
+/// Reads everything until the server closes; tells whether the chunked body ended cleanly
+/// (`true`) or the connection was just closed (`false`).
+pub fn drain_until_closed(mut s: TcpStream, limit: Duration) -> bool {
     s.set_read_timeout(Some(limit)).expect("timeout");
     let mut tail = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -347,22 +348,16 @@ pub fn drain_until_closed(mut s: TcpStream, limit: Duration) -> flv_stream::End 
             Err(e) => panic!("read: {e}"),
         }
     }
-    if tail.ends_with(b"0\r\n\r\n") {
-        flv_stream::End::Clean
-    } else {
-        flv_stream::End::Abrupt
-    }
+    tail.ends_with(b"0\r\n\r\n")
 }
 
 /// Saves `dur` of a live stream's body (de-chunked) to `file`.
 pub fn capture(addr: SocketAddr, path: &str, dur: Duration, file: &Path) {
-    let mut s = flv_stream::FlvStream::open(addr, path);
-    assert_eq!(s.status, 200);
-    let mut out = streamgate::flv::FLV_HEADER.to_vec();
-    for t in s.read_for(dur) {
+    let mut s = flv::FlvStream::open(addr, path);
+    let mut out = s.header(dur).bytes.to_vec();
+    for t in s.tags_for(dur) {
         out.extend_from_slice(t.bytes());
     }
-    assert!(s.header_seen);
     std::fs::write(file, out).expect("write capture");
 }
 
