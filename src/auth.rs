@@ -21,7 +21,14 @@ impl TokenAuth {
     pub fn check(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(), GatewayError> {
         let presented = query_param(query, "token").or_else(|| bearer(headers));
         match presented {
-            Some(t) if self.tokens.iter().any(|k| ct_eq(k.as_bytes(), t.as_bytes())) => Ok(()),
+            Some(t)
+                if self
+                    .tokens
+                    .iter()
+                    .any(|k| ct_eq(k.as_bytes(), t.as_bytes())) =>
+            {
+                Ok(())
+            }
             _ => Err(GatewayError::Unauthorized),
         }
     }
@@ -30,7 +37,9 @@ impl TokenAuth {
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 /// Constant-time equality for equal lengths (length itself is not secret).

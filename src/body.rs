@@ -14,12 +14,16 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A body that holds `data` in full (small, already-built payloads only).
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A body with no bytes.
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A JSON response with the given status; `value` is serialized once here.

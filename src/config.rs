@@ -193,7 +193,11 @@ pub struct RegistrySettings {
 
 impl Default for RegistrySettings {
     fn default() -> Self {
-        Self { backend: RegistryBackend::Memory, hook_secret: None, publish_tokens: Vec::new() }
+        Self {
+            backend: RegistryBackend::Memory,
+            hook_secret: None,
+            publish_tokens: Vec::new(),
+        }
     }
 }
 
@@ -374,9 +378,15 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             &raw.server.header_read_timeout,
             Duration::from_secs(30),
         )?,
-        send_timeout: duration("server.send_timeout", &raw.server.send_timeout, Duration::from_secs(30))?,
+        send_timeout: duration(
+            "server.send_timeout",
+            &raw.server.send_timeout,
+            Duration::from_secs(30),
+        )?,
         send_buffer: match raw.server.send_buffer {
-            Some(n) if n < 4096 => return Err(invalid("server.send_buffer", "must be at least 4096 bytes")),
+            Some(n) if n < 4096 => {
+                return Err(invalid("server.send_buffer", "must be at least 4096 bytes"))
+            }
             other => other,
         },
     };
@@ -387,7 +397,11 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let d = UpstreamSettings::default();
     let u = &raw.upstream;
     let upstream = UpstreamSettings {
-        connect_timeout: duration("upstream.connect_timeout", &u.connect_timeout, d.connect_timeout)?,
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            &u.connect_timeout,
+            d.connect_timeout,
+        )?,
         tcp_keepalive: duration("upstream.tcp_keepalive", &u.tcp_keepalive, d.tcp_keepalive)?,
         max_idle_per_node: u.max_idle_per_node.unwrap_or(d.max_idle_per_node),
         idle_timeout: duration("upstream.idle_timeout", &u.idle_timeout, d.idle_timeout)?,
@@ -404,7 +418,10 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     for (key, v) in [
         ("upstream.connect_timeout", upstream.connect_timeout),
-        ("upstream.response_header_timeout", upstream.response_header_timeout),
+        (
+            "upstream.response_header_timeout",
+            upstream.response_header_timeout,
+        ),
     ] {
         if v.is_zero() {
             return Err(invalid(key, "must be greater than zero"));
@@ -413,7 +430,10 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
 
     for (i, t) in raw.auth.tokens.iter().enumerate() {
         if t.is_empty() {
-            return Err(invalid(format!("auth.tokens[{i}]"), "a token cannot be empty"));
+            return Err(invalid(
+                format!("auth.tokens[{i}]"),
+                "a token cannot be empty",
+            ));
         }
     }
 
@@ -421,14 +441,22 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let mut nodes = Vec::new();
     for (i, n) in raw.nodes.into_iter().enumerate() {
         let key = format!("nodes[{i}]");
-        if n.id.is_empty() || !n.id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        if n.id.is_empty()
+            || !n
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
             return Err(invalid(
                 format!("{key}.id"),
                 format!("{:?}: use letters, digits, '_', '.', '-'", n.id),
             ));
         }
         if !ids.insert(n.id.clone()) {
-            return Err(invalid(format!("{key}.id"), format!("duplicate node id {:?}", n.id)));
+            return Err(invalid(
+                format!("{key}.id"),
+                format!("duplicate node id {:?}", n.id),
+            ));
         }
         let url = BaseUrl::parse(&n.url)
             .map_err(|why| invalid(format!("{key}.url"), format!("{:?}: {why}", n.url)))?;
@@ -446,7 +474,11 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                 ));
             }
         }
-        nodes.push(NodeSettings { id: n.id, url, streams: n.streams });
+        nodes.push(NodeSettings {
+            id: n.id,
+            url,
+            streams: n.streams,
+        });
     }
 
     let node_ids: HashMap<&str, ()> = nodes.iter().map(|n| (n.id.as_str(), ())).collect();
@@ -480,7 +512,10 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             }
             Some(to) => {
                 if !node_ids.contains_key(to.as_str()) {
-                    return Err(invalid(format!("{key}.to"), format!("no node with id {to:?}")));
+                    return Err(invalid(
+                        format!("{key}.to"),
+                        format!("no node with id {to:?}"),
+                    ));
                 }
                 Target::Node(to.clone())
             }
@@ -502,7 +537,10 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         }
         let upstream_text = r.upstream.as_deref().unwrap_or(&r.path);
         let upstream = Template::parse(upstream_text).map_err(|why| {
-            invalid(format!("{key}.upstream"), format!("{upstream_text:?}: {why}"))
+            invalid(
+                format!("{key}.upstream"),
+                format!("{upstream_text:?}: {why}"),
+            )
         })?;
         for var in upstream.vars() {
             if !pattern.captures(var) {
@@ -547,7 +585,14 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                 ))
             }
         };
-        routes.push(RouteSettings { pattern, action, target, upstream, status, auth });
+        routes.push(RouteSettings {
+            pattern,
+            action,
+            target,
+            upstream,
+            status,
+            auth,
+        });
     }
 
     let registry = validate_registry(&raw.registry)?;
@@ -556,7 +601,16 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         t => AdminSettings { token: t.clone() },
     };
     let live = validate_live(&raw.live, upstream.response_header_timeout)?;
-    Ok(Settings { server, upstream, tokens: raw.auth.tokens, nodes, routes, live, registry, admin })
+    Ok(Settings {
+        server,
+        upstream,
+        tokens: raw.auth.tokens,
+        nodes,
+        routes,
+        live,
+        registry,
+        admin,
+    })
 }
 
 fn validate_live(
@@ -572,8 +626,16 @@ fn validate_live(
     let live = crate::live::LiveSettings {
         gop_cache: l.gop_cache.unwrap_or(d.gop_cache),
         linger: duration("live.linger", &l.linger, d.linger)?,
-        reconnect_window: duration("live.reconnect_window", &l.reconnect_window, d.reconnect_window)?,
-        viewer_queue_bytes: positive("live.viewer_queue_bytes", l.viewer_queue_bytes, d.viewer_queue_bytes)?,
+        reconnect_window: duration(
+            "live.reconnect_window",
+            &l.reconnect_window,
+            d.reconnect_window,
+        )?,
+        viewer_queue_bytes: positive(
+            "live.viewer_queue_bytes",
+            l.viewer_queue_bytes,
+            d.viewer_queue_bytes,
+        )?,
         viewer_queue_duration: duration(
             "live.viewer_queue_duration",
             &l.viewer_queue_duration,
@@ -589,39 +651,70 @@ fn validate_live(
         response_header_timeout,
     };
     if live.viewer_queue_bytes < 64 * 1024 {
-        return Err(invalid("live.viewer_queue_bytes", "must be at least 65536 (one large video frame)"));
+        return Err(invalid(
+            "live.viewer_queue_bytes",
+            "must be at least 65536 (one large video frame)",
+        ));
     }
     if live.viewer_queue_duration < Duration::from_millis(500) {
-        return Err(invalid("live.viewer_queue_duration", "must be at least 500ms"));
+        return Err(invalid(
+            "live.viewer_queue_duration",
+            "must be at least 500ms",
+        ));
     }
     Ok(live)
 }
 
 fn validate_registry(r: &RawRegistry) -> Result<RegistrySettings, ConfigError> {
-    let resync_interval =
-        duration("registry.resync_interval", &r.resync_interval, Duration::from_secs(1))?;
+    let resync_interval = duration(
+        "registry.resync_interval",
+        &r.resync_interval,
+        Duration::from_secs(1),
+    )?;
     if resync_interval < Duration::from_millis(100) || resync_interval > Duration::from_secs(60) {
-        return Err(invalid("registry.resync_interval", "must be between 100ms and 60s"));
+        return Err(invalid(
+            "registry.resync_interval",
+            "must be between 100ms and 60s",
+        ));
     }
     let backend = match r.backend.as_deref().unwrap_or("memory") {
         "memory" => {
             if r.url.is_some() {
-                return Err(invalid("registry.url", "only used with backend = \"redis\""));
+                return Err(invalid(
+                    "registry.url",
+                    "only used with backend = \"redis\"",
+                ));
             }
             RegistryBackend::Memory
         }
         "redis" => {
             let url = r.url.clone().ok_or_else(|| {
-                invalid("registry.url", "missing: backend = \"redis\" needs url = \"redis://host:port\"")
+                invalid(
+                    "registry.url",
+                    "missing: backend = \"redis\" needs url = \"redis://host:port\"",
+                )
             })?;
             if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-                return Err(invalid("registry.url", format!("{url:?}: use redis://host:port[/db]")));
+                return Err(invalid(
+                    "registry.url",
+                    format!("{url:?}: use redis://host:port[/db]"),
+                ));
             }
-            let key_prefix = r.key_prefix.clone().unwrap_or_else(|| "streamgate".to_string());
+            let key_prefix = r
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| "streamgate".to_string());
             if key_prefix.is_empty() || key_prefix.chars().any(|c| c.is_whitespace()) {
-                return Err(invalid("registry.key_prefix", "must be non-empty, without spaces"));
+                return Err(invalid(
+                    "registry.key_prefix",
+                    "must be non-empty, without spaces",
+                ));
             }
-            RegistryBackend::Redis { url, key_prefix, resync_interval }
+            RegistryBackend::Redis {
+                url,
+                key_prefix,
+                resync_interval,
+            }
         }
         other => {
             return Err(invalid(
@@ -632,13 +725,19 @@ fn validate_registry(r: &RawRegistry) -> Result<RegistrySettings, ConfigError> {
     };
     if let Some(s) = &r.hook_secret {
         if s.is_empty() {
-            return Err(invalid("registry.hook_secret", "cannot be empty (omit it to turn hooks off)"));
+            return Err(invalid(
+                "registry.hook_secret",
+                "cannot be empty (omit it to turn hooks off)",
+            ));
         }
     }
     let publish_tokens = r.publish_tokens.clone().unwrap_or_default();
     for (i, t) in publish_tokens.iter().enumerate() {
         if t.is_empty() {
-            return Err(invalid(format!("registry.publish_tokens[{i}]"), "a token cannot be empty"));
+            return Err(invalid(
+                format!("registry.publish_tokens[{i}]"),
+                "a token cannot be empty",
+            ));
         }
     }
     if !publish_tokens.is_empty() && r.hook_secret.is_none() {
@@ -647,7 +746,11 @@ fn validate_registry(r: &RawRegistry) -> Result<RegistrySettings, ConfigError> {
             "publish tokens are checked by the hooks, which need registry.hook_secret",
         ));
     }
-    Ok(RegistrySettings { backend, hook_secret: r.hook_secret.clone(), publish_tokens })
+    Ok(RegistrySettings {
+        backend,
+        hook_secret: r.hook_secret.clone(),
+        publish_tokens,
+    })
 }
 
 #[cfg(test)]
@@ -737,14 +840,24 @@ upstream = "/hls/{stream}/{*rest}"
         assert!(err("[upstream]\nidle_timeout = \"soon\"\n").starts_with("upstream.idle_timeout:"));
         assert!(err("[server]\nlisten = \"nope\"\n").starts_with("server.listen[0]:"));
         let bad_status = EXAMPLE.replace("status = 302", "status = 305");
-        assert!(err(&bad_status).starts_with("routes[0].status:"), "{}", err(&bad_status));
-        let bad_to = EXAMPLE.replace("to = \"a\"\nupstream = \"/files/{*rest}\"\nstatus", "to = \"zz\"\nupstream = \"/files/{*rest}\"\nstatus");
+        assert!(
+            err(&bad_status).starts_with("routes[0].status:"),
+            "{}",
+            err(&bad_status)
+        );
+        let bad_to = EXAMPLE.replace(
+            "to = \"a\"\nupstream = \"/files/{*rest}\"\nstatus",
+            "to = \"zz\"\nupstream = \"/files/{*rest}\"\nstatus",
+        );
         assert!(err(&bad_to).starts_with("routes[0].to:"));
         let bad_action = EXAMPLE.replace("action = \"proxy\"\nto", "action = \"teleport\"\nto");
         assert!(err(&bad_action).starts_with("routes[1].action:"));
         let no_tokens = EXAMPLE.replace("tokens = [\"s3cret\"]", "tokens = []");
         assert!(err(&no_tokens).starts_with("routes[2].auth:"));
-        let bad_var = EXAMPLE.replace("upstream = \"/live/{stream}.flv\"", "upstream = \"/live/{name}.flv\"");
+        let bad_var = EXAMPLE.replace(
+            "upstream = \"/live/{stream}.flv\"",
+            "upstream = \"/live/{name}.flv\"",
+        );
         assert!(err(&bad_var).starts_with("routes[2].upstream:"));
         let dup = format!("{EXAMPLE}\n[[nodes]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n");
         assert!(err(&dup).contains("duplicate node id"));
@@ -781,10 +894,15 @@ upstream = "/hls/{stream}/{*rest}"
         assert!(err("[registry]\nbackend = \"etcd\"\n").starts_with("registry.backend:"));
         assert!(err("[registry]\nbackend = \"redis\"\n").starts_with("registry.url:"));
         assert!(err("[registry]\nurl = \"redis://x\"\n").starts_with("registry.url:"));
-        assert!(err("[registry]\nbackend = \"redis\"\nurl = \"http://x\"\n").starts_with("registry.url:"));
-        assert!(err("[registry]\npublish_tokens = [\"p\"]\n").starts_with("registry.publish_tokens:"));
+        assert!(err("[registry]\nbackend = \"redis\"\nurl = \"http://x\"\n")
+            .starts_with("registry.url:"));
+        assert!(
+            err("[registry]\npublish_tokens = [\"p\"]\n").starts_with("registry.publish_tokens:")
+        );
         assert!(err("[registry]\nhook_secret = \"\"\n").starts_with("registry.hook_secret:"));
-        assert!(err("[registry]\nresync_interval = \"1ms\"\n").starts_with("registry.resync_interval:"));
+        assert!(
+            err("[registry]\nresync_interval = \"1ms\"\n").starts_with("registry.resync_interval:")
+        );
         assert!(err("[admin]\ntoken = \"\"\n").starts_with("admin.token:"));
         assert!(err("[admin]\ntokne = \"x\"\n").contains("tokne"));
     }

@@ -22,12 +22,17 @@ const NODE_B_FILES: &[&str] = &["cam2.flv"];
 fn media_dir(given: Option<PathBuf>) -> Result<PathBuf, String> {
     let candidates = match given {
         Some(p) => vec![p],
-        None => vec![PathBuf::from("media"), Path::new(env!("CARGO_MANIFEST_DIR")).join("media")],
+        None => vec![
+            PathBuf::from("media"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("media"),
+        ],
     };
     candidates
         .into_iter()
         .find(|p| p.join("cam1.flv").is_file())
-        .ok_or_else(|| "sample media not found (expected media/cam1.flv; pass --media DIR)".to_string())
+        .ok_or_else(|| {
+            "sample media not found (expected media/cam1.flv; pass --media DIR)".to_string()
+        })
 }
 
 fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
@@ -86,7 +91,10 @@ pub async fn start(
     let base = format!("http://{}", gw.addrs[0]);
     println!("streamgate gateway listening on {base}");
     println!();
-    println!("streamgate demo: node a http://{} holds cam1, node b http://{} holds cam2.", a.addrs[0], b.addrs[0]);
+    println!(
+        "streamgate demo: node a http://{} holds cam1, node b http://{} holds cam2.",
+        a.addrs[0], b.addrs[0]
+    );
     println!("Nodes stay hidden behind the gateway; try these (Ctrl-C stops everything):");
     println!("  live HTTP-FLV, node a:  ffplay '{base}/flv/cam1.flv?token=demo'");
     println!("  live HTTP-FLV, node b:  ffprobe -hide_banner '{base}/flv/cam2.flv?token=demo'");
@@ -101,5 +109,8 @@ pub async fn start(
         let _ = b.task.await;
         let _ = std::fs::remove_dir_all(&root);
     });
-    Ok(Running { addrs: vec![], task })
+    Ok(Running {
+        addrs: vec![],
+        task,
+    })
 }

@@ -106,7 +106,9 @@ impl GatewayError {
             Self::UpstreamConnect { .. } | Self::UpstreamTimeout { .. } | Self::Upstream { .. } => {
                 Source::Upstream
             }
-            Self::Internal(_) | Self::RegistryUnavailable | Self::RegistryFull(_) => Source::Internal,
+            Self::Internal(_) | Self::RegistryUnavailable | Self::RegistryFull(_) => {
+                Source::Internal
+            }
             _ => Source::Downstream,
         }
     }
@@ -134,8 +136,12 @@ impl GatewayError {
                 body["stream"] = json!(s);
             }
             // Viewers learn what went wrong, not the node's address.
-            Self::UpstreamConnect { .. } => body["message"] = json!("the media node could not be reached"),
-            Self::UpstreamTimeout { .. } => body["message"] = json!("the media node did not answer in time"),
+            Self::UpstreamConnect { .. } => {
+                body["message"] = json!("the media node could not be reached")
+            }
+            Self::UpstreamTimeout { .. } => {
+                body["message"] = json!("the media node did not answer in time")
+            }
             Self::Upstream { .. } => body["message"] = json!("the media node failed"),
             Self::Internal(_) => body["message"] = json!("internal error"),
             other => body["message"] = json!(other.to_string()),
@@ -151,10 +157,16 @@ mod tests {
     #[test]
     fn mapping() {
         let e = GatewayError::StreamNotFound("cam9".into());
-        assert_eq!(e.status_and_code(), (StatusCode::NOT_FOUND, "stream_not_found"));
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::NOT_FOUND, "stream_not_found")
+        );
         let r = e.to_response("rid1");
         assert_eq!(r.status(), 404);
-        let t = GatewayError::UpstreamTimeout { node: "a".into(), secs: 1.0 };
+        let t = GatewayError::UpstreamTimeout {
+            node: "a".into(),
+            secs: 1.0,
+        };
         assert_eq!(t.status_and_code().0, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(t.source_side(), Source::Upstream);
         assert_eq!(GatewayError::Unauthorized.source_side(), Source::Downstream);

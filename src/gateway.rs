@@ -59,7 +59,11 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Self {
         let client = proxy::client::build(&settings.upstream);
-        let hubs = Arc::new(Hubs::new(settings.live.clone(), client.clone(), shutdown.clone()));
+        let hubs = Arc::new(Hubs::new(
+            settings.live.clone(),
+            client.clone(),
+            shutdown.clone(),
+        ));
         Self {
             admin: crate::admin::Admin::new(settings, registry.clone(), hubs.clone()),
             hubs,
@@ -84,14 +88,22 @@ impl Gateway {
             .ok_or(GatewayError::NoRoute)
     }
 
-    fn choose_nodes(&self, route: &RouteSettings, caps: &Captures) -> Result<Vec<Arc<Node>>, GatewayError> {
+    fn choose_nodes(
+        &self,
+        route: &RouteSettings,
+        caps: &Captures,
+    ) -> Result<Vec<Arc<Node>>, GatewayError> {
         match &route.target {
             Target::Node(id) => self
                 .registry
                 .node(id)
                 .map(|n| vec![n])
                 .ok_or_else(|| GatewayError::Internal(format!("configured node {id} missing"))),
-            Target::Url(url) => Ok(vec![Arc::new(Node { id: url.origin(), url: url.clone(), expires: None })]),
+            Target::Url(url) => Ok(vec![Arc::new(Node {
+                id: url.origin(),
+                url: url.clone(),
+                expires: None,
+            })]),
             Target::Registry => {
                 let stream = caps.get(STREAM).unwrap_or_default();
                 match self.registry.resolve(stream) {
@@ -128,7 +140,9 @@ impl Gateway {
         // Phase 4: act.
         match route.action {
             Action::Redirect => {
-                let node = nodes.first().ok_or_else(|| GatewayError::Internal("no node".into()))?;
+                let node = nodes
+                    .first()
+                    .ok_or_else(|| GatewayError::Internal("no node".into()))?;
                 log.node = node.id.clone();
                 redirect::respond(route.status, &node.url, &path, query.as_deref())
             }
@@ -146,8 +160,14 @@ impl Gateway {
                 log.node = node;
                 let mut resp = Response::new(body.boxed());
                 let h = resp.headers_mut();
-                h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
-                h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("video/x-flv"),
+                );
+                h.insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-cache"),
+                );
                 Ok(resp)
             }
             Action::Proxy => {
@@ -303,7 +323,12 @@ pub async fn start_with_registry(
         None => BaseUrl::parse(&format!("http://{}", addrs[0]))
             .map_err(|e| std::io::Error::other(format!("public url: {e}")))?,
     };
-    let gw = Arc::new(Gateway::new(&settings, registry, public_url, shutdown.clone()));
+    let gw = Arc::new(Gateway::new(
+        &settings,
+        registry,
+        public_url,
+        shutdown.clone(),
+    ));
     let opts = ServeOptions {
         max_connections: settings.server.max_connections,
         header_read_timeout: settings.server.header_read_timeout,

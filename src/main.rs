@@ -10,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 use streamgate::{config, demo, gateway, origin, server};
 
 #[derive(Parser)]
-#[command(name = "streamgate", version, about = "The front door of a live and on-demand video cluster")]
+#[command(
+    name = "streamgate",
+    version,
+    about = "The front door of a live and on-demand video cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -89,7 +93,10 @@ fn main() -> ExitCode {
         };
     }
     init_logs();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -114,8 +121,20 @@ async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
             print_ready("gateway", &r.addrs);
             r
         }
-        Cmd::Origin { media, listen, name } => {
-            let r = origin::start(origin::OriginOptions { media, listen, name }, shutdown.clone()).await?;
+        Cmd::Origin {
+            media,
+            listen,
+            name,
+        } => {
+            let r = origin::start(
+                origin::OriginOptions {
+                    media,
+                    listen,
+                    name,
+                },
+                shutdown.clone(),
+            )
+            .await?;
             print_ready("origin", &r.addrs);
             r
         }

@@ -16,14 +16,15 @@ pub fn respond(
     query: Option<&str>,
 ) -> Result<Response<Body>, GatewayError> {
     let loc = base.join(path, query);
-    let value =
-        HeaderValue::from_str(&loc).map_err(|_| GatewayError::BadRequest("cannot build Location"))?;
-    let status =
-        StatusCode::from_u16(status).map_err(|_| GatewayError::Internal("bad redirect status".into()))?;
+    let value = HeaderValue::from_str(&loc)
+        .map_err(|_| GatewayError::BadRequest("cannot build Location"))?;
+    let status = StatusCode::from_u16(status)
+        .map_err(|_| GatewayError::Internal("bad redirect status".into()))?;
     let mut resp = Response::new(empty());
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::LOCATION, value);
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     Ok(resp)
 }
 
@@ -35,7 +36,10 @@ mod tests {
     fn location_keeps_the_base_origin() {
         let base = BaseUrl::parse("http://127.0.0.1:9001").expect("url");
         let r = respond(302, &base, "//evil.example/x", Some("a=1")).expect("ok");
-        assert_eq!(r.headers()["location"], "http://127.0.0.1:9001//evil.example/x?a=1");
+        assert_eq!(
+            r.headers()["location"],
+            "http://127.0.0.1:9001//evil.example/x?a=1"
+        );
         assert!(respond(302, &base, "/x", Some("a=%0d%0aSet-Cookie:x\r\n")).is_err());
     }
 }

@@ -14,7 +14,11 @@ pub const STREAM: &str = "stream";
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
     Literal(String),
-    Param { prefix: String, name: String, suffix: String },
+    Param {
+        prefix: String,
+        name: String,
+        suffix: String,
+    },
     Rest(String),
 }
 
@@ -34,7 +38,8 @@ fn valid_var(name: &str) -> bool {
 pub fn valid_stream_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
         && !s.contains("..")
 }
 
@@ -47,7 +52,9 @@ impl Pattern {
         let mut names = Vec::new();
         for (i, part) in parts.iter().enumerate() {
             let seg = if let Some(inner) = part.strip_prefix("{*") {
-                let name = inner.strip_suffix('}').ok_or("'{*name}' must fill its whole segment")?;
+                let name = inner
+                    .strip_suffix('}')
+                    .ok_or("'{*name}' must fill its whole segment")?;
                 if i + 1 != parts.len() {
                     return Err("'{*name}' must be the last segment".into());
                 }
@@ -57,11 +64,16 @@ impl Pattern {
                 if close < open {
                     return Err("'}' before '{'".into());
                 }
-                let (prefix, name, suffix) = (&part[..open], &part[open + 1..close], &part[close + 1..]);
+                let (prefix, name, suffix) =
+                    (&part[..open], &part[open + 1..close], &part[close + 1..]);
                 if suffix.contains(['{', '}']) {
                     return Err("one {name} per segment".into());
                 }
-                Seg::Param { prefix: prefix.into(), name: name.into(), suffix: suffix.into() }
+                Seg::Param {
+                    prefix: prefix.into(),
+                    name: name.into(),
+                    suffix: suffix.into(),
+                }
             } else if part.contains('}') {
                 return Err("stray '}'".into());
             } else {
@@ -91,7 +103,9 @@ impl Pattern {
 
     /// Whether the pattern captures `name`.
     pub fn captures(&self, name: &str) -> bool {
-        self.segs.iter().any(|s| matches!(s, Seg::Param { name: n, .. } | Seg::Rest(n) if n == name))
+        self.segs
+            .iter()
+            .any(|s| matches!(s, Seg::Param { name: n, .. } | Seg::Rest(n) if n == name))
     }
 
     /// Matches a raw request path; captures are raw (not yet decoded or checked).
@@ -111,8 +125,14 @@ impl Pattern {
             };
             match seg {
                 Seg::Literal(l) if l == part => {}
-                Seg::Param { prefix, name, suffix } => {
-                    let mid = part.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+                Seg::Param {
+                    prefix,
+                    name,
+                    suffix,
+                } => {
+                    let mid = part
+                        .strip_prefix(prefix.as_str())?
+                        .strip_suffix(suffix.as_str())?;
                     if mid.is_empty() {
                         return None;
                     }
@@ -139,7 +159,10 @@ pub struct Captures {
 impl Captures {
     /// The raw value of capture `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.items.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.items
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Checks every capture and decodes `{stream}`; afterwards every value is safe to put in an
@@ -164,7 +187,8 @@ impl Captures {
 
 fn check_path_capture(raw: &str) -> Result<(), GatewayError> {
     let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || raw.contains('\\') {
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || raw.contains('\\')
+    {
         return Err(GatewayError::BadPath("encoded separator or NUL in path"));
     }
     for seg in raw.split('/') {
@@ -253,23 +277,38 @@ mod tests {
     use super::*;
 
     fn m(p: &str, path: &str) -> Option<Vec<(String, String)>> {
-        Pattern::parse(p).expect("pattern").matches(path).map(|c| c.items)
+        Pattern::parse(p)
+            .expect("pattern")
+            .matches(path)
+            .map(|c| c.items)
     }
 
     #[test]
     fn matching() {
-        assert_eq!(m("/flv/{stream}.flv", "/flv/cam1.flv"), Some(vec![("stream".into(), "cam1".into())]));
+        assert_eq!(
+            m("/flv/{stream}.flv", "/flv/cam1.flv"),
+            Some(vec![("stream".into(), "cam1".into())])
+        );
         assert_eq!(m("/flv/{stream}.flv", "/flv/.flv"), None);
         assert_eq!(m("/flv/{stream}.flv", "/flv/cam1.mp4"), None);
         assert_eq!(m("/flv/{stream}.flv", "/flv/a/b.flv"), None);
-        assert_eq!(m("/vod/{*rest}", "/vod/a/b/c.mp4"), Some(vec![("rest".into(), "a/b/c.mp4".into())]));
+        assert_eq!(
+            m("/vod/{*rest}", "/vod/a/b/c.mp4"),
+            Some(vec![("rest".into(), "a/b/c.mp4".into())])
+        );
         assert_eq!(m("/vod/{*rest}", "/vod"), None);
-        assert_eq!(m("/hls/{stream}/{*rest}", "/hls/cam1/index.m3u8").map(|v| v.len()), Some(2));
+        assert_eq!(
+            m("/hls/{stream}/{*rest}", "/hls/cam1/index.m3u8").map(|v| v.len()),
+            Some(2)
+        );
         assert_eq!(m("/a/b", "/a/b"), Some(vec![]));
         assert_eq!(m("/a/b", "/a/b/"), None);
         assert_eq!(m("/a/b", "/a"), None);
         // An encoded slash stays inside its segment.
-        assert_eq!(m("/flv/{stream}.flv", "/flv/a%2Fb.flv"), Some(vec![("stream".into(), "a%2Fb".into())]));
+        assert_eq!(
+            m("/flv/{stream}.flv", "/flv/a%2Fb.flv"),
+            Some(vec![("stream".into(), "a%2Fb".into())])
+        );
     }
 
     #[test]
@@ -288,10 +327,22 @@ mod tests {
     fn validation() {
         let p = Pattern::parse("/flv/{stream}.flv").expect("p");
         let ok = |path: &str| p.matches(path).expect("match").validate();
-        assert_eq!(ok("/flv/cam_1.x-y.flv").expect("ok").get("stream"), Some("cam_1.x-y"));
-        assert!(matches!(ok("/flv/a%2Fb.flv"), Err(GatewayError::BadStreamName)));
-        assert!(matches!(ok("/flv/a..b.flv"), Err(GatewayError::BadStreamName)));
-        assert!(matches!(ok("/flv/%2e%2e.flv"), Err(GatewayError::BadStreamName)));
+        assert_eq!(
+            ok("/flv/cam_1.x-y.flv").expect("ok").get("stream"),
+            Some("cam_1.x-y")
+        );
+        assert!(matches!(
+            ok("/flv/a%2Fb.flv"),
+            Err(GatewayError::BadStreamName)
+        ));
+        assert!(matches!(
+            ok("/flv/a..b.flv"),
+            Err(GatewayError::BadStreamName)
+        ));
+        assert!(matches!(
+            ok("/flv/%2e%2e.flv"),
+            Err(GatewayError::BadStreamName)
+        ));
         let long = format!("/flv/{}.flv", "a".repeat(129));
         assert!(matches!(ok(&long), Err(GatewayError::BadStreamName)));
         let r = Pattern::parse("/vod/{*rest}").expect("p");
@@ -310,7 +361,11 @@ mod tests {
     fn rendering() {
         let p = Pattern::parse("/hls/{stream}/{*rest}").expect("p");
         let t = Template::parse("/files/hls/{stream}/{*rest}").expect("t");
-        let caps = p.matches("/hls/cam1/seg%201.ts").expect("m").validate().expect("v");
+        let caps = p
+            .matches("/hls/cam1/seg%201.ts")
+            .expect("m")
+            .validate()
+            .expect("v");
         assert_eq!(t.render(&caps), "/files/hls/cam1/seg%201.ts");
         assert_eq!(t.vars().collect::<Vec<_>>(), vec!["stream", "rest"]);
     }

@@ -73,9 +73,9 @@ impl Default for ServeOptions {
 pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     let mut out = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let l = TcpListener::bind(addr).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-        })?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         out.push(l);
     }
     Ok(out)
@@ -169,7 +169,10 @@ async fn accept_loop<H: Handler>(
             .timer(TokioTimer::new())
             .header_read_timeout(opts.header_read_timeout)
             .max_buf_size(CONNECTION_BUFFER)
-            .serve_connection(TokioIo::new(StallTimeout::new(stream, opts.send_timeout)), svc);
+            .serve_connection(
+                TokioIo::new(StallTimeout::new(stream, opts.send_timeout)),
+                svc,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

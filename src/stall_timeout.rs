@@ -24,7 +24,11 @@ pub struct StallTimeout<T> {
 
 impl<T> StallTimeout<T> {
     pub fn new(inner: T, limit: Duration) -> Self {
-        Self { inner, limit, timer: None }
+        Self {
+            inner,
+            limit,
+            timer: None,
+        }
     }
 
     /// Maps a write poll: progress resets the timer, pending arms it, expiry fails the write.
@@ -36,10 +40,15 @@ impl<T> StallTimeout<T> {
             }
             Poll::Pending => {
                 let limit = self.limit;
-                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 if timer.as_mut().poll(cx).is_ready() {
                     self.timer = None;
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")))
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer stopped reading",
+                    )))
                 } else {
                     Poll::Pending
                 }
@@ -49,13 +58,21 @@ impl<T> StallTimeout<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for StallTimeout<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for StallTimeout<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.watch(cx, r)
@@ -96,7 +113,10 @@ mod tests {
         let (a, _b) = tokio::io::duplex(1024);
         let mut w = StallTimeout::new(a, Duration::from_millis(100));
         let big = vec![0u8; 64 * 1024];
-        let err = w.write_all(&big).await.expect_err("the duplex peer never reads");
+        let err = w
+            .write_all(&big)
+            .await
+            .expect_err("the duplex peer never reads");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
@@ -113,7 +133,9 @@ mod tests {
             }
         });
         let mut w = StallTimeout::new(a, Duration::from_millis(200));
-        w.write_all(&vec![1u8; 8 * 1024]).await.expect("a slow but steady reader is fine");
+        w.write_all(&vec![1u8; 8 * 1024])
+            .await
+            .expect("a slow but steady reader is fine");
         reader.await.expect("reader");
     }
 }

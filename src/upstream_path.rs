@@ -28,7 +28,8 @@ impl BaseUrl {
         if scheme != "http" && scheme != "https" {
             return Err("scheme must be http or https".into());
         }
-        if rest.contains(['?', '#', '@', '\\']) || rest.chars().any(|c| c.is_control() || c == ' ') {
+        if rest.contains(['?', '#', '@', '\\']) || rest.chars().any(|c| c.is_control() || c == ' ')
+        {
             return Err("no query, fragment, user info or spaces allowed".into());
         }
         let (authority, prefix) = match rest.find('/') {
@@ -59,7 +60,13 @@ impl BaseUrl {
     /// Full URL for `path` (which starts with `/`) and an optional query.
     pub fn join(&self, path: &str, query: Option<&str>) -> String {
         let mut s = String::with_capacity(
-            self.scheme.len() + 3 + self.authority.len() + self.prefix.len() + path.len() + 1 + query.map_or(0, str::len),
+            self.scheme.len()
+                + 3
+                + self.authority.len()
+                + self.prefix.len()
+                + path.len()
+                + 1
+                + query.map_or(0, str::len),
         );
         s.push_str(&self.scheme);
         s.push_str("://");
@@ -87,7 +94,9 @@ pub fn strip_credentials(query: Option<&str>) -> Option<String> {
             let key = pair.split('=').next().unwrap_or("");
             let key = key.replace('+', " ");
             let decoded = percent_decode_str(&key).decode_utf8_lossy();
-            !CREDENTIAL_PARAMS.iter().any(|c| decoded.eq_ignore_ascii_case(c))
+            !CREDENTIAL_PARAMS
+                .iter()
+                .any(|c| decoded.eq_ignore_ascii_case(c))
         })
         .collect();
     if kept.is_empty() {
@@ -101,8 +110,14 @@ pub fn strip_credentials(query: Option<&str>) -> Option<String> {
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode_str(&k.replace('+', " ")).decode_utf8_lossy().into_owned();
-        (k == name).then(|| percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+        let k = percent_decode_str(&k.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        (k == name).then(|| {
+            percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
     })
 }
 
@@ -131,14 +146,20 @@ mod tests {
             Some("b=2&a=1&a=0")
         );
         assert_eq!(strip_credentials(Some("token=x")), None);
-        assert_eq!(strip_credentials(Some("%74oken=x&k=%20v")).as_deref(), Some("k=%20v"));
+        assert_eq!(
+            strip_credentials(Some("%74oken=x&k=%20v")).as_deref(),
+            Some("k=%20v")
+        );
         assert_eq!(strip_credentials(Some("TOKEN=x&&z")).as_deref(), Some("z"));
         assert_eq!(strip_credentials(None), None);
     }
 
     #[test]
     fn query_param_decodes() {
-        assert_eq!(query_param(Some("a=1&token=s%33cret"), "token").as_deref(), Some("s3cret"));
+        assert_eq!(
+            query_param(Some("a=1&token=s%33cret"), "token").as_deref(),
+            Some("s3cret")
+        );
         assert_eq!(query_param(Some("a=1"), "token"), None);
     }
 }

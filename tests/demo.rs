@@ -14,7 +14,10 @@ fn printed_urls(p: &common::Proc) -> Vec<String> {
     let deadline = Instant::now() + common::READY_TIMEOUT;
     while urls.len() < 7 {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = p.stdout_rx.recv_timeout(left).expect("demo prints its URLs");
+        let line = p
+            .stdout_rx
+            .recv_timeout(left)
+            .expect("demo prints its URLs");
         if let Some(start) = line.find("'http://") {
             let rest = &line[start + 1..];
             let end = rest.find('\'').expect("closing quote");
@@ -34,9 +37,15 @@ fn the_demo_runs_and_its_urls_work() {
     let mut demo = spawn(&["demo", "--listen", "127.0.0.1:0"], 1);
     let gw = demo.addr();
     let urls = printed_urls(&demo);
-    assert!(urls.iter().all(|u| u.starts_with(&format!("http://{gw}/"))), "{urls:?}");
+    assert!(
+        urls.iter().all(|u| u.starts_with(&format!("http://{gw}/"))),
+        "{urls:?}"
+    );
     let find = |needle: &str| -> String {
-        urls.iter().find(|u| u.contains(needle)).unwrap_or_else(|| panic!("no {needle} URL in {urls:?}")).clone()
+        urls.iter()
+            .find(|u| u.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} URL in {urls:?}"))
+            .clone()
     };
 
     // Live streams from both nodes, through the gateway.
@@ -46,7 +55,10 @@ fn the_demo_runs_and_its_urls_work() {
         expect_live_start(&mut s, Duration::from_secs(20));
     }
     // Without the token: 401; unknown stream: 404.
-    let no_token = urls.iter().find(|u| u.ends_with("/flv/cam1.flv")).expect("URL without token");
+    let no_token = urls
+        .iter()
+        .find(|u| u.ends_with("/flv/cam1.flv"))
+        .expect("URL without token");
     let r = get(gw, path_of(no_token), "");
     assert_eq!(r.status, 401);
     let r = get(gw, path_of(&find("cam9")), "");
@@ -57,7 +69,10 @@ fn the_demo_runs_and_its_urls_work() {
     assert_eq!(r.status, 200);
     let playlist = r.text();
     assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
-    let seg = playlist.lines().find(|l| l.ends_with(".ts")).expect("a segment");
+    let seg = playlist
+        .lines()
+        .find(|l| l.ends_with(".ts"))
+        .expect("a segment");
     let r = get(gw, &format!("/hls/cam1/{seg}"), "");
     assert_eq!(r.status, 200);
     assert_eq!(r.body.first(), Some(&0x47), "MPEG-TS sync byte");
@@ -70,13 +85,23 @@ fn the_demo_runs_and_its_urls_work() {
     let r = get(gw, path_of(&find("snapshot.jpg")), "");
     assert_eq!(r.status, 302);
     let loc = r.header("location").expect("location").to_string();
-    let node: std::net::SocketAddr = loc.trim_start_matches("http://").split('/').next().expect("host").parse().expect("addr");
+    let node: std::net::SocketAddr = loc
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host")
+        .parse()
+        .expect("addr");
     let r = get(node, path_of(&loc), "");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("image/jpeg"));
 
     // Ctrl-C (SIGINT) stops everything cleanly.
-    let _ = std::process::Command::new("kill").args(["-INT", &demo.pid().to_string()]).status();
-    let st = demo.wait_exit(Duration::from_secs(15)).expect("demo exits on Ctrl-C");
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &demo.pid().to_string()])
+        .status();
+    let st = demo
+        .wait_exit(Duration::from_secs(15))
+        .expect("demo exits on Ctrl-C");
     assert!(st.success(), "{st:?}");
 }

@@ -80,20 +80,32 @@ fn redirect_builds_location_without_credentials_or_upstream_contact() {
     let (gw, _dir) = gateway(&config(&up.url(), ""));
     let r = get(gw.addr(), "/snap/cams/a.jpg?b=2&token=s3cret&a=1", "");
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location"), Some(format!("{}/files/cams/a.jpg?b=2&a=1", up.url()).as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{}/files/cams/a.jpg?b=2&a=1", up.url()).as_str())
+    );
     let r = get(gw.addr(), "/cdn/x.png?token=s3cret", "");
     assert_eq!(r.status, 307);
-    assert_eq!(r.header("location"), Some("https://cdn.example.com/base/img/x.png"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://cdn.example.com/base/img/x.png")
+    );
     // Absolute-form target and a hostile Host change nothing about the origin.
     let r = raw_request(
         gw.addr(),
         "GET http://evil.example/snap/x.jpg HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location"), Some(format!("{}/files/x.jpg", up.url()).as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{}/files/x.jpg", up.url()).as_str())
+    );
     let r = get(gw.addr(), "//evil.example/snap/x.jpg", "");
     assert_eq!(r.status, 404, "a path starting with // matches no route");
-    assert!(up.requests().is_empty(), "a redirect never contacts the node");
+    assert!(
+        up.requests().is_empty(),
+        "a redirect never contacts the node"
+    );
     assert_eq!(up.connections.load(Ordering::SeqCst), 0);
 }
 
@@ -110,12 +122,22 @@ fn header_injection_attempts_are_refused() {
     let r = get(gw.addr(), "/snap/a.jpg?x=%0d%0aSet-Cookie:%20x=1", "");
     assert_eq!(r.status, 302);
     assert!(r.header("set-cookie").is_none());
-    assert!(r.header("location").is_some_and(|l| l.ends_with("?x=%0d%0aSet-Cookie:%20x=1")));
+    assert!(r
+        .header("location")
+        .is_some_and(|l| l.ends_with("?x=%0d%0aSet-Cookie:%20x=1")));
     // Raw CR in the request line never gets past the HTTP parser.
-    let r = raw_request(gw.addr(), "GET /snap/a\r.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = raw_request(
+        gw.addr(),
+        "GET /snap/a\r.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 400);
     // Dot segments and encoded separators cannot climb out of the upstream prefix.
-    for p in ["/vod/../secret", "/vod/%2e%2e/secret", "/vod/a%2f..%2fsecret", "/vod/a%5csecret"] {
+    for p in [
+        "/vod/../secret",
+        "/vod/%2e%2e/secret",
+        "/vod/a%2f..%2fsecret",
+        "/vod/a%5csecret",
+    ] {
         let r = get(gw.addr(), p, "");
         assert_eq!(r.status, 400, "{p}: {}", r.text());
     }
@@ -152,7 +174,10 @@ fn proxy_forwards_and_cleans_headers_both_ways() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-request-id"), Some("rid-42"));
     let seen = r.json();
-    assert_eq!(seen["target"], "/files/a%20b.mp4?z=1&a=2&z=0", "token gone, rest in order");
+    assert_eq!(
+        seen["target"], "/files/a%20b.mp4?z=1&a=2&z=0",
+        "token gone, rest in order"
+    );
     let h = &seen["headers"];
     assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
@@ -161,7 +186,13 @@ fn proxy_forwards_and_cleans_headers_both_ways() {
     assert_eq!(h["range"], "bytes=0-9");
     assert_eq!(h["x-request-id"], "rid-42");
     assert_eq!(h["host"], up.addr.to_string());
-    for gone in ["x-custom", "te", "proxy-authorization", "upgrade", "authorization"] {
+    for gone in [
+        "x-custom",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+        "authorization",
+    ] {
         assert!(h.get(gone).is_none(), "{gone} must not reach the node: {h}");
     }
     assert!(r.header("via").is_some());
@@ -174,7 +205,10 @@ fn proxy_forwards_and_cleans_headers_both_ways() {
     // Downstream: hop-by-hop gone, Location to the node rewritten to public_url.
     let r = get(gw.addr(), "/vod/moved", "");
     assert_eq!(r.status, 301);
-    assert_eq!(r.header("location"), Some("http://gw.example:8080/files/new?x=1"));
+    assert_eq!(
+        r.header("location"),
+        Some("http://gw.example:8080/files/new?x=1")
+    );
     assert!(r.header("x-node-secret").is_none());
     assert!(r.header("keep-alive").is_none());
 }
@@ -195,7 +229,10 @@ fn request_body_streams_to_the_node() {
 
 #[test]
 fn live_route_auth_and_stream_lookup() {
-    let up = Upstream::start(|_req| Reply::Endless { chunk: b"FLV\x01".to_vec(), every: Duration::from_millis(20) });
+    let up = Upstream::start(|_req| Reply::Endless {
+        chunk: b"FLV\x01".to_vec(),
+        every: Duration::from_millis(20),
+    });
     let (gw, _dir) = gateway(&config(&up.url(), ""));
     let r = get(gw.addr(), "/flv/cam1.flv", "");
     assert_eq!(r.status, 401);
@@ -208,19 +245,30 @@ fn live_route_auth_and_stream_lookup() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "stream_not_found");
     assert_eq!(r.json()["stream"], "cam9");
-    for bad in ["/flv/a..b.flv", "/flv/a%2Fb.flv", "/flv/%00.flv", &format!("/flv/{}.flv", "x".repeat(129))] {
+    for bad in [
+        "/flv/a..b.flv",
+        "/flv/a%2Fb.flv",
+        "/flv/%00.flv",
+        &format!("/flv/{}.flv", "x".repeat(129)),
+    ] {
         let r = get(gw.addr(), &format!("{bad}?token=s3cret"), "");
         assert_eq!(r.status, 400, "{bad}");
         assert_eq!(r.json()["error"], "bad_stream_name");
     }
-    assert!(up.requests().is_empty(), "refused requests never reach the node");
+    assert!(
+        up.requests().is_empty(),
+        "refused requests never reach the node"
+    );
     // Streaming itself (through the fan-out hub) is covered in tests/live.rs.
 }
 
 #[test]
 fn upstream_failures_map_to_502_and_504_with_request_id() {
     // A port with nothing listening: bind then drop to get one.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let (gw, _dir) = gateway(&config(&format!("http://{dead}"), ""));
     let r = get(gw.addr(), "/vod/x", "");
     assert_eq!(r.status, 502);
@@ -228,9 +276,19 @@ fn upstream_failures_map_to_502_and_504_with_request_id() {
     assert_eq!(j["error"], "upstream_unreachable");
     let rid = j["request_id"].as_str().expect("request id").to_string();
     assert_eq!(r.header("x-request-id"), Some(rid.as_str()));
-    assert!(!j.to_string().contains(&dead.to_string()), "the node's address stays hidden");
-    wait_until("access log line", Duration::from_secs(5), || gw.logs().contains(&rid));
-    let line = gw.logs().lines().find(|l| l.contains(&rid)).unwrap_or_default().to_string();
+    assert!(
+        !j.to_string().contains(&dead.to_string()),
+        "the node's address stays hidden"
+    );
+    wait_until("access log line", Duration::from_secs(5), || {
+        gw.logs().contains(&rid)
+    });
+    let line = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains(&rid))
+        .unwrap_or_default()
+        .to_string();
     for needle in ["method=GET", "path=/vod/x", "status=502", "node=", "bytes="] {
         assert!(line.contains(needle), "{needle} missing in {line}");
     }
@@ -245,7 +303,10 @@ fn upstream_failures_map_to_502_and_504_with_request_id() {
 
 #[test]
 fn viewer_disconnect_drops_the_upstream_request() {
-    let up = Upstream::start(|_| Reply::Endless { chunk: vec![7u8; 1024], every: Duration::from_millis(10) });
+    let up = Upstream::start(|_| Reply::Endless {
+        chunk: vec![7u8; 1024],
+        every: Duration::from_millis(10),
+    });
     let (gw, _dir) = gateway(&config(&up.url(), ""));
     let (head, mut s, _) = common::open_stream(gw.addr(), "/vod/live.flv");
     assert_eq!(head.status, 200);
@@ -254,7 +315,9 @@ fn viewer_disconnect_drops_the_upstream_request() {
     assert!(!up.endless_closed.load(Ordering::SeqCst));
     drop(s);
     // The node notices on its next writes; a generous bound for a loaded machine.
-    wait_until("node to see the close", Duration::from_secs(5), || up.endless_closed.load(Ordering::SeqCst));
+    wait_until("node to see the close", Duration::from_secs(5), || {
+        up.endless_closed.load(Ordering::SeqCst)
+    });
 }
 
 #[test]
@@ -264,7 +327,10 @@ fn a_gigabyte_passes_with_flat_memory() {
     let (gw, _dir) = gateway(&config(&up.url(), ""));
     let (head, mut s, first) = common::open_stream(gw.addr(), "/vod/big.bin");
     assert_eq!(head.status, 200);
-    assert_eq!(head.header("content-length"), Some(LEN.to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(LEN.to_string().as_str())
+    );
     let mut total = first.len() as u64;
     let mut buf = vec![0u8; 1 << 20];
     let mut max_rss = 0;
@@ -298,21 +364,27 @@ fn sigterm_drains_finite_requests_and_ends_live_streams() {
     let mut live = common::flv::FlvStream::open(addr, "/olive/cam1.flv");
     common::flv::expect_live_start(&mut live, Duration::from_secs(20));
     let mut slow = TcpStream::connect(addr).expect("connect");
-    slow.write_all(b"GET /vod/slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("write");
-    wait_until("slow request to reach the node", Duration::from_secs(10), || {
-        up.requests().iter().any(|r| r.target == "/files/slow")
-    });
+    slow.write_all(b"GET /vod/slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    wait_until(
+        "slow request to reach the node",
+        Duration::from_secs(10),
+        || up.requests().iter().any(|r| r.target == "/files/slow"),
+    );
     gw.sigterm();
     // The finite request still completes.
     let mut out = Vec::new();
-    slow.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     slow.read_to_end(&mut out).expect("read");
     let r = common::parse_response(&out);
     assert_eq!(r.status, 200);
     // The live stream ends with a clean chunked terminator.
     let (_, ended) = live.tags_until_end(Duration::from_secs(10));
     assert!(ended && live.clean_end(), "clean end of the live body");
-    let st = gw.wait_exit(Duration::from_secs(10)).expect("gateway exits");
+    let st = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("gateway exits");
     assert!(st.success(), "{st:?}");
 }
 
@@ -320,27 +392,53 @@ fn sigterm_drains_finite_requests_and_ends_live_streams() {
 fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("bad.toml");
-    std::fs::write(&p, config("http://127.0.0.1:1", "").replace("status = 302", "status = 200")).expect("write");
-    let out = std::process::Command::new(common::bin()).args(["check-config", p.to_str().expect("p")]).output().expect("run");
+    std::fs::write(
+        &p,
+        config("http://127.0.0.1:1", "").replace("status = 302", "status = 200"),
+    )
+    .expect("write");
+    let out = std::process::Command::new(common::bin())
+        .args(["check-config", p.to_str().expect("p")])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routes[0].status"), "{err}");
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/streamgate.toml");
-    let out = std::process::Command::new(common::bin()).args(["check-config", example.to_str().expect("p")]).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(common::bin())
+        .args(["check-config", example.to_str().expect("p")])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn pooled_connections_are_reused_and_conditional_answers_pass_through() {
-    let up = Upstream::start(|req| match (req.header("range"), req.header("if-none-match")) {
-        (Some("bytes=2-5"), _) => Reply::Status {
-            status: 206,
-            headers: vec![("Content-Range".into(), "bytes 2-5/10".into()), ("Accept-Ranges".into(), "bytes".into())],
-            body: b"2345".to_vec(),
+    let up = Upstream::start(
+        |req| match (req.header("range"), req.header("if-none-match")) {
+            (Some("bytes=2-5"), _) => Reply::Status {
+                status: 206,
+                headers: vec![
+                    ("Content-Range".into(), "bytes 2-5/10".into()),
+                    ("Accept-Ranges".into(), "bytes".into()),
+                ],
+                body: b"2345".to_vec(),
+            },
+            (_, Some("\"v1\"")) => Reply::Status {
+                status: 304,
+                headers: vec![("ETag".into(), "\"v1\"".into())],
+                body: vec![],
+            },
+            _ => Reply::Ok {
+                headers: vec![("ETag".into(), "\"v1\"".into())],
+                body: b"0123456789".to_vec(),
+            },
         },
-        (_, Some("\"v1\"")) => Reply::Status { status: 304, headers: vec![("ETag".into(), "\"v1\"".into())], body: vec![] },
-        _ => Reply::Ok { headers: vec![("ETag".into(), "\"v1\"".into())], body: b"0123456789".to_vec() },
-    });
+    );
     let (gw, _dir) = gateway(&config(&up.url(), ""));
     let r = get(gw.addr(), "/vod/f.bin", "Range: bytes=2-5\r\n");
     assert_eq!(r.status, 206);
@@ -353,5 +451,9 @@ fn pooled_connections_are_reused_and_conditional_answers_pass_through() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"0123456789");
     assert_eq!(up.requests().len(), 3);
-    assert_eq!(up.connections.load(Ordering::SeqCst), 1, "one pooled keep-alive connection served all three");
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "one pooled keep-alive connection served all three"
+    );
 }

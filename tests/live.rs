@@ -21,7 +21,10 @@ fn gw_config_with(nodes: &[(&str, &Proc)], server: &str, live: &str) -> String {
     );
     s.push_str(&format!("[live]\n{live}\n"));
     for (id, p) in nodes {
-        s.push_str(&format!("[[nodes]]\nid = \"{id}\"\nurl = \"http://{}\"\nstreams = [\"cam1\", \"cam2\"]\n", p.addr()));
+        s.push_str(&format!(
+            "[[nodes]]\nid = \"{id}\"\nurl = \"http://{}\"\nstreams = [\"cam1\", \"cam2\"]\n",
+            p.addr()
+        ));
     }
     s.push_str("[[routes]]\npath = \"/flv/{stream}.flv\"\naction = \"live\"\nupstream = \"/live/{stream}.flv\"\nauth = \"token\"\n");
     s
@@ -62,9 +65,16 @@ fn many_viewers_share_one_upstream_pull() {
             })
         })
         .collect();
-    let streams: Vec<FlvStream> = handles.into_iter().map(|h| h.join().expect("viewer thread")).collect();
+    let streams: Vec<FlvStream> = handles
+        .into_iter()
+        .map(|h| h.join().expect("viewer thread"))
+        .collect();
     assert_eq!(streams.len(), n);
-    assert_eq!(live_clients(&o), 1, "the origin serves exactly one connection, the gateway's pull");
+    assert_eq!(
+        live_clients(&o),
+        1,
+        "the origin serves exactly one connection, the gateway's pull"
+    );
     drop(streams);
 }
 
@@ -76,7 +86,9 @@ fn a_late_joiner_starts_on_the_cached_keyframe() {
     expect_live_start(&mut first, T);
     // Let the stream run past a keyframe so the GOP cache holds frames after it.
     let ran = first.tags_for(Duration::from_millis(1500));
-    assert!(ran.iter().any(|t| t.kind() == TagKind::Video && t.is_keyframe()));
+    assert!(ran
+        .iter()
+        .any(|t| t.kind() == TagKind::Video && t.is_keyframe()));
     let mut late = FlvStream::open(gw.addr(), "/flv/cam2.flv?token=s3cret");
     let start = expect_live_start(&mut late, T);
     // By bytes order: the first video frame after the sequence header is a keyframe, and the
@@ -85,8 +97,14 @@ fn a_late_joiner_starts_on_the_cached_keyframe() {
     assert!(last.is_keyframe());
     let key_ts = last.timestamp();
     let latest = ran.last().expect("tags").timestamp();
-    assert!(key_ts <= latest, "the cached keyframe is not newer than what is live");
-    assert!(latest - key_ts < 1100, "the cached keyframe is the latest one (GOP is 1 s)");
+    assert!(
+        key_ts <= latest,
+        "the cached keyframe is not newer than what is live"
+    );
+    assert!(
+        latest - key_ts < 1100,
+        "the cached keyframe is the latest one (GOP is 1 s)"
+    );
     assert_eq!(live_clients(&o), 1);
 }
 
@@ -117,22 +135,34 @@ fn a_stalled_viewer_is_cut_while_a_fast_one_keeps_pace() {
     let t0 = Instant::now();
     let mut tags = Vec::new();
     while live_status(&gw)["viewers_cut"] == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "stalled viewer never cut");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "stalled viewer never cut"
+        );
         tags.extend(fast.tags_for(Duration::from_millis(250)));
     }
     tags.extend(fast.tags_for(Duration::from_millis(1000)));
     let wall = t0.elapsed().as_millis() as i64;
     let status = live_status(&gw);
-    assert!(status["frames_dropped"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert!(
+        status["frames_dropped"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
     assert_eq!(status["viewers"], 1);
     let media = tags.last().expect("tags").timestamp() as i64 - tags[0].timestamp() as i64;
-    assert!(media > wall / 2, "fast viewer got {media} ms of media in {wall} ms");
+    assert!(
+        media > wall / 2,
+        "fast viewer got {media} ms of media in {wall} ms"
+    );
     assert_non_decreasing(&tags);
     // The stalled one was cut: draining its socket ends without the final chunk.
     let clean = common::drain_until_closed(stalled, T);
     assert!(!clean, "the stalled viewer is cut off, not ended cleanly");
     let rss_end = gw.rss_kib();
-    assert!(rss_end < rss_start + 16 * 1024, "gateway memory stays bounded: {rss_start} → {rss_end} KiB");
+    assert!(
+        rss_end < rss_start + 16 * 1024,
+        "gateway memory stays bounded: {rss_start} → {rss_end} KiB"
+    );
 }
 
 /// Two origins hold cam1; the one serving dies; viewers continue from the other.
@@ -140,7 +170,10 @@ fn a_stalled_viewer_is_cut_while_a_fast_one_keeps_pace() {
 fn failover_to_a_second_node_keeps_timestamps_monotonic() {
     let mut a = origin(&media());
     let b = origin(&media());
-    let (gw, _d) = gateway(&gw_config(&[("a", &a), ("b", &b)], "reconnect_window = \"10s\""));
+    let (gw, _d) = gateway(&gw_config(
+        &[("a", &a), ("b", &b)],
+        "reconnect_window = \"10s\"",
+    ));
     let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
     let mut tags = expect_live_start(&mut v, T);
     tags.extend(v.tags_for(Duration::from_millis(500)));
@@ -151,7 +184,12 @@ fn failover_to_a_second_node_keeps_timestamps_monotonic() {
     // Keep reading: the stream goes on from b.
     // `tags_for` fails the test if the stream ends meanwhile: the viewer keeps its connection.
     let after = v.tags_for(Duration::from_secs(3));
-    assert!(after.iter().any(|t| t.kind() == TagKind::Video && t.is_keyframe()), "frames from b arrive");
+    assert!(
+        after
+            .iter()
+            .any(|t| t.kind() == TagKind::Video && t.is_keyframe()),
+        "frames from b arrive"
+    );
     tags.extend(after);
     assert_non_decreasing(&tags);
     assert_eq!(live_clients(&b), 1);
@@ -173,7 +211,10 @@ fn with_one_node_viewers_end_cleanly_after_the_window() {
 #[test]
 fn limits_answer_503_and_linger_keeps_the_pull_briefly() {
     let o = origin(&media());
-    let (gw, _d) = gateway(&gw_config(&[("a", &o)], "max_viewers_per_stream = 2\nmax_streams = 1\nlinger = \"1s\""));
+    let (gw, _d) = gateway(&gw_config(
+        &[("a", &o)],
+        "max_viewers_per_stream = 2\nmax_streams = 1\nlinger = \"1s\"",
+    ));
     let mut v1 = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
     expect_live_start(&mut v1, T);
     let v2 = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
@@ -202,13 +243,21 @@ fn ffprobe_reads_a_late_joiner_without_errors() {
     first.tags_for(Duration::from_millis(700));
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("late.flv");
-    common::capture(gw.addr(), "/flv/cam1.flv?token=s3cret", Duration::from_secs(5), &file);
+    common::capture(
+        gw.addr(),
+        "/flv/cam1.flv?token=s3cret",
+        Duration::from_secs(5),
+        &file,
+    );
     common::assert_ffprobe_h264_aac(&file);
 }
 
 #[test]
 fn unknown_streams_and_dead_nodes_answer_json() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let cfg = format!(
         "[[nodes]]\nid = \"a\"\nurl = \"http://{dead}\"\nstreams = [\"cam1\"]\n[[routes]]\npath = \"/flv/{{stream}}.flv\"\naction = \"live\"\nupstream = \"/live/{{stream}}.flv\"\n[server]\nlisten = \"127.0.0.1:0\"\n"
     );
@@ -219,6 +268,9 @@ fn unknown_streams_and_dead_nodes_answer_json() {
     let r = get(gw.addr(), "/flv/nope.flv", "");
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["stream"], "nope");
-    let r = common::raw_request(gw.addr(), "POST /flv/cam1.flv HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let r = common::raw_request(
+        gw.addr(),
+        "POST /flv/cam1.flv HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 405);
 }

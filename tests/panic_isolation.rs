@@ -8,8 +8,8 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::upstream::{Reply, Upstream};
 use common::get;
+use common::upstream::{Reply, Upstream};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use streamgate::body::Body;
@@ -33,7 +33,10 @@ impl Handler for PanicOnPath {
 
 #[test]
 fn a_panicking_request_does_not_disturb_others() {
-    let up = Upstream::start(|_| Reply::Endless { chunk: vec![1u8; 512], every: Duration::from_millis(10) });
+    let up = Upstream::start(|_| Reply::Endless {
+        chunk: vec![1u8; 512],
+        every: Duration::from_millis(10),
+    });
     let settings = streamgate::config::parse(&format!(
         "[[nodes]]\nid = \"a\"\nurl = \"{}\"\n[[routes]]\npath = \"/vod/{{*rest}}\"\naction = \"proxy\"\nto = \"a\"\n",
         up.url()
@@ -44,7 +47,12 @@ fn a_panicking_request_does_not_disturb_others() {
     let running = rt.block_on(async {
         let reg = Arc::new(MemoryRegistry::default());
         registry::load_static(reg.as_ref(), &settings.nodes).expect("static");
-        let gw = Gateway::new(&settings, reg, BaseUrl::parse("http://gw").expect("url"), shutdown.clone());
+        let gw = Gateway::new(
+            &settings,
+            reg,
+            BaseUrl::parse("http://gw").expect("url"),
+            shutdown.clone(),
+        );
         server::start(
             &["127.0.0.1:0".parse().expect("addr")],
             Arc::new(PanicOnPath(Arc::new(gw))),

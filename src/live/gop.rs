@@ -38,7 +38,9 @@ impl InitCache {
 
     /// The start-up tags in the order a player expects them.
     pub fn tags(&self) -> impl Iterator<Item = &Tag> {
-        [&self.metadata, &self.video_seq, &self.audio_seq].into_iter().flatten()
+        [&self.metadata, &self.video_seq, &self.audio_seq]
+            .into_iter()
+            .flatten()
     }
 }
 
@@ -126,7 +128,11 @@ mod tests {
         let mut c = InitCache::default();
         let seq = Tag::new(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, 2]).expect("tag");
         assert_eq!(c.update(&seq), Some(true));
-        assert_eq!(c.update(&seq.with_timestamp(500)), Some(false), "same config, new timestamp");
+        assert_eq!(
+            c.update(&seq.with_timestamp(500)),
+            Some(false),
+            "same config, new timestamp"
+        );
         let seq2 = Tag::new(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, 3]).expect("tag");
         assert_eq!(c.update(&seq2), Some(true));
         assert_eq!(c.update(&video(0, true)), None);

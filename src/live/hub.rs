@@ -51,11 +51,18 @@ impl Failure {
         match e {
             GatewayError::StreamNotFound(s) => Self::NotFound(s.clone()),
             GatewayError::NodeUnavailable(s) => Self::Unavailable(s.clone()),
-            GatewayError::UpstreamTimeout { node, secs } => Self::Timeout { node: node.clone(), secs: *secs },
-            GatewayError::UpstreamConnect { node, source } => {
-                Self::Connect { node: node.clone(), msg: source.to_string() }
-            }
-            other => Self::Upstream { node: String::new(), msg: other.to_string() },
+            GatewayError::UpstreamTimeout { node, secs } => Self::Timeout {
+                node: node.clone(),
+                secs: *secs,
+            },
+            GatewayError::UpstreamConnect { node, source } => Self::Connect {
+                node: node.clone(),
+                msg: source.to_string(),
+            },
+            other => Self::Upstream {
+                node: String::new(),
+                msg: other.to_string(),
+            },
         }
     }
 
@@ -64,8 +71,14 @@ impl Failure {
             Self::NotFound(s) => GatewayError::StreamNotFound(s),
             Self::Unavailable(s) => GatewayError::NodeUnavailable(s),
             Self::Timeout { node, secs } => GatewayError::UpstreamTimeout { node, secs },
-            Self::Connect { node, msg } => GatewayError::UpstreamConnect { node, source: msg.into() },
-            Self::Upstream { node, msg } => GatewayError::Upstream { node, source: msg.into() },
+            Self::Connect { node, msg } => GatewayError::UpstreamConnect {
+                node,
+                source: msg.into(),
+            },
+            Self::Upstream { node, msg } => GatewayError::Upstream {
+                node,
+                source: msg.into(),
+            },
         }
     }
 }
@@ -192,9 +205,13 @@ impl Hub {
     /// Waits until the pull is live (or failed, or ended).
     pub async fn wait_ready(&self, limit: Duration) -> Result<(), GatewayError> {
         let mut rx = self.state.subscribe();
-        let waited = tokio::time::timeout(limit, rx.wait_for(|s| !matches!(s, State::Connecting))).await;
+        let waited =
+            tokio::time::timeout(limit, rx.wait_for(|s| !matches!(s, State::Connecting))).await;
         match waited {
-            Err(_) => Err(GatewayError::UpstreamTimeout { node: self.node(), secs: limit.as_secs_f64() }),
+            Err(_) => Err(GatewayError::UpstreamTimeout {
+                node: self.node(),
+                secs: limit.as_secs_f64(),
+            }),
             Ok(Err(_)) => Err(GatewayError::Internal("hub state channel closed".into())),
             Ok(Ok(s)) => match &*s {
                 State::Failed(f) => Err(f.to_error()),
@@ -206,7 +223,8 @@ impl Hub {
     fn budget(&self) -> Budget {
         Budget {
             bytes: self.settings.viewer_queue_bytes,
-            media_ms: u32::try_from(self.settings.viewer_queue_duration.as_millis()).unwrap_or(u32::MAX),
+            media_ms: u32::try_from(self.settings.viewer_queue_duration.as_millis())
+                .unwrap_or(u32::MAX),
         }
     }
 
@@ -222,10 +240,18 @@ impl Hub {
             return Err(AttachError::Full);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let gop: &[Tag] = if self.settings.gop_cache { inner.gop.tags() } else { &[] };
+        let gop: &[Tag] = if self.settings.gop_cache {
+            inner.gop.tags()
+        } else {
+            &[]
+        };
         let start_ts = gop.first().map_or(inner.last_ts, Tag::timestamp);
         let (mut slot, rx, shared) = Slot::new(id, start_ts);
-        let header = inner.init.header.clone().unwrap_or_else(|| Bytes::from_static(&flv::FLV_HEADER));
+        let header = inner
+            .init
+            .header
+            .clone()
+            .unwrap_or_else(|| Bytes::from_static(&flv::FLV_HEADER));
         slot.offer_control(&header, start_ts);
         for t in inner.init.tags() {
             slot.offer_control(t.bytes(), start_ts);
@@ -241,7 +267,13 @@ impl Hub {
         inner.viewers.push(slot);
         inner.idle_since = None;
         drop(inner);
-        Ok(ViewerBody::new(rx, shared, self.clone(), id, self.counters.clone()))
+        Ok(ViewerBody::new(
+            rx,
+            shared,
+            self.clone(),
+            id,
+            self.counters.clone(),
+        ))
     }
 
     /// Removes a viewer (its body was dropped).
@@ -286,7 +318,12 @@ impl Hub {
         }
     }
 
-    async fn run(self: &Arc<Self>, source: NodeSource, client: UpstreamClient, stop: CancellationToken) {
+    async fn run(
+        self: &Arc<Self>,
+        source: NodeSource,
+        client: UpstreamClient,
+        stop: CancellationToken,
+    ) {
         let mut rewriter = Rewriter::default();
         let mut live = false;
         let mut outage: Option<Instant> = None;
@@ -319,7 +356,10 @@ impl Hub {
                         PumpEnd::Stop => return,
                         PumpEnd::Broken(why) => {
                             if !live {
-                                self.fail(&GatewayError::Upstream { node: node.clone(), source: why.into() });
+                                self.fail(&GatewayError::Upstream {
+                                    node: node.clone(),
+                                    source: why.into(),
+                                });
                                 return;
                             }
                             tracing::warn!(stream = %self.stream, %node, %why, "upstream broke; reconnecting");
@@ -360,7 +400,8 @@ impl Hub {
     fn fail(&self, e: &GatewayError) {
         tracing::warn!(stream = %self.stream, error = %e, "live pull failed");
         self.lock().ended = true;
-        self.state.send_replace(State::Failed(Failure::from_error(e)));
+        self.state
+            .send_replace(State::Failed(Failure::from_error(e)));
     }
 
     /// Opens the pull on the first node that answers 200.
@@ -380,19 +421,38 @@ impl Hub {
             if let Ok(v) = HeaderValue::from_str(&node.url.authority) {
                 req.headers_mut().insert(header::HOST, v);
             }
-            req.headers_mut().insert(header::VIA, HeaderValue::from_static(crate::proxy::headers::VIA));
-            req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("streamgate-hub"));
+            req.headers_mut().insert(
+                header::VIA,
+                HeaderValue::from_static(crate::proxy::headers::VIA),
+            );
+            req.headers_mut().insert(
+                header::USER_AGENT,
+                HeaderValue::from_static("streamgate-hub"),
+            );
             let limit = self.settings.response_header_timeout;
             match tokio::time::timeout(limit, client.request(req)).await {
-                Err(_) => last = GatewayError::UpstreamTimeout { node: node.id.clone(), secs: limit.as_secs_f64() },
-                Ok(Err(e)) => {
-                    last = if e.is_connect() {
-                        GatewayError::UpstreamConnect { node: node.id.clone(), source: Box::new(e) }
-                    } else {
-                        GatewayError::Upstream { node: node.id.clone(), source: Box::new(e) }
+                Err(_) => {
+                    last = GatewayError::UpstreamTimeout {
+                        node: node.id.clone(),
+                        secs: limit.as_secs_f64(),
                     }
                 }
-                Ok(Ok(resp)) if resp.status() == StatusCode::OK => return Ok((resp.into_body(), node.id.clone())),
+                Ok(Err(e)) => {
+                    last = if e.is_connect() {
+                        GatewayError::UpstreamConnect {
+                            node: node.id.clone(),
+                            source: Box::new(e),
+                        }
+                    } else {
+                        GatewayError::Upstream {
+                            node: node.id.clone(),
+                            source: Box::new(e),
+                        }
+                    }
+                }
+                Ok(Ok(resp)) if resp.status() == StatusCode::OK => {
+                    return Ok((resp.into_body(), node.id.clone()))
+                }
                 Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND => {
                     last = GatewayError::StreamNotFound(self.stream.clone())
                 }
@@ -437,8 +497,11 @@ impl Hub {
                     Err(_) => continue, // trailers
                 },
             };
-            self.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
-            self.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.counters
+                .bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             if let Err(e) = parser.push_bytes(data) {
                 return PumpEnd::Broken(format!("bad FLV from node: {e}"));
             }
@@ -449,7 +512,10 @@ impl Hub {
                         header_seen = true;
                         if !*live {
                             let mut inner = self.lock();
-                            inner.init.header = Some(Bytes::copy_from_slice(&flv::file_header(h.has_audio, h.has_video)));
+                            inner.init.header = Some(Bytes::copy_from_slice(&flv::file_header(
+                                h.has_audio,
+                                h.has_video,
+                            )));
                             inner.has_video = h.has_video;
                             drop(inner);
                             *live = true;
@@ -466,7 +532,11 @@ impl Hub {
     /// Rewrites a tag's timestamp and offers it to every viewer.
     fn on_tag(&self, tag: Tag, rewriter: &mut Rewriter) {
         let ts = rewriter.map(tag.timestamp());
-        let tag = if ts == tag.timestamp() { tag } else { tag.with_timestamp(ts) };
+        let tag = if ts == tag.timestamp() {
+            tag
+        } else {
+            tag.with_timestamp(ts)
+        };
         let budget = self.budget();
         let mut inner = self.lock();
         inner.last_ts = ts;
@@ -480,14 +550,16 @@ impl Hub {
                 }
                 let bytes = tag.bytes();
                 let mut cut = 0u64;
-                inner.viewers.retain_mut(|v| match v.offer_control(bytes, ts) {
-                    Offer::Cut => {
-                        cut += 1;
-                        false
-                    }
-                    Offer::Gone => false,
-                    Offer::Sent | Offer::Dropped => true,
-                });
+                inner
+                    .viewers
+                    .retain_mut(|v| match v.offer_control(bytes, ts) {
+                        Offer::Cut => {
+                            cut += 1;
+                            false
+                        }
+                        Offer::Gone => false,
+                        Offer::Sent | Offer::Dropped => true,
+                    });
                 self.count_cuts(cut);
             }
             None => {
@@ -501,20 +573,24 @@ impl Hub {
                 }
                 let bytes = tag.bytes();
                 let (mut dropped, mut cut) = (0u64, 0u64);
-                inner.viewers.retain_mut(|v| match v.offer(bytes, ts, key, budget) {
-                    Offer::Sent => true,
-                    Offer::Dropped => {
-                        dropped += 1;
-                        true
-                    }
-                    Offer::Cut => {
-                        cut += 1;
-                        false
-                    }
-                    Offer::Gone => false,
-                });
+                inner
+                    .viewers
+                    .retain_mut(|v| match v.offer(bytes, ts, key, budget) {
+                        Offer::Sent => true,
+                        Offer::Dropped => {
+                            dropped += 1;
+                            true
+                        }
+                        Offer::Cut => {
+                            cut += 1;
+                            false
+                        }
+                        Offer::Gone => false,
+                    });
                 if dropped > 0 {
-                    self.counters.frames_dropped.fetch_add(dropped, Ordering::Relaxed);
+                    self.counters
+                        .frames_dropped
+                        .fetch_add(dropped, Ordering::Relaxed);
                 }
                 self.count_cuts(cut);
             }

@@ -125,7 +125,11 @@ pub struct Hubs {
 }
 
 impl Hubs {
-    pub fn new(settings: LiveSettings, client: UpstreamClient, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        settings: LiveSettings,
+        client: UpstreamClient,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             settings,
@@ -150,7 +154,8 @@ impl Hubs {
         // A hub can end between lookup and attach (node ended the stream); then start anew once.
         for _ in 0..2 {
             let hub = self.hub_for(stream, upstream_path, &source)?;
-            hub.wait_ready(self.settings.response_header_timeout).await?;
+            hub.wait_ready(self.settings.response_header_timeout)
+                .await?;
             match hub.attach() {
                 Ok(v) => {
                     let node = hub.node();
@@ -182,7 +187,9 @@ impl Hubs {
         }
         map.retain(|_, h| !h.is_ended());
         if map.len() >= self.settings.max_streams {
-            return Err(GatewayError::Overloaded("too many live streams on this gateway"));
+            return Err(GatewayError::Overloaded(
+                "too many live streams on this gateway",
+            ));
         }
         let hub = Hub::spawn(hub::HubInit {
             stream: stream.to_string(),

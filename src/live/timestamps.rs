@@ -45,7 +45,11 @@ mod tests {
         assert_eq!(r.map(5040), 5040);
         assert_eq!(r.map(5030), 5040, "never backwards");
         r.splice();
-        assert_eq!(r.map(0), 5080, "new node starting at 0 continues after the last tag");
+        assert_eq!(
+            r.map(0),
+            5080,
+            "new node starting at 0 continues after the last tag"
+        );
         assert_eq!(r.map(40), 5120);
         r.splice();
         assert_eq!(r.map(900_000), 5160);

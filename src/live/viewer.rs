@@ -76,12 +76,24 @@ impl Slot {
             consumed_ts: AtomicU32::new(start_ts),
             cut: AtomicBool::new(false),
         });
-        (Self { id, tx, shared: shared.clone(), skipping: false }, rx, shared)
+        (
+            Self {
+                id,
+                tx,
+                shared: shared.clone(),
+                skipping: false,
+            },
+            rx,
+            shared,
+        )
     }
 
     fn push(&self, bytes: &Bytes, ts: u32) -> Offer {
         let len = bytes.len();
-        match self.tx.try_send(Item { bytes: bytes.clone(), ts }) {
+        match self.tx.try_send(Item {
+            bytes: bytes.clone(),
+            ts,
+        }) {
             Ok(()) => {
                 self.shared.queued.fetch_add(len, Ordering::Relaxed);
                 Offer::Sent
@@ -152,7 +164,13 @@ impl ViewerBody {
         id: u64,
         counters: Arc<LiveCounters>,
     ) -> Self {
-        Self { rx, shared, hub, id, counters }
+        Self {
+            rx,
+            shared,
+            hub,
+            id,
+            counters,
+        }
     }
 }
 
@@ -170,7 +188,9 @@ impl HttpBody for ViewerBody {
                 let len = item.bytes.len();
                 this.shared.queued.fetch_sub(len, Ordering::Relaxed);
                 this.shared.consumed_ts.store(item.ts, Ordering::Relaxed);
-                this.counters.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+                this.counters
+                    .bytes_out
+                    .fetch_add(len as u64, Ordering::Relaxed);
                 Poll::Ready(Some(Ok(Frame::data(item.bytes))))
             }
             Poll::Ready(None) => {
@@ -205,7 +225,10 @@ impl Drop for ViewerBody {
 mod tests {
     use super::*;
 
-    const BUDGET: Budget = Budget { bytes: 100, media_ms: 1000 };
+    const BUDGET: Budget = Budget {
+        bytes: 100,
+        media_ms: 1000,
+    };
 
     #[test]
     fn slow_viewer_skips_to_keyframe_then_is_cut() {
@@ -235,7 +258,11 @@ mod tests {
             shared.queued.fetch_sub(item.bytes.len(), Ordering::Relaxed);
             shared.consumed_ts.store(item.ts, Ordering::Relaxed);
         }
-        assert_eq!(slot.offer(&tag, 120, false, BUDGET), Offer::Dropped, "still waits for a keyframe");
+        assert_eq!(
+            slot.offer(&tag, 120, false, BUDGET),
+            Offer::Dropped,
+            "still waits for a keyframe"
+        );
         assert_eq!(slot.offer(&tag, 160, true, BUDGET), Offer::Sent);
         assert!(!slot.skipping);
     }
@@ -245,6 +272,10 @@ mod tests {
         let (mut slot, _rx, _shared) = Slot::new(1, 0);
         let tag = Bytes::from(vec![0u8; 1]);
         assert_eq!(slot.offer(&tag, 500, true, BUDGET), Offer::Sent);
-        assert_eq!(slot.offer(&tag, 1500, false, BUDGET), Offer::Dropped, "1.5 s behind a 1 s budget");
+        assert_eq!(
+            slot.offer(&tag, 1500, false, BUDGET),
+            Offer::Dropped,
+            "1.5 s behind a 1 s budget"
+        );
     }
 }

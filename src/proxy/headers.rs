@@ -141,7 +141,12 @@ mod tests {
         h.insert("host", HeaderValue::from_static("gw.example"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
-        to_upstream(&mut h, "127.0.0.9:5555".parse().expect("addr"), &base("http://node:9001"), true);
+        to_upstream(
+            &mut h,
+            "127.0.0.9:5555".parse().expect("addr"),
+            &base("http://node:9001"),
+            true,
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         assert_eq!(h["x-forwarded-host"], "gw.example");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -158,8 +163,14 @@ mod tests {
             rewrite_location("http://127.0.0.1:9001/files/x?a=1", &node, &public).as_deref(),
             Some("https://gw.example/files/x?a=1")
         );
-        assert_eq!(rewrite_location("HTTP://127.0.0.1:9001", &node, &public).as_deref(), Some("https://gw.example/"));
-        assert_eq!(rewrite_location("http://127.0.0.1:90011/x", &node, &public), None);
+        assert_eq!(
+            rewrite_location("HTTP://127.0.0.1:9001", &node, &public).as_deref(),
+            Some("https://gw.example/")
+        );
+        assert_eq!(
+            rewrite_location("http://127.0.0.1:90011/x", &node, &public),
+            None
+        );
         assert_eq!(rewrite_location("/relative", &node, &public), None);
         assert_eq!(rewrite_location("http://other/x", &node, &public), None);
     }

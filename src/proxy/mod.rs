@@ -69,15 +69,26 @@ pub async fn forward(
                         secs: f.response_header_timeout.as_secs_f64(),
                     })
                 }
-                Ok(Ok(resp)) => return Ok((finish_response(resp, &node.url, f.public_url), node.id.clone())),
+                Ok(Ok(resp)) => {
+                    return Ok((
+                        finish_response(resp, &node.url, f.public_url),
+                        node.id.clone(),
+                    ))
+                }
                 Ok(Err(e)) => {
                     let retry_same = attempt + 1 < attempts && is_stale_connection(&e);
                     let connect = e.is_connect();
                     tracing::debug!(node = %node.id, error = %e, request_id = f.request_id, "upstream request failed");
                     last_err = Some(if connect {
-                        GatewayError::UpstreamConnect { node: node.id.clone(), source: Box::new(e) }
+                        GatewayError::UpstreamConnect {
+                            node: node.id.clone(),
+                            source: Box::new(e),
+                        }
                     } else {
-                        GatewayError::Upstream { node: node.id.clone(), source: Box::new(e) }
+                        GatewayError::Upstream {
+                            node: node.id.clone(),
+                            source: Box::new(e),
+                        }
                     });
                     if retry_same {
                         continue;
@@ -85,7 +96,9 @@ pub async fn forward(
                     if connect && replayable {
                         break; // try the next node
                     }
-                    return Err(last_err.unwrap_or_else(|| GatewayError::Internal("no error".into())));
+                    return Err(
+                        last_err.unwrap_or_else(|| GatewayError::Internal("no error".into()))
+                    );
                 }
             }
         }

@@ -144,7 +144,12 @@ async fn bounded<T>(
 }
 
 /// The reply to the state-reading transaction: version, seeded marker, nodes, stream records.
-type StateReply = (Option<u64>, Option<String>, HashMap<String, String>, HashMap<String, String>);
+type StateReply = (
+    Option<u64>,
+    Option<String>,
+    HashMap<String, String>,
+    HashMap<String, String>,
+);
 
 /// The whole state as read from Redis, before it becomes a snapshot.
 struct RawState {
