@@ -398,38 +398,8 @@ fn garbage_flv_ends_its_stream_only() {
 #[test]
 fn ffprobe_reads_h264_and_aac_from_the_live_stream() {
     let o = common::origin(&common::media_dir());
-    let mut s = FlvStream::open(o.addr(), "/live/cam1.flv");
-    let mut out = s.header(T10).bytes.to_vec();
-    for t in s.tags_for(Duration::from_secs(5)) {
-        out.extend_from_slice(t.bytes());
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("live.flv");
-    std::fs::write(&path, &out).expect("write");
-    let probe = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "json",
-        ])
-        .arg(&path)
-        .output()
-        .expect("run ffprobe");
-    let stderr = String::from_utf8_lossy(&probe.stderr);
-    assert!(
-        probe.status.success() && stderr.trim().is_empty(),
-        "ffprobe: {stderr}"
-    );
-    let v: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("ffprobe json");
-    let mut codecs: Vec<&str> = v["streams"]
-        .as_array()
-        .expect("streams")
-        .iter()
-        .filter_map(|s| s["codec_name"].as_str())
-        .collect();
-    codecs.sort_unstable();
-    assert_eq!(codecs, ["aac", "h264"]);
+    common::capture(o.addr(), "/live/cam1.flv", Duration::from_secs(5), &path);
+    common::assert_ffprobe_h264_aac(&path);
 }

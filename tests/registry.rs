@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use common::api::{put_node, put_stream, send, ADMIN};
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::upstream::{echo, Upstream};
 use common::{gateway, get, raw_request, wait_until, RawResponse};
-
-const ADMIN: &str = "Authorization: Bearer adm1n\r\n";
 
 /// A gateway config with the admin API, hooks (secret `h00k`, publish token `pub1`), one static
 /// node `s` (holding `static1`) and a registry-routed HLS route.
@@ -42,45 +41,6 @@ path = "/hls/{{stream}}/{{*rest}}"
 action = "proxy"
 upstream = "/hls/{{stream}}/{{*rest}}"
 "#
-    )
-}
-
-/// Sends `method path` with `headers` (lines ending in \r\n) and `body`.
-fn send(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &[u8]) -> RawResponse {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(common::READY_TIMEOUT))
-        .expect("timeout");
-    // The gateway may answer (and stop reading) before a refused body is all sent.
-    let _ = s.write_all(&req);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    common::parse_response(&buf)
-}
-
-fn put_node(addr: SocketAddr, id: &str, url: &str, ttl: &str) -> RawResponse {
-    let body = format!(r#"{{"url":"{url}","ttl":{ttl}}}"#);
-    send(
-        addr,
-        "PUT",
-        &format!("/api/v1/nodes/{id}"),
-        ADMIN,
-        body.as_bytes(),
-    )
-}
-
-fn put_stream(addr: SocketAddr, name: &str, node: &str) -> RawResponse {
-    send(
-        addr,
-        "PUT",
-        &format!("/api/v1/streams/{name}"),
-        ADMIN,
-        format!(r#"{{"node":"{node}"}}"#).as_bytes(),
     )
 }
 

@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use common::api::{send, ADMIN};
+
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::nginx_rtmp::NginxRtmp;
-use common::{gateway, get, wait_until, RawResponse};
-
-const ADMIN: &str = "Authorization: Bearer adm1n\r\n";
+use common::{gateway, get, wait_until};
 
 const CONFIG: &str = r#"
 [server]
@@ -35,22 +34,6 @@ path = "/hls/{stream}/{*rest}"
 action = "proxy"
 upstream = "/hls/{stream}/{*rest}"
 "#;
-
-fn send(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &[u8]) -> RawResponse {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(common::READY_TIMEOUT))
-        .expect("timeout");
-    let _ = s.write_all(&req);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    common::parse_response(&buf)
-}
 
 /// ffmpeg pushing `secs` seconds of a 320x180 test pattern with a tone, in real time.
 fn push(url: &str, secs: u32) -> Child {

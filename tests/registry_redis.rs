@@ -4,15 +4,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use common::api::{put_node, put_stream, send, ADMIN};
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
 use common::upstream::{echo, Upstream};
-use common::{gateway, get, wait_until, RawResponse};
+use common::{gateway, get, wait_until};
 
-const ADMIN: &str = "Authorization: Bearer adm1n\r\n";
 /// What the issue promises for propagation between gateways.
 const PROPAGATION: Duration = Duration::from_secs(1);
 
@@ -40,42 +40,6 @@ path = "/hls/{{stream}}/{{*rest}}"
 action = "proxy"
 upstream = "/hls/{{stream}}/{{*rest}}"
 "#
-    )
-}
-
-fn send(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &[u8]) -> RawResponse {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(common::READY_TIMEOUT))
-        .expect("timeout");
-    let _ = s.write_all(&req);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    common::parse_response(&buf)
-}
-
-fn put_node(addr: SocketAddr, id: &str, url: &str, ttl: &str) -> RawResponse {
-    send(
-        addr,
-        "PUT",
-        &format!("/api/v1/nodes/{id}"),
-        ADMIN,
-        format!(r#"{{"url":"{url}","ttl":{ttl}}}"#).as_bytes(),
-    )
-}
-
-fn put_stream(addr: SocketAddr, name: &str, node: &str) -> RawResponse {
-    send(
-        addr,
-        "PUT",
-        &format!("/api/v1/streams/{name}"),
-        ADMIN,
-        format!(r#"{{"node":"{node}"}}"#).as_bytes(),
     )
 }
 

@@ -2,6 +2,7 @@
 //! on ephemeral loopback ports, wait for readiness with a bound, and stop them by PID on drop.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod nginx_rtmp;
 pub mod redis;
 pub mod upstream;
