@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the origin served directly, through streamgate and through nginx,
+# on loopback, in one run. Prints one table (absolute figures and ratios) and writes JSON under
+# bench/results/<timestamp>/ (git-ignored).
+#
+#   bash bench/run.sh            # full run (< 10 minutes on 2 cores)
+#   bash bench/run.sh --smoke    # seconds: every scenario, tiny sizes; checks it ran and parsed
+#
+# Environment: BENCH_LIVE_COUNTS="50 200 1000", BENCH_LIVE_WINDOW=15s, BENCH_HTTP_DURATION=10s,
+# BENCH_DOWNLOAD_MB=1024, BENCH_KEEP_TMP=1 (keep the temp dir with logs and media).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+MODE=full
+for arg in "$@"; do
+    case "$arg" in
+        --smoke) MODE=smoke ;;
+        *) echo "usage: bench/run.sh [--smoke]" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$MODE" = smoke ]; then
+    DOWNLOAD_MB=${BENCH_DOWNLOAD_MB:-16}; DOWNLOAD_RUNS=1
+    HTTP_DURATION=${BENCH_HTTP_DURATION:-1s}; HTTP_CONC=8
+    LIVE_COUNTS=${BENCH_LIVE_COUNTS:-5}; LIVE_WINDOW=${BENCH_LIVE_WINDOW:-2s}; LIVE_SETTLE=5s
+    SOURCE_SECONDS=4; SOURCE_SIZE=320x180
+else
+    DOWNLOAD_MB=${BENCH_DOWNLOAD_MB:-1024}; DOWNLOAD_RUNS=3
+    HTTP_DURATION=${BENCH_HTTP_DURATION:-10s}; HTTP_CONC=64
+    LIVE_COUNTS=${BENCH_LIVE_COUNTS:-50 200 1000}; LIVE_WINDOW=${BENCH_LIVE_WINDOW:-15s}; LIVE_SETTLE=5s
+    SOURCE_SECONDS=24; SOURCE_SIZE=1280x720
+fi
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# --- tools ------------------------------------------------------------------------------------
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# 1000 live viewers through nginx need ~3000 descriptors across the processes.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
+    log "warning: ulimit -n is $(ulimit -n); 1000 viewers may fail"
+fi
+
+log "building (release)"
+cargo build --release --quiet --bin streamgate --bin streamgate-bench
+SG=$ROOT/target/release/streamgate
+BENCH=$ROOT/target/release/streamgate-bench
+
+# --- temp dir, processes, cleanup -------------------------------------------------------------
+TMP=$(mktemp -d /tmp/streamgate-bench.XXXXXX)
+STAMP=$(date +%Y%m%dT%H%M%S)
+RESULTS=$ROOT/bench/results/$STAMP$([ "$MODE" = smoke ] && echo -smoke || true)
+mkdir -p "$RESULTS" "$TMP/media" "$TMP/nginx"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Bounded wait: 50 x 0.1 s, then SIGKILL that PID only.
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    cp "$TMP"/*.log "$RESULTS"/ 2>/dev/null || true
+    if [ "${BENCH_KEEP_TMP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+# Waits (bounded) for "listening on http://ADDR" in $1 and prints ADDR.
+wait_listening() {
+    local out=$1 pid=$2 addr=
+    for _ in $(seq 200); do
+        addr=$(sed -n 's#.*listening on http://\([0-9.:]*\).*#\1#p' "$out" | head -1)
+        [ -n "$addr" ] && { echo "$addr"; return 0; }
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "process $pid did not start; see $out" >&2
+    return 1
+}
+
+# --- media (generated now, never committed) ---------------------------------------------------
+log "generating media in $TMP/media"
+head -c "$((DOWNLOAD_MB * 1024 * 1024))" /dev/urandom > "$TMP/media/big.bin"
+ffmpeg -nostdin -loglevel error -f lavfi -i "testsrc2=size=1280x720:rate=1" -frames:v 1 -q:v 9 \
+    "$TMP/media/small.jpg"
+ffmpeg -nostdin -loglevel error \
+    -f lavfi -i "testsrc2=size=$SOURCE_SIZE:rate=25" \
+    -f lavfi -i "sine=frequency=440:sample_rate=44100" \
+    -t "$SOURCE_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
+    -b:v 2M -maxrate 2M -bufsize 1M -g 50 -keyint_min 50 -sc_threshold 0 \
+    -c:a aac -b:a 128k -f flv "$TMP/media/src.flv"
+SMALL_BYTES=$(stat -c %s "$TMP/media/small.jpg")
+SRC_BYTES=$(stat -c %s "$TMP/media/src.flv")
+SRC_DURATION=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$TMP/media/src.flv")
+SOURCE_KBPS=$(awk -v b="$SRC_BYTES" -v d="$SRC_DURATION" 'BEGIN { printf "%.1f", b * 8 / d / 1000 }')
+log "small object ${SMALL_BYTES} B; live source ${SOURCE_KBPS} kbit/s over ${SRC_DURATION} s"
+
+# --- origin, gateway, nginx -------------------------------------------------------------------
+RUST_LOG=warn "$SG" origin --media "$TMP/media" --listen 127.0.0.1:0 --name bench \
+    > "$TMP/origin.out" 2> "$TMP/origin.log" &
+ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
+ORIGIN=$(wait_listening "$TMP/origin.out" "$ORIGIN_PID")
+
+ADMIN_TOKEN=bench-admin
+cat > "$TMP/gateway.toml" <<TOML
+# Generated by bench/run.sh.
+[server]
+listen = "127.0.0.1:0"
+
+[admin]
+token = "$ADMIN_TOKEN"
+
+[live]
+linger = "1s"
+
+[[nodes]]
+id = "origin"
+url = "http://$ORIGIN"
+streams = ["src"]
+
+[[routes]]
+path = "/files/{*rest}"
+action = "proxy"
+to = "origin"
+upstream = "/files/{*rest}"
+
+[[routes]]
+path = "/r/{*rest}"
+action = "redirect"
+to = "origin"
+upstream = "/files/{*rest}"
+status = 302
+
+[[routes]]
+path = "/live/{stream}.flv"
+action = "live"
+upstream = "/live/{stream}.flv"
+TOML
+cp "$TMP/gateway.toml" "$RESULTS/gateway.toml"
+RUST_LOG=warn "$SG" serve --config "$TMP/gateway.toml" > "$TMP/gateway.out" 2> "$TMP/gateway.log" &
+GATEWAY_PID=$!; PIDS+=("$GATEWAY_PID")
+GATEWAY=$(wait_listening "$TMP/gateway.out" "$GATEWAY_PID")
+
+NGINX_PORT=$("$BENCH" free-port)
+sed -e "s#@PORT@#$NGINX_PORT#g" -e "s#@ORIGIN@#$ORIGIN#g" -e "s#@TMP@#$TMP/nginx#g" \
+    bench/nginx.conf.in > "$TMP/nginx/nginx.conf"
+cp "$TMP/nginx/nginx.conf" "$RESULTS/nginx.conf"
+"$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" 2> "$TMP/nginx.log" &
+NGINX_PID=$!; PIDS+=("$NGINX_PID")
+NGX=127.0.0.1:$NGINX_PORT
+for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://$NGX/files/small.jpg" 2>/dev/null && break
+    kill -0 "$NGINX_PID" 2>/dev/null || { cat "$TMP/nginx.log" >&2; exit 1; }
+    sleep 0.05
+done
+log "origin $ORIGIN (pid $ORIGIN_PID), streamgate $GATEWAY (pid $GATEWAY_PID), nginx $NGX (pid $NGINX_PID)"
+
+declare -A HOST=([direct]=$ORIGIN [streamgate]=$GATEWAY [nginx]=$NGX)
+declare -A PROC=([direct]=$ORIGIN_PID [streamgate]=$GATEWAY_PID [nginx]=$NGINX_PID)
+
+# Sanity: the same bytes every way.
+for t in direct streamgate nginx; do
+    curl -fsS -o "$TMP/check.jpg" "http://${HOST[$t]}/files/small.jpg"
+    cmp -s "$TMP/check.jpg" "$TMP/media/small.jpg" || { echo "$t: small.jpg differs" >&2; exit 1; }
+done
+
+cat > "$RESULTS/meta.json" <<JSON
+{"mode": "$MODE", "date": "$(date -Is)", "git": "$(git rev-parse --short HEAD 2>/dev/null || echo none)",
+ "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')", "cores": $(nproc),
+ "mem_mib": $(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo), "kernel": "$(uname -r)",
+ "nginx": "$("$NGINX" -v 2>&1 | cut -d/ -f2)", "download_bytes": $((DOWNLOAD_MB * 1024 * 1024)),
+ "small_bytes": $SMALL_BYTES, "source_kbps": $SOURCE_KBPS, "http_concurrency": $HTTP_CONC,
+ "http_duration": "$HTTP_DURATION", "live_window": "$LIVE_WINDOW"}
+JSON
+
+# http_bench OUT URL: wrk (2 threads) when present, else the built-in loop; JSON into OUT.
+http_bench() {
+    local out=$1 url=$2
+    if command -v wrk >/dev/null 2>&1; then
+        wrk -t2 -c"$HTTP_CONC" -d"$HTTP_DURATION" --timeout 5s -s bench/wrk-json.lua "$url" \
+            > "$TMP/wrk.out" 2>&1 || true
+        grep '^{' "$TMP/wrk.out" | tail -1 > "$out"
+        [ -s "$out" ] || { cat "$TMP/wrk.out" >&2; return 1; }
+        sed -n 's/.*"rps":\([0-9.]*\).*"p99_ms":\([0-9.]*\).*/  \1 req\/s, p99 \2 ms/p' "$out" >&2
+    else
+        "$BENCH" http --url "$url" -c "$HTTP_CONC" -d "$HTTP_DURATION" > "$out"
+    fi
+}
+
+# --- 1. large download ------------------------------------------------------------------------
+for t in direct streamgate nginx; do
+    log "download ${DOWNLOAD_MB} MiB: $t"
+    "$BENCH" download --url "http://${HOST[$t]}/files/big.bin" --runs "$DOWNLOAD_RUNS" \
+        > "$RESULTS/download_$t.json"
+done
+
+# --- 2. small objects -------------------------------------------------------------------------
+for t in direct streamgate nginx; do
+    log "small object (${SMALL_BYTES} B), ${HTTP_CONC} connections: $t"
+    http_bench "$RESULTS/small_$t.json" "http://${HOST[$t]}/files/small.jpg"
+done
+
+# --- 3. redirects -----------------------------------------------------------------------------
+for t in streamgate nginx; do
+    log "redirect 302, ${HTTP_CONC} connections: $t"
+    http_bench "$RESULTS/redirect_$t.json" "http://${HOST[$t]}/r/small.jpg"
+done
+
+# --- 4. live fan-out --------------------------------------------------------------------------
+for n in $LIVE_COUNTS; do
+    for t in direct streamgate nginx; do
+        log "live: $n viewers, $t"
+        extra=()
+        [ "$t" = streamgate ] && extra=(--gateway-api "http://$GATEWAY/api/v1/live" --admin-token "$ADMIN_TOKEN")
+        "$BENCH" live --url "http://${HOST[$t]}/live/src.flv" -n "$n" --window "$LIVE_WINDOW" \
+            --settle "$LIVE_SETTLE" --source-kbps "$SOURCE_KBPS" --pid "${PROC[$t]}" \
+            --origin-pid "$ORIGIN_PID" --origin-stats "http://$ORIGIN/stats" "${extra[@]}" \
+            > "$RESULTS/live_${n}_$t.json"
+        # Let the gateway's hub linger out (1 s) and the origin's stream stop before the next run.
+        sleep 2
+    done
+done
+
+# --- table ------------------------------------------------------------------------------------
+echo
+echo "streamgate benchmark ($MODE), $(nproc) cores, $(date -Is); results in ${RESULTS#"$ROOT"/}"
+"$BENCH" report "$RESULTS"
+ln -sfn "$(basename "$RESULTS")" "$ROOT/bench/results/latest$([ "$MODE" = smoke ] && echo -smoke || true)"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# CI smoke of the benchmark harness: runs every scenario of bench/run.sh at tiny sizes (seconds)
+# and checks that each measurement ran and its JSON parsed. Never asserts on speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v jq >/dev/null 2>&1 || {
+    SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq jq >/dev/null
+}
+BENCH_LIVE_COUNTS=5 bash bench/run.sh --smoke
+DIR=bench/results/latest-smoke
+fail=0
+check() { # FILE JQ-EXPR
+    if ! jq -e "$2" "$DIR/$1" >/dev/null 2>&1; then
+        echo "bench smoke: $1 fails $2" >&2
+        fail=1
+    fi
+}
+for t in direct streamgate nginx; do
+    check "download_$t.json" '.bytes > 0 and (.runs_gbps | length) >= 1'
+    check "small_$t.json" '.requests > 0 and .errors == 0 and .status_other == 0'
+    check "live_5_$t.json" '.connected == 5 and .ttfk_viewers >= 1 and .parse_errors == 0'
+done
+for t in streamgate nginx; do
+    check "redirect_$t.json" '.requests > 0 and .errors == 0 and .status_other == 0'
+done
+check live_5_streamgate.json '.origin_live_clients_max == 1 and .gateway_live.pulls >= 1'
+check summary.json '(.rows | length) > 10'
+[ "$fail" = 0 ] && echo "bench smoke: ok ($DIR)"
+exit "$fail"
