@@ -34,6 +34,18 @@ impl TokenAuth {
     }
 }
 
+impl TokenAuth {
+    /// Whether `Authorization` carries one of the viewer tokens, on any route: such a header is
+    /// the viewer's credential and never goes to a node.
+    pub fn carries_viewer_token(&self, headers: &HeaderMap) -> bool {
+        bearer(headers).is_some_and(|t| {
+            self.tokens
+                .iter()
+                .any(|k| ct_eq(k.as_bytes(), t.as_bytes()))
+        })
+    }
+}
+
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;

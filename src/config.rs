@@ -127,6 +127,8 @@ pub struct RawLive {
     pub max_viewers_per_stream: Option<usize>,
     pub max_streams: Option<usize>,
     pub max_gop_bytes: Option<usize>,
+    pub flush_interval: Option<String>,
+    pub upstream_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -649,7 +651,25 @@ fn validate_live(
         max_streams: positive("live.max_streams", l.max_streams, d.max_streams)?,
         max_gop_bytes: positive("live.max_gop_bytes", l.max_gop_bytes, d.max_gop_bytes)?,
         response_header_timeout,
+        flush_interval: duration("live.flush_interval", &l.flush_interval, d.flush_interval)?,
+        upstream_idle_timeout: duration(
+            "live.upstream_idle_timeout",
+            &l.upstream_idle_timeout,
+            d.upstream_idle_timeout,
+        )?,
     };
+    if live.upstream_idle_timeout < Duration::from_millis(100) {
+        return Err(invalid(
+            "live.upstream_idle_timeout",
+            "must be at least 100ms",
+        ));
+    }
+    if live.flush_interval > Duration::from_secs(1) {
+        return Err(invalid(
+            "live.flush_interval",
+            "must be at most 1s (it adds to viewers' latency)",
+        ));
+    }
     if live.viewer_queue_bytes < 64 * 1024 {
         return Err(invalid(
             "live.viewer_queue_bytes",

@@ -25,7 +25,7 @@ use crate::registry::{self, Lookup, Node, Registry};
 use crate::request_id;
 use crate::router::{Captures, STREAM};
 use crate::server::{self, Handler, Running, ServeOptions};
-use crate::upstream_path::{strip_credentials, BaseUrl};
+use crate::upstream_path::{strip_credentials, strip_params, BaseUrl, SECRET_PARAMS};
 
 /// Everything the request path needs, built once at start.
 pub struct Gateway {
@@ -155,10 +155,15 @@ impl Gateway {
                     Target::Registry => NodeSource::Registry(self.registry.clone()),
                     _ => NodeSource::Fixed(nodes),
                 };
-                // The pull is shared by every viewer, so it carries no viewer's query.
-                let (body, node) = self.hubs.join(stream, &path, source).await?;
-                log.node = node;
-                let mut resp = Response::new(body.boxed());
+                let mut resp = if req.method() == Method::HEAD {
+                    // Headers only: no reason to start (and linger) a pull for a probe.
+                    Response::new(crate::body::empty())
+                } else {
+                    // The pull is shared by every viewer, so it carries no viewer's query.
+                    let (body, node) = self.hubs.join(stream, &path, source).await?;
+                    log.node = node;
+                    Response::new(body.boxed())
+                };
                 let h = resp.headers_mut();
                 h.insert(
                     http::header::CONTENT_TYPE,
@@ -176,6 +181,8 @@ impl Gateway {
                     None => path,
                 };
                 let (parts, body) = req.into_parts();
+                let strip_authorization =
+                    route.auth == AuthMode::Token || self.auth.carries_viewer_token(&parts.headers);
                 let (resp, node) = proxy::forward(
                     &self.client,
                     parts,
@@ -183,7 +190,7 @@ impl Gateway {
                     Forward {
                         nodes: &nodes,
                         path_and_query: &path_and_query,
-                        strip_authorization: route.auth == AuthMode::Token,
+                        strip_authorization,
                         peer,
                         request_id: rid,
                         public_url: &self.public_url,
@@ -204,7 +211,7 @@ impl Handler for Gateway {
         let mut log = AccessLog {
             start: Instant::now(),
             method: req.method().clone(),
-            path: match strip_credentials(req.uri().query()) {
+            path: match strip_params(req.uri().query(), SECRET_PARAMS) {
                 Some(q) => format!("{}?{q}", req.uri().path()),
                 None => req.uri().path().to_string(),
             },
@@ -283,6 +290,10 @@ impl HttpBody for LoggedBody {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     this.log.bytes += d.len() as u64;
+                }
+                // hyper stops polling a body that says it has ended, so look now.
+                if this.inner.is_end_stream() {
+                    this.log.finished = true;
                 }
             }
             Poll::Ready(None) => this.log.finished = true,

@@ -7,6 +7,9 @@ use percent_encoding::percent_decode_str;
 /// Query parameters that carry viewer credentials and never leave the gateway.
 pub const CREDENTIAL_PARAMS: &[&str] = &["token"];
 
+/// Query parameters never written to a log: viewer tokens and the hooks' shared secret.
+pub const SECRET_PARAMS: &[&str] = &["token", "secret"];
+
 /// `scheme://authority` plus an optional path prefix, parsed once at config time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
@@ -84,6 +87,11 @@ impl BaseUrl {
 /// The query with credential parameters removed; every other parameter kept raw and in order.
 /// Returns `None` when nothing remains.
 pub fn strip_credentials(query: Option<&str>) -> Option<String> {
+    strip_params(query, CREDENTIAL_PARAMS)
+}
+
+/// The query without the parameters named in `names` (case-insensitive, percent-decoded keys).
+pub fn strip_params(query: Option<&str>, names: &[&str]) -> Option<String> {
     let q = query?;
     let kept: Vec<&str> = q
         .split('&')
@@ -94,9 +102,7 @@ pub fn strip_credentials(query: Option<&str>) -> Option<String> {
             let key = pair.split('=').next().unwrap_or("");
             let key = key.replace('+', " ");
             let decoded = percent_decode_str(&key).decode_utf8_lossy();
-            !CREDENTIAL_PARAMS
-                .iter()
-                .any(|c| decoded.eq_ignore_ascii_case(c))
+            !names.iter().any(|c| decoded.eq_ignore_ascii_case(c))
         })
         .collect();
     if kept.is_empty() {

@@ -457,3 +457,55 @@ fn pooled_connections_are_reused_and_conditional_answers_pass_through() {
         "one pooled keep-alive connection served all three"
     );
 }
+
+#[test]
+fn viewer_credentials_never_reach_a_node_or_a_log() {
+    let up = Upstream::start(echo);
+    let (gw, _dir) = gateway(&config(&up.url(), ""));
+    // A viewer token in Authorization is the viewer's credential even on an open route…
+    let r = get(gw.addr(), "/vod/x", "Authorization: Bearer s3cret\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.json()["headers"].get("authorization").is_none());
+    // …while other credentials (meant for the node) pass.
+    let r = get(gw.addr(), "/vod/x", "Authorization: Bearer node-key\r\n");
+    assert_eq!(r.json()["headers"]["authorization"], "Bearer node-key");
+    // Tokens and hook secrets are kept out of the access log.
+    let r = get(
+        gw.addr(),
+        "/vod/y?token=s3cret&a=1",
+        "X-Request-Id: log-1\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let r = get(
+        gw.addr(),
+        "/hooks/srs?node=n&secret=h00k",
+        "X-Request-Id: log-2\r\n",
+    );
+    assert_eq!(r.status, 405, "hooks take POST");
+    wait_until("access lines", Duration::from_secs(5), || {
+        gw.logs().contains("log-1") && gw.logs().contains("log-2")
+    });
+    let logs = gw.logs();
+    assert!(!logs.contains("s3cret") && !logs.contains("h00k"), "{logs}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("log-1"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("path=/vod/y?a=1") && line.contains("complete=true"),
+        "{line}"
+    );
+}
+
+#[test]
+fn head_on_a_live_route_answers_without_starting_a_pull() {
+    let up = Upstream::start(echo);
+    let (gw, _dir) = gateway(&config(&up.url(), ""));
+    let r = raw_request(
+        gw.addr(),
+        "HEAD /flv/cam1.flv?token=s3cret HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("video/x-flv"));
+    assert!(up.requests().is_empty(), "no pull for a HEAD");
+}

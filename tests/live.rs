@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::flv::{assert_non_decreasing, expect_live_start, FlvStream};
+use common::upstream::{After, Reply, Upstream};
 use common::{gateway, get, origin, wait_until, Proc};
 use streamgate::flv::TagKind;
 
@@ -273,4 +274,155 @@ fn unknown_streams_and_dead_nodes_answer_json() {
         "POST /flv/cam1.flv HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 405);
+}
+
+/// A gateway whose only node is a scripted one holding `cam1`.
+fn scripted_gateway(node: &Upstream, live: &str) -> (Proc, tempfile::TempDir) {
+    gateway(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\ntoken = \"adm1n\"\n[live]\n{live}\n[[nodes]]\nid = \"s\"\nurl = \"{}\"\nstreams = [\"cam1\"]\n[[routes]]\npath = \"/flv/{{stream}}.flv\"\naction = \"live\"\nupstream = \"/live/{{stream}}.flv\"\n",
+        node.url()
+    ))
+}
+
+/// cam1's first two seconds, as tags.
+fn cam1_head() -> Vec<streamgate::flv::Tag> {
+    common::flv::cut(&common::flv::read_file(&media().join("cam1.flv")).1, 2000)
+}
+
+#[test]
+fn routes_naming_different_nodes_never_share_a_pull() {
+    let a = origin(&media());
+    let b = origin(&media());
+    let mut cfg = gw_config(&[("a", &a)], "");
+    cfg.push_str(&format!(
+        "[[nodes]]\nid = \"b\"\nurl = \"http://{}\"\n[[routes]]\npath = \"/bflv/{{stream}}.flv\"\naction = \"live\"\nto = \"b\"\nupstream = \"/live/{{stream}}.flv\"\n",
+        b.addr()
+    ));
+    let (gw, _d) = gateway(&cfg);
+    let mut via_registry = FlvStream::open(gw.addr(), "/flv/cam1.flv?token=s3cret");
+    expect_live_start(&mut via_registry, T);
+    let mut via_b = FlvStream::open(gw.addr(), "/bflv/cam1.flv");
+    expect_live_start(&mut via_b, T);
+    assert_eq!(live_clients(&a), 1);
+    assert_eq!(live_clients(&b), 1, "the route's own node serves it");
+}
+
+#[test]
+fn a_newcomer_on_a_stream_whose_clock_is_far_from_zero_is_not_cut() {
+    // The node has been live for an hour: its timestamps start at 3 600 000 ms, and its first
+    // tags come a moment after the header (the viewer attaches in between).
+    let tags: Vec<_> = cam1_head()
+        .iter()
+        .map(|t| t.with_timestamp(t.timestamp() + 3_600_000))
+        .collect();
+    let bytes = common::flv::to_bytes(&tags);
+    let node = Upstream::start(move |_| Reply::Chunks {
+        pieces: vec![
+            (Duration::ZERO, bytes[..13].to_vec()),
+            (Duration::from_millis(300), bytes[13..].to_vec()),
+        ],
+        then: After::End,
+    });
+    let (gw, _d) = scripted_gateway(&node, "");
+    let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv");
+    let start = expect_live_start(&mut v, T);
+    assert!(start.last().expect("keyframe").timestamp() >= 3_600_000);
+    let (_, ended) = v.tags_until_end(T);
+    assert!(
+        ended && v.clean_end(),
+        "the node's clean end reaches the viewer"
+    );
+    assert_eq!(live_status(&gw)["viewers_cut"], 0);
+}
+
+#[test]
+fn audio_only_streams_play_even_when_the_header_claims_video() {
+    // SRS-style: the header announces audio and video, only audio comes.
+    let audio: Vec<_> = cam1_head()
+        .into_iter()
+        .filter(|t| t.kind() != TagKind::Video)
+        .collect();
+    let n_audio_frames = audio
+        .iter()
+        .filter(|t| t.kind() == TagKind::Audio && !t.is_sequence_header())
+        .count();
+    let bytes = common::flv::to_bytes(&audio);
+    let node = Upstream::start(move |_| Reply::Chunks {
+        pieces: vec![
+            (Duration::ZERO, bytes[..13].to_vec()),
+            (Duration::from_millis(300), bytes[13..].to_vec()),
+        ],
+        then: After::End,
+    });
+    let (gw, _d) = scripted_gateway(&node, "");
+    let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv");
+    v.header(T);
+    let (tags, ended) = v.tags_until_end(T);
+    assert!(ended);
+    let got = tags
+        .iter()
+        .filter(|t| t.kind() == TagKind::Audio && !t.is_sequence_header())
+        .count();
+    assert_eq!(got, n_audio_frames, "every audio frame reaches the viewer");
+}
+
+#[test]
+fn a_node_that_accepts_then_fails_cannot_hold_viewers_past_the_window() {
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let good = common::flv::to_bytes(&cam1_head());
+    let node = Upstream::start(move |_| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // A real stream that then dies…
+            Reply::Chunks {
+                pieces: vec![(Duration::ZERO, good.clone())],
+                then: After::Close,
+            }
+        } else {
+            // …and every reconnect is accepted, sends a header, and dies at once.
+            Reply::Chunks {
+                pieces: vec![(Duration::ZERO, good[..13].to_vec())],
+                then: After::Close,
+            }
+        }
+    });
+    let (gw, _d) = scripted_gateway(&node, "reconnect_window = \"1s\"");
+    let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv");
+    expect_live_start(&mut v, T);
+    let (_, ended) = v.tags_until_end(T);
+    assert!(
+        ended && v.clean_end(),
+        "viewers get a clean end once the window has passed"
+    );
+    let tries = node.requests().len();
+    assert!(tries < 20, "reconnects back off ({tries} requests)");
+}
+
+#[test]
+fn a_node_that_goes_silent_counts_as_broken() {
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let good = common::flv::to_bytes(&cam1_head());
+    let node = Upstream::start(move |_| {
+        // The first connection delivers media and then goes quiet; later ones never start.
+        let n = if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            good.len()
+        } else {
+            13
+        };
+        Reply::Chunks {
+            pieces: vec![(Duration::ZERO, good[..n].to_vec())],
+            then: After::Hang,
+        }
+    });
+    let (gw, _d) = scripted_gateway(
+        &node,
+        "reconnect_window = \"1s\"\nupstream_idle_timeout = \"500ms\"",
+    );
+    let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv");
+    expect_live_start(&mut v, T);
+    let (_, ended) = v.tags_until_end(T);
+    assert!(
+        ended && v.clean_end(),
+        "a silent node does not leave viewers hanging"
+    );
+    assert!(live_status(&gw)["reconnects"].as_u64().unwrap_or(0) >= 1);
 }

@@ -93,6 +93,8 @@ enum State {
 
 /// Everything a hub is started with.
 pub struct HubInit {
+    /// The hub's key in [`Hubs`]: node source and upstream path.
+    pub key: String,
     pub stream: String,
     pub upstream_path: String,
     pub source: NodeSource,
@@ -111,7 +113,9 @@ struct Inner {
     node: String,
     /// Viewer timestamp of the latest tag.
     last_ts: u32,
-    has_video: bool,
+    /// A video tag has been seen. Until then audio frames count as keyframes: header flags
+    /// are not to be trusted (SRS announces video on audio-only streams).
+    seen_video: bool,
     /// Since when the hub has had no viewers (`None` while it has some).
     idle_since: Option<Instant>,
     ended: bool,
@@ -119,6 +123,7 @@ struct Inner {
 
 /// One stream's fan-out.
 pub struct Hub {
+    key: String,
     stream: String,
     upstream_path: String,
     settings: LiveSettings,
@@ -148,6 +153,7 @@ impl Hub {
         // Grace for the first viewer, who attaches only once the hub is live.
         let grace = Instant::now() + init.settings.response_header_timeout;
         let hub = Arc::new(Hub {
+            key: init.key,
             stream: init.stream,
             upstream_path: init.upstream_path,
             settings: init.settings,
@@ -158,7 +164,7 @@ impl Hub {
                 gop: GopCache::default(),
                 node: String::new(),
                 last_ts: 0,
-                has_video: true,
+                seen_video: false,
                 idle_since: Some(grace),
                 ended: false,
             }),
@@ -172,7 +178,7 @@ impl Hub {
             task_hub.run(init.source, init.client, init.stop).await;
             task_hub.finish();
             if let Some(hubs) = init.hubs.upgrade() {
-                hubs.remove(&task_hub.upstream_path, &task_hub);
+                hubs.remove(&task_hub.key, &task_hub);
             }
         });
         hub
@@ -245,16 +251,15 @@ impl Hub {
         } else {
             &[]
         };
-        let start_ts = gop.first().map_or(inner.last_ts, Tag::timestamp);
-        let (mut slot, rx, shared) = Slot::new(id, start_ts);
+        let (mut slot, shared) = Slot::new(id);
         let header = inner
             .init
             .header
             .clone()
             .unwrap_or_else(|| Bytes::from_static(&flv::FLV_HEADER));
-        slot.offer_control(&header, start_ts);
+        slot.offer_control(&header);
         for t in inner.init.tags() {
-            slot.offer_control(t.bytes(), start_ts);
+            slot.offer_control(t.bytes());
         }
         if gop.is_empty() {
             slot.skipping = true; // start on the next keyframe
@@ -268,7 +273,6 @@ impl Hub {
         inner.idle_since = None;
         drop(inner);
         Ok(ViewerBody::new(
-            rx,
             shared,
             self.clone(),
             id,
@@ -304,15 +308,21 @@ impl Hub {
     async fn idle(&self) {
         loop {
             let notified = self.viewer_left.notified();
-            let since = self.lock().idle_since;
-            match since {
-                Some(t) => {
-                    let deadline = t + self.settings.linger;
-                    if Instant::now() >= deadline {
+            let deadline = {
+                let mut inner = self.lock();
+                match inner.idle_since {
+                    Some(t) if Instant::now() >= t + self.settings.linger => {
+                        // Decided under the lock, so no viewer can attach to a hub that is
+                        // about to end.
+                        inner.ended = true;
                         return;
                     }
-                    tokio::time::sleep_until(deadline.into()).await;
+                    Some(t) => Some(t + self.settings.linger),
+                    None => None,
                 }
+            };
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
                 None => notified.await,
             }
         }
@@ -347,8 +357,21 @@ impl Hub {
                 Ok((body, node)) => {
                     self.lock().node = node.clone();
                     rewriter.splice();
-                    backoff = Duration::from_millis(100);
-                    match self.pump(body, &mut rewriter, &stop, &mut live).await {
+                    if live {
+                        self.resync_viewers();
+                    }
+                    let mut progressed = false;
+                    let end = self
+                        .pump(body, &mut rewriter, &stop, &mut live, &mut progressed)
+                        .await;
+                    self.wake_viewers(); // what the last frames queued, before any wait
+                    if progressed {
+                        // Only a connection that delivered media ends an outage: a node that
+                        // accepts and fails at once must not keep viewers waiting forever.
+                        outage = None;
+                        backoff = Duration::from_millis(100);
+                    }
+                    match end {
                         PumpEnd::Clean => {
                             tracing::info!(stream = %self.stream, %node, "node ended the stream");
                             return;
@@ -363,7 +386,7 @@ impl Hub {
                                 return;
                             }
                             tracing::warn!(stream = %self.stream, %node, %why, "upstream broke; reconnecting");
-                            outage = Some(Instant::now());
+                            outage.get_or_insert_with(Instant::now);
                             avoid = Some(node);
                         }
                     }
@@ -373,12 +396,13 @@ impl Hub {
                         self.fail(&e);
                         return;
                     }
-                    let since = *outage.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.settings.reconnect_window {
-                        tracing::warn!(stream = %self.stream, error = %e, "reconnect window passed; ending the stream");
-                        return;
-                    }
+                    tracing::debug!(stream = %self.stream, error = %e, "reconnect failed");
+                    outage.get_or_insert_with(Instant::now);
                 }
+            }
+            if outage.is_some_and(|since| since.elapsed() >= self.settings.reconnect_window) {
+                tracing::warn!(stream = %self.stream, "reconnect window passed; ending the stream");
+                return;
             }
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
@@ -387,6 +411,23 @@ impl Hub {
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// After a reconnect: frames cached from the old connection must not precede the new one's,
+    /// and every viewer restarts on the new connection's first keyframe.
+    fn resync_viewers(&self) {
+        let mut inner = self.lock();
+        inner.gop.clear();
+        for v in inner.viewers.iter_mut() {
+            v.skipping = true;
+        }
+    }
+
+    /// Wakes every viewer that has tags queued since its last wake.
+    fn wake_viewers(&self) {
+        for v in self.lock().viewers.iter_mut() {
+            v.wake();
         }
     }
 
@@ -474,14 +515,31 @@ impl Hub {
         rewriter: &mut Rewriter,
         stop: &CancellationToken,
         live: &mut bool,
+        progressed: &mut bool,
     ) -> PumpEnd {
         let mut parser = Parser::new();
         let mut header_seen = false;
+        // Viewers are woken at most once per `flush_interval`: what queued meanwhile goes out
+        // in one write per viewer.
+        let interval = self.settings.flush_interval;
+        let mut last_flush = Instant::now();
+        let mut flush_at: Option<Instant> = None;
         loop {
             let frame = tokio::select! {
                 _ = stop.cancelled() => return PumpEnd::Stop,
                 _ = self.idle() => return PumpEnd::Stop,
-                f = body.frame() => f,
+                _ = tokio::time::sleep_until(flush_at.unwrap_or(last_flush).into()), if flush_at.is_some() => {
+                    self.wake_viewers();
+                    last_flush = Instant::now();
+                    flush_at = None;
+                    continue;
+                }
+                f = tokio::time::timeout(self.settings.upstream_idle_timeout, body.frame()) => match f {
+                    Ok(f) => f,
+                    Err(_) => return PumpEnd::Broken(format!(
+                        "node sent nothing for {:?}", self.settings.upstream_idle_timeout
+                    )),
+                },
             };
             let data = match frame {
                 None => {
@@ -516,15 +574,25 @@ impl Hub {
                                 h.has_audio,
                                 h.has_video,
                             )));
-                            inner.has_video = h.has_video;
                             drop(inner);
                             *live = true;
                             self.state.send_replace(State::Live);
                         }
                     }
-                    Ok(Some(Event::Tag(t))) => self.on_tag(t, rewriter),
+                    Ok(Some(Event::Tag(t))) => {
+                        *progressed = true;
+                        self.on_tag(t, rewriter);
+                    }
                     Err(e) => return PumpEnd::Broken(format!("bad FLV from node: {e}")),
                 }
+            }
+            let now = Instant::now();
+            if now >= last_flush + interval {
+                self.wake_viewers();
+                last_flush = now;
+                flush_at = None;
+            } else if flush_at.is_none() {
+                flush_at = Some(last_flush + interval);
             }
         }
     }
@@ -541,6 +609,9 @@ impl Hub {
         let mut inner = self.lock();
         inner.last_ts = ts;
         let inner = &mut *inner;
+        if tag.kind() == TagKind::Video {
+            inner.seen_video = true; // sequence headers count: they announce the track
+        }
         match inner.init.update(&tag) {
             Some(false) => {} // same start-up tag again (after a reconnect): viewers have it
             Some(true) => {
@@ -550,22 +621,19 @@ impl Hub {
                 }
                 let bytes = tag.bytes();
                 let mut cut = 0u64;
-                inner
-                    .viewers
-                    .retain_mut(|v| match v.offer_control(bytes, ts) {
-                        Offer::Cut => {
-                            cut += 1;
-                            false
-                        }
-                        Offer::Gone => false,
-                        Offer::Sent | Offer::Dropped => true,
-                    });
+                inner.viewers.retain_mut(|v| match v.offer_control(bytes) {
+                    Offer::Cut => {
+                        cut += 1;
+                        false
+                    }
+                    Offer::Sent | Offer::Dropped => true,
+                });
                 self.count_cuts(cut);
             }
             None => {
                 let key = match tag.kind() {
                     TagKind::Video => tag.is_keyframe(),
-                    TagKind::Audio => !inner.has_video,
+                    TagKind::Audio => !inner.seen_video,
                     TagKind::Script => false,
                 };
                 if self.settings.gop_cache && tag.kind() != TagKind::Script {
@@ -585,7 +653,6 @@ impl Hub {
                             cut += 1;
                             false
                         }
-                        Offer::Gone => false,
                     });
                 if dropped > 0 {
                     self.counters

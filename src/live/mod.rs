@@ -47,6 +47,11 @@ pub struct LiveSettings {
     pub max_gop_bytes: usize,
     /// No response headers and FLV header from the node within this → the join fails.
     pub response_header_timeout: Duration,
+    /// A pull that delivers no bytes for this long counts as broken (reconnect, then end).
+    pub upstream_idle_timeout: Duration,
+    /// Viewers are woken at most this often; tags queued meanwhile go out in one write.
+    /// Zero wakes them for every upstream read (lowest latency, most CPU).
+    pub flush_interval: Duration,
 }
 
 impl Default for LiveSettings {
@@ -61,6 +66,8 @@ impl Default for LiveSettings {
             max_streams: 1_000,
             max_gop_bytes: 16 << 20,
             response_header_timeout: Duration::from_secs(10),
+            flush_interval: Duration::from_millis(50),
+            upstream_idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -92,6 +99,19 @@ pub enum NodeSource {
 }
 
 impl NodeSource {
+    /// What distinguishes this source in a hub's key: two routes that render the same upstream
+    /// path but name different nodes must not share a pull.
+    fn key(&self) -> String {
+        match self {
+            Self::Registry(_) => "registry".to_string(),
+            Self::Fixed(nodes) => nodes
+                .iter()
+                .map(|n| n.url.join("", None))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
     /// Candidate nodes for `stream`, preferred first.
     pub fn nodes(&self, stream: &str) -> Result<Vec<Arc<Node>>, GatewayError> {
         match self {
@@ -151,6 +171,9 @@ impl Hubs {
         upstream_path: &str,
         source: NodeSource,
     ) -> Result<(ViewerBody, String), GatewayError> {
+        if self.shutdown.is_cancelled() {
+            return Err(GatewayError::Overloaded("the gateway is shutting down"));
+        }
         // A hub can end between lookup and attach (node ended the stream); then start anew once.
         for _ in 0..2 {
             let hub = self.hub_for(stream, upstream_path, &source)?;
@@ -167,10 +190,9 @@ impl Hubs {
                 }
             }
         }
-        Err(GatewayError::Upstream {
-            node: String::new(),
-            source: "stream ended while joining".into(),
-        })
+        Err(GatewayError::Overloaded(
+            "the stream ended while joining; retry",
+        ))
     }
 
     fn hub_for(
@@ -179,8 +201,9 @@ impl Hubs {
         upstream_path: &str,
         source: &NodeSource,
     ) -> Result<Arc<Hub>, GatewayError> {
+        let key = format!("{}\n{upstream_path}", source.key());
         let mut map = self.lock();
-        if let Some(h) = map.get(upstream_path) {
+        if let Some(h) = map.get(&key) {
             if !h.is_ended() {
                 return Ok(h.clone());
             }
@@ -192,6 +215,7 @@ impl Hubs {
             ));
         }
         let hub = Hub::spawn(hub::HubInit {
+            key: key.clone(),
             stream: stream.to_string(),
             upstream_path: upstream_path.to_string(),
             source: source.clone(),
@@ -202,7 +226,7 @@ impl Hubs {
             hubs: Arc::downgrade(self),
         });
         self.counters.pulls.fetch_add(1, Ordering::Relaxed);
-        map.insert(upstream_path.to_string(), hub.clone());
+        map.insert(key, hub.clone());
         Ok(hub)
     }
 

@@ -45,11 +45,17 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Appends `item` to a list header, folding every existing instance of it into one value.
 fn append_list(h: &mut HeaderMap, name: &'static str, item: &str) {
-    let joined = match h.get(name).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {item}"),
-        _ => item.to_string(),
-    };
+    let mut parts: Vec<&str> = h
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    parts.push(item);
+    let joined = parts.join(", ");
     if let Ok(v) = HeaderValue::from_str(&joined) {
         h.insert(name, v);
     }
@@ -140,6 +146,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("gw.example"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
         h.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
         to_upstream(
             &mut h,
@@ -147,7 +154,7 @@ mod tests {
             &base("http://node:9001"),
             true,
         );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
         assert_eq!(h["x-forwarded-host"], "gw.example");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["host"], "node:9001");

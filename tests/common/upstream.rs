@@ -47,6 +47,22 @@ pub enum Reply {
     Endless { chunk: Vec<u8>, every: Duration },
     /// 200 with Content-Length `len` of zero bytes, written in 256 KiB pieces.
     Zeros(u64),
+    /// 200 chunked: each piece after its delay, then `then`.
+    Chunks {
+        pieces: Vec<(Duration, Vec<u8>)>,
+        then: After,
+    },
+}
+
+/// How a `Chunks` reply ends.
+#[derive(Clone, Copy, Debug)]
+pub enum After {
+    /// The final zero-size chunk: a clean end.
+    End,
+    /// Close the connection without it: the node died.
+    Close,
+    /// Keep the connection open and send nothing more (until the peer goes away).
+    Hang,
 }
 
 type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
@@ -244,6 +260,38 @@ fn serve_conn(
                         return;
                     }
                     std::thread::sleep(every);
+                }
+            }
+            Reply::Chunks { pieces, then } => {
+                if w.write_all(&head(
+                    200,
+                    &[("Content-Type".into(), "video/x-flv".into())],
+                    None,
+                ))
+                .is_err()
+                {
+                    return;
+                }
+                for (delay, piece) in pieces {
+                    std::thread::sleep(delay);
+                    let framed = [
+                        format!("{:x}\r\n", piece.len()).into_bytes(),
+                        piece,
+                        b"\r\n".to_vec(),
+                    ]
+                    .concat();
+                    if w.write_all(&framed).is_err() {
+                        return;
+                    }
+                }
+                match then {
+                    After::End => w.write_all(b"0\r\n\r\n").is_ok(),
+                    After::Close => return,
+                    After::Hang => {
+                        let mut buf = [0u8; 1];
+                        let _ = r.get_mut().read(&mut buf);
+                        false
+                    }
                 }
             }
             Reply::Zeros(len) => {
