@@ -292,6 +292,10 @@ pub struct RouteSettings {
     pub upstream: Template,
     pub status: u16,
     pub auth: AuthMode,
+    /// Literal start of `upstream` and of `path`: a node's `Location` under the first is
+    /// rewritten to the second.
+    pub upstream_prefix: String,
+    pub public_prefix: String,
 }
 
 /// Reads and validates a config file.
@@ -588,6 +592,8 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             }
         };
         routes.push(RouteSettings {
+            upstream_prefix: upstream.literal_prefix().to_string(),
+            public_prefix: pattern.literal_prefix(),
             pattern,
             action,
             target,

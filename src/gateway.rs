@@ -194,6 +194,10 @@ impl Gateway {
                         peer,
                         request_id: rid,
                         public_url: &self.public_url,
+                        path_map: Some(proxy::headers::PathMap {
+                            upstream: &route.upstream_prefix,
+                            public: &route.public_prefix,
+                        }),
                         response_header_timeout: self.response_header_timeout,
                     },
                 )

@@ -96,6 +96,27 @@ impl Pattern {
         Ok(Self { segs })
     }
 
+    /// The literal text every matching path starts with (`/vod/` for `/vod/{*rest}`).
+    pub fn literal_prefix(&self) -> String {
+        let mut out = String::from("/");
+        for (i, seg) in self.segs.iter().enumerate() {
+            match seg {
+                Seg::Literal(l) => {
+                    out.push_str(l);
+                    if i + 1 < self.segs.len() {
+                        out.push('/');
+                    }
+                }
+                Seg::Param { prefix, .. } => {
+                    out.push_str(prefix);
+                    break;
+                }
+                Seg::Rest(_) => break,
+            }
+        }
+        out
+    }
+
     /// Whether the pattern captures `{stream}`.
     pub fn has_stream(&self) -> bool {
         self.captures(STREAM)
@@ -251,6 +272,14 @@ impl Template {
         Ok(Self { pieces })
     }
 
+    /// The literal text every rendered path starts with (`/files/` for `/files/{*rest}`).
+    pub fn literal_prefix(&self) -> &str {
+        match self.pieces.first() {
+            Some(Piece::Text(t)) => t,
+            _ => "",
+        }
+    }
+
     /// The capture names the template uses.
     pub fn vars(&self) -> impl Iterator<Item = &str> {
         self.pieces.iter().filter_map(|p| match p {
@@ -368,5 +397,15 @@ mod tests {
             .expect("v");
         assert_eq!(t.render(&caps), "/files/hls/cam1/seg%201.ts");
         assert_eq!(t.vars().collect::<Vec<_>>(), vec!["stream", "rest"]);
+        assert_eq!(t.literal_prefix(), "/files/hls/");
+        assert_eq!(p.literal_prefix(), "/hls/");
+        assert_eq!(
+            Pattern::parse("/flv/{stream}.flv")
+                .expect("p")
+                .literal_prefix(),
+            "/flv/"
+        );
+        assert_eq!(Pattern::parse("/a/b").expect("p").literal_prefix(), "/a/b");
+        assert_eq!(Pattern::parse("/{*rest}").expect("p").literal_prefix(), "/");
     }
 }

@@ -85,20 +85,39 @@ pub fn to_upstream(h: &mut HeaderMap, peer: SocketAddr, node: &BaseUrl, strip_au
 }
 
 /// Prepares node response headers for the viewer.
-pub fn to_downstream(h: &mut HeaderMap, node: &BaseUrl, public: &BaseUrl) {
+/// How a route maps paths: the upstream path prefix and the public one it stands for, so a
+/// node's `Location` can be turned back into a path the gateway serves.
+#[derive(Debug, Clone, Copy)]
+pub struct PathMap<'a> {
+    pub upstream: &'a str,
+    pub public: &'a str,
+}
+
+pub fn to_downstream(
+    h: &mut HeaderMap,
+    node: &BaseUrl,
+    public: &BaseUrl,
+    map: Option<PathMap<'_>>,
+) {
     remove_hop_by_hop(h);
     append_list(h, "via", VIA);
     let rewritten = h
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|loc| rewrite_location(loc, node, public));
+        .and_then(|loc| rewrite_location(loc, node, public, map));
     if let Some(new) = rewritten.and_then(|s| HeaderValue::from_str(&s).ok()) {
         h.insert(header::LOCATION, new);
     }
 }
 
-/// `Some(new)` when `loc` points at the node's origin: the same path on the public URL.
-pub fn rewrite_location(loc: &str, node: &BaseUrl, public: &BaseUrl) -> Option<String> {
+/// `Some(new)` when `loc` points at the node's origin: the public URL, with the route's
+/// upstream prefix mapped back to its public one where the path has it, else the same path.
+pub fn rewrite_location(
+    loc: &str,
+    node: &BaseUrl,
+    public: &BaseUrl,
+    map: Option<PathMap<'_>>,
+) -> Option<String> {
     let origin = node.origin();
     if loc.len() < origin.len() || !loc[..origin.len()].eq_ignore_ascii_case(&origin) {
         return None;
@@ -108,7 +127,14 @@ pub fn rewrite_location(loc: &str, node: &BaseUrl, public: &BaseUrl) -> Option<S
         return None; // e.g. http://node:80 vs http://node:8080
     }
     let rest = if rest.is_empty() { "/" } else { rest };
-    Some(format!("{}{}{}", public.origin(), public.prefix, rest))
+    let mapped = map.and_then(|m| {
+        let tail = rest
+            .strip_prefix(node.prefix.as_str())?
+            .strip_prefix(m.upstream)?;
+        Some(format!("{}{tail}", m.public))
+    });
+    let path = mapped.as_deref().unwrap_or(rest);
+    Some(format!("{}{}{}", public.origin(), public.prefix, path))
 }
 
 #[cfg(test)]
@@ -167,18 +193,35 @@ mod tests {
         let node = base("http://127.0.0.1:9001");
         let public = base("https://gw.example");
         assert_eq!(
-            rewrite_location("http://127.0.0.1:9001/files/x?a=1", &node, &public).as_deref(),
+            rewrite_location("http://127.0.0.1:9001/files/x?a=1", &node, &public, None).as_deref(),
             Some("https://gw.example/files/x?a=1")
         );
         assert_eq!(
-            rewrite_location("HTTP://127.0.0.1:9001", &node, &public).as_deref(),
+            rewrite_location("HTTP://127.0.0.1:9001", &node, &public, None).as_deref(),
             Some("https://gw.example/")
         );
         assert_eq!(
-            rewrite_location("http://127.0.0.1:90011/x", &node, &public),
+            rewrite_location("http://127.0.0.1:90011/x", &node, &public, None),
             None
         );
-        assert_eq!(rewrite_location("/relative", &node, &public), None);
-        assert_eq!(rewrite_location("http://other/x", &node, &public), None);
+        assert_eq!(rewrite_location("/relative", &node, &public, None), None);
+        assert_eq!(
+            rewrite_location("http://other/x", &node, &public, None),
+            None
+        );
+        // With the route's mapping, the node's path becomes the gateway's.
+        let map = Some(PathMap {
+            upstream: "/files/",
+            public: "/vod/",
+        });
+        assert_eq!(
+            rewrite_location("http://127.0.0.1:9001/files/new?x=1", &node, &public, map).as_deref(),
+            Some("https://gw.example/vod/new?x=1")
+        );
+        assert_eq!(
+            rewrite_location("http://127.0.0.1:9001/other", &node, &public, map).as_deref(),
+            Some("https://gw.example/other"),
+            "a path outside the route keeps its own"
+        );
     }
 }

@@ -33,6 +33,8 @@ pub struct Forward<'a> {
     pub peer: SocketAddr,
     pub request_id: &'a str,
     pub public_url: &'a BaseUrl,
+    /// The route's path mapping, for `Location` rewriting.
+    pub path_map: Option<headers::PathMap<'a>>,
     pub response_header_timeout: Duration,
 }
 
@@ -71,7 +73,7 @@ pub async fn forward(
                 }
                 Ok(Ok(resp)) => {
                     return Ok((
-                        finish_response(resp, &node.url, f.public_url),
+                        finish_response(resp, &node.url, f.public_url, f.path_map),
                         node.id.clone(),
                     ))
                 }
@@ -128,9 +130,14 @@ fn build_request(
     Ok(req)
 }
 
-fn finish_response(resp: Response<Incoming>, node: &BaseUrl, public: &BaseUrl) -> Response<Body> {
+fn finish_response(
+    resp: Response<Incoming>,
+    node: &BaseUrl,
+    public: &BaseUrl,
+    map: Option<headers::PathMap<'_>>,
+) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
-    headers::to_downstream(&mut parts.headers, node, public);
+    headers::to_downstream(&mut parts.headers, node, public, map);
     Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
 }
 
