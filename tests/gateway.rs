@@ -202,12 +202,13 @@ fn proxy_forwards_and_cleans_headers_both_ways() {
     assert_eq!(r.status, 200);
     assert!(r.json()["headers"].get("authorization").is_none());
 
-    // Downstream: hop-by-hop gone, Location to the node rewritten to public_url.
+    // Downstream: hop-by-hop gone, a Location naming the node rewritten to public_url, and
+    // the node's /files/… mapped back to this route's /vod/….
     let r = get(gw.addr(), "/vod/moved", "");
     assert_eq!(r.status, 301);
     assert_eq!(
         r.header("location"),
-        Some("http://gw.example:8080/files/new?x=1")
+        Some("http://gw.example:8080/vod/new?x=1")
     );
     assert!(r.header("x-node-secret").is_none());
     assert!(r.header("keep-alive").is_none());
