@@ -119,12 +119,12 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        rid: &str,
-        log: &mut AccessLog,
+        rid: &HeaderValue,
+        log: &mut Option<AccessLog>,
     ) -> Result<Response<Body>, GatewayError> {
         // The registry's writers have their own auth and never reach a node.
         if crate::admin::handles(req.uri().path()) {
-            return Ok(self.admin.call(req, rid).await);
+            return Ok(self.admin.call(req, rid.to_str().unwrap_or_default()).await);
         }
         // Phase 1: route.
         let (route, caps) = self.find_route(req.uri().path())?;
@@ -143,7 +143,9 @@ impl Gateway {
                 let node = nodes
                     .first()
                     .ok_or_else(|| GatewayError::Internal("no node".into()))?;
-                log.node = node.id.clone();
+                if let Some(log) = log {
+                    log.node = node.id.clone();
+                }
                 redirect::respond(route.status, &node.url, &path, query.as_deref())
             }
             Action::Live => {
@@ -161,7 +163,9 @@ impl Gateway {
                 } else {
                     // The pull is shared by every viewer, so it carries no viewer's query.
                     let (body, node) = self.hubs.join(stream, &path, source).await?;
-                    log.node = node;
+                    if let Some(log) = log {
+                        log.node = node;
+                    }
                     Response::new(body.boxed())
                 };
                 let h = resp.headers_mut();
@@ -202,7 +206,9 @@ impl Gateway {
                     },
                 )
                 .await?;
-                log.node = node;
+                if let Some(log) = log {
+                    log.node = node.id.clone();
+                }
                 Ok(resp)
             }
         }
@@ -212,33 +218,41 @@ impl Gateway {
 impl Handler for Gateway {
     async fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let rid = request_id::from_headers(req.headers());
-        let mut log = AccessLog {
-            start: Instant::now(),
-            method: req.method().clone(),
-            path: match strip_params(req.uri().query(), SECRET_PARAMS) {
-                Some(q) => format!("{}?{q}", req.uri().path()),
-                None => req.uri().path().to_string(),
-            },
-            status: 0,
-            node: String::new(),
-            request_id: rid.clone(),
-            error: None,
-            bytes: 0,
-            finished: false,
-        };
+        // The access record (and the body wrapper that counts bytes into it) is built only when
+        // its line would be written: with `access` filtered out, a request allocates neither.
+        let mut log =
+            tracing::enabled!(target: "access", tracing::Level::INFO).then(|| AccessLog {
+                start: Instant::now(),
+                method: req.method().clone(),
+                path: match strip_params(req.uri().query(), SECRET_PARAMS) {
+                    Some(q) => format!("{}?{q}", req.uri().path()),
+                    None => req.uri().path().to_string(),
+                },
+                status: 0,
+                node: String::new(),
+                request_id: rid.to_str().unwrap_or_default().to_string(),
+                error: None,
+                bytes: 0,
+                finished: false,
+            });
         let resp = match self.handle(req, peer, &rid, &mut log).await {
             Ok(r) => r,
             Err(e) => {
-                log.error = Some(e.to_string());
-                e.to_response(&rid)
+                if let Some(log) = &mut log {
+                    log.error = Some(e.to_string());
+                }
+                e.to_response(rid.to_str().unwrap_or_default())
             }
         };
         let (mut parts, body) = resp.into_parts();
-        if let Ok(v) = HeaderValue::from_str(&rid) {
-            parts.headers.insert(request_id::HEADER, v);
+        parts.headers.insert(request_id::HEADER, rid);
+        match log {
+            Some(mut log) => {
+                log.status = parts.status.as_u16();
+                Response::from_parts(parts, LoggedBody { inner: body, log }.boxed())
+            }
+            None => Response::from_parts(parts, body),
         }
-        log.status = parts.status.as_u16();
-        Response::from_parts(parts, LoggedBody { inner: body, log }.boxed())
     }
 }
 

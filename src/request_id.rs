@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// The header carrying the id both ways.
 pub const HEADER: &str = "x-request-id";
@@ -27,26 +27,38 @@ fn prefix() -> u64 {
     })
 }
 
-/// A fresh id: 16 hex digits of process prefix and 8 of sequence.
-pub fn generate() -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}{:08x}", prefix(), n & 0xffff_ffff)
+/// Sequence of generated ids.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a caller's id is short and plain enough to be propagated.
+fn is_plain(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
 }
 
-/// The caller's id if it is short and plain, else a new one.
-pub fn from_headers(headers: &HeaderMap) -> String {
-    headers
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            !s.is_empty()
-                && s.len() <= 128
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(generate)
+/// The caller's id if it is short and plain, else a fresh one: 16 hex digits of process prefix
+/// and 8 of sequence. A propagated id shares the caller's bytes and a fresh one is formatted
+/// without an intermediate `String`, so the id costs at most one allocation however many
+/// headers and log fields carry it. Always ASCII, so `to_str` on it succeeds.
+pub fn from_headers(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(HEADER).filter(|v| is_plain(v.as_bytes())) {
+        return v.clone();
+    }
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 24];
+    let (hi, lo) = buf.split_at_mut(16);
+    let p = prefix();
+    for (i, b) in hi.iter_mut().enumerate() {
+        *b = HEX[((p >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    for (i, b) in lo.iter_mut().enumerate() {
+        *b = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -59,7 +71,16 @@ mod tests {
         h.insert(HEADER, "abc-123".parse().expect("hv"));
         assert_eq!(from_headers(&h), "abc-123");
         h.insert(HEADER, "a b".parse().expect("hv"));
-        assert_ne!(from_headers(&h), "a b");
-        assert_ne!(generate(), generate());
+        let fresh = from_headers(&h);
+        let s = fresh.to_str().expect("ascii");
+        assert_eq!(s.len(), 24);
+        assert!(s.bytes().all(|b| b.is_ascii_hexdigit()));
+        let next = from_headers(&h);
+        assert_ne!(next, fresh);
+        assert_eq!(
+            next.as_bytes()[..16],
+            fresh.as_bytes()[..16],
+            "same process prefix"
+        );
     }
 }

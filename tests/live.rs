@@ -284,6 +284,18 @@ fn scripted_gateway(node: &Upstream, live: &str) -> (Proc, tempfile::TempDir) {
     ))
 }
 
+/// A node that sends the FLV header, then the tags 300 ms later (a viewer attaches in between),
+/// then ends the stream cleanly.
+fn header_then_tags(flv: Vec<u8>) -> Upstream {
+    Upstream::start(move |_| Reply::Chunks {
+        pieces: vec![
+            (Duration::ZERO, flv[..13].to_vec()),
+            (Duration::from_millis(300), flv[13..].to_vec()),
+        ],
+        then: After::End,
+    })
+}
+
 /// cam1's first two seconds, as tags.
 fn cam1_head() -> Vec<streamgate::flv::Tag> {
     common::flv::cut(&common::flv::read_file(&media().join("cam1.flv")).1, 2000)
@@ -316,13 +328,7 @@ fn a_newcomer_on_a_stream_whose_clock_is_far_from_zero_is_not_cut() {
         .map(|t| t.with_timestamp(t.timestamp() + 3_600_000))
         .collect();
     let bytes = common::flv::to_bytes(&tags);
-    let node = Upstream::start(move |_| Reply::Chunks {
-        pieces: vec![
-            (Duration::ZERO, bytes[..13].to_vec()),
-            (Duration::from_millis(300), bytes[13..].to_vec()),
-        ],
-        then: After::End,
-    });
+    let node = header_then_tags(bytes);
     let (gw, _d) = scripted_gateway(&node, "");
     let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv");
     let start = expect_live_start(&mut v, T);
@@ -347,13 +353,7 @@ fn audio_only_streams_play_even_when_the_header_claims_video() {
         .filter(|t| t.kind() == TagKind::Audio && !t.is_sequence_header())
         .count();
     let bytes = common::flv::to_bytes(&audio);
-    let node = Upstream::start(move |_| Reply::Chunks {
-        pieces: vec![
-            (Duration::ZERO, bytes[..13].to_vec()),
-            (Duration::from_millis(300), bytes[13..].to_vec()),
-        ],
-        then: After::End,
-    });
+    let node = header_then_tags(bytes);
     let (gw, _d) = scripted_gateway(&node, "");
     let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv");
     v.header(T);

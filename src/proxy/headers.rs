@@ -46,7 +46,15 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Appends `item` to a list header, folding every existing instance of it into one value.
-fn append_list(h: &mut HeaderMap, name: &'static str, item: &str) {
+fn append_list(h: &mut HeaderMap, name: &'static str, item: HeaderValue) {
+    // The common case, no such header yet, needs no joining (and no allocation).
+    if !h.contains_key(name) {
+        h.insert(name, item);
+        return;
+    }
+    let Ok(item) = item.to_str() else {
+        return;
+    };
     let mut parts: Vec<&str> = h
         .get_all(name)
         .iter()
@@ -68,7 +76,9 @@ pub fn to_upstream(h: &mut HeaderMap, peer: SocketAddr, node: &BaseUrl, strip_au
     if strip_auth {
         h.remove(header::AUTHORIZATION);
     }
-    append_list(h, "x-forwarded-for", &peer.ip().to_string());
+    if let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string()) {
+        append_list(h, "x-forwarded-for", ip);
+    }
     h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     match original_host {
         Some(v) => {
@@ -78,7 +88,7 @@ pub fn to_upstream(h: &mut HeaderMap, peer: SocketAddr, node: &BaseUrl, strip_au
             h.remove("x-forwarded-host");
         }
     }
-    append_list(h, "via", VIA);
+    append_list(h, "via", HeaderValue::from_static(VIA));
     if let Ok(v) = HeaderValue::from_str(&node.authority) {
         h.insert(header::HOST, v);
     }
@@ -100,7 +110,7 @@ pub fn to_downstream(
     map: Option<PathMap<'_>>,
 ) {
     remove_hop_by_hop(h);
-    append_list(h, "via", VIA);
+    append_list(h, "via", HeaderValue::from_static(VIA));
     let rewritten = h
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())

@@ -31,7 +31,7 @@ pub struct Forward<'a> {
     /// Drop the viewer's `Authorization` (it carried a viewer token).
     pub strip_authorization: bool,
     pub peer: SocketAddr,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     pub public_url: &'a BaseUrl,
     /// The route's path mapping, for `Location` rewriting.
     pub path_map: Option<headers::PathMap<'a>>,
@@ -39,13 +39,13 @@ pub struct Forward<'a> {
 }
 
 /// Sends the request upstream; returns the node's response (headers cleaned, body streaming)
-/// and the id of the node that answered.
+/// and the node that answered.
 pub async fn forward(
     client: &UpstreamClient,
     parts: Parts,
     body: Incoming,
     f: Forward<'_>,
-) -> Result<(Response<Body>, String), GatewayError> {
+) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
     let replayable = is_bodiless(&parts);
     let mut body = Some(body);
     let mut last_err = None;
@@ -74,13 +74,13 @@ pub async fn forward(
                 Ok(Ok(resp)) => {
                     return Ok((
                         finish_response(resp, &node.url, f.public_url, f.path_map),
-                        node.id.clone(),
+                        node.clone(),
                     ))
                 }
                 Ok(Err(e)) => {
                     let retry_same = attempt + 1 < attempts && is_stale_connection(&e);
                     let connect = e.is_connect();
-                    tracing::debug!(node = %node.id, error = %e, request_id = f.request_id, "upstream request failed");
+                    tracing::debug!(node = %node.id, error = %e, request_id = f.request_id.to_str().unwrap_or_default(), "upstream request failed");
                     last_err = Some(if connect {
                         GatewayError::UpstreamConnect {
                             node: node.id.clone(),
@@ -114,19 +114,16 @@ fn build_request(
     node: &Node,
     f: &Forward<'_>,
 ) -> Result<Request<Body>, GatewayError> {
-    let uri: Uri = node
-        .url
-        .join(f.path_and_query, None)
-        .parse()
+    // From the owned `String`, so the URI takes its bytes instead of copying them.
+    let uri = Uri::try_from(node.url.join(f.path_and_query, None))
         .map_err(|_| GatewayError::BadRequest("path cannot be forwarded"))?;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = parts.headers.clone();
     headers::to_upstream(req.headers_mut(), f.peer, &node.url, f.strip_authorization);
-    if let Ok(v) = HeaderValue::from_str(f.request_id) {
-        req.headers_mut().insert(crate::request_id::HEADER, v);
-    }
+    req.headers_mut()
+        .insert(crate::request_id::HEADER, f.request_id.clone());
     Ok(req)
 }
 
