@@ -447,15 +447,13 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let mut nodes = Vec::new();
     for (i, n) in raw.nodes.into_iter().enumerate() {
         let key = format!("nodes[{i}]");
-        if n.id.is_empty()
-            || !n
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
+        if !crate::router::valid_stream_name(&n.id) {
             return Err(invalid(
                 format!("{key}.id"),
-                format!("{:?}: use letters, digits, '_', '.', '-'", n.id),
+                format!(
+                    "{:?}: use 1 to 128 letters, digits, '_', '.', '-', without \"..\"",
+                    n.id
+                ),
             ));
         }
         if !ids.insert(n.id.clone()) {

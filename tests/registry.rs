@@ -368,6 +368,11 @@ fn malformed_and_oversized_bodies_get_400_and_change_nothing() {
     let addr = gw.addr();
     assert_eq!(put_node(addr, "n1", &node.url(), "30").status, 200);
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "PUT",
+            "/api/v1/nodes/a..b",
+            br#"{"url":"http://127.0.0.1:1","ttl":5}"#.to_vec(),
+        ),
         ("PUT", "/api/v1/nodes/n2", b"{not json".to_vec()),
         ("PUT", "/api/v1/nodes/n2", b"".to_vec()),
         (

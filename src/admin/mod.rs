@@ -261,20 +261,19 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| GatewayError::BadBody(format!("invalid JSON body: {e}")).into())
 }
 
-/// Node ids follow the config file's rule, so any id can appear in a URL, a Redis key and a
-/// hook's `?node=` unescaped.
+/// Node ids follow the same rule as stream names (and the config file), so any id can appear in
+/// a URL, a Redis key and a hook's `?node=` unescaped.
 fn valid_node_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    valid_stream_name(id)
 }
 
 fn node_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(id) = p.map_err(|_| GatewayError::BadPath("undecodable path segment"))?;
     if !valid_node_id(&id) {
-        return Err(GatewayError::BadRequest("node ids must match [A-Za-z0-9_.-]{1,128}").into());
+        return Err(GatewayError::BadRequest(
+            "node ids must match [A-Za-z0-9_.-]{1,128} without \"..\"",
+        )
+        .into());
     }
     Ok(id)
 }
