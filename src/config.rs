@@ -106,6 +106,7 @@ pub struct RawUpstream {
     pub idle_timeout: Option<String>,
     pub tls_handshake_timeout: Option<String>,
     pub response_header_timeout: Option<String>,
+    pub body_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +234,8 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub response_header_timeout: Duration,
+    /// A proxied body from a node that sends nothing for this long is aborted.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for UpstreamSettings {
@@ -244,6 +247,7 @@ impl Default for UpstreamSettings {
             idle_timeout: Duration::from_secs(90),
             tls_handshake_timeout: Duration::from_secs(10),
             response_header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -421,9 +425,15 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             &u.response_header_timeout,
             d.response_header_timeout,
         )?,
+        body_idle_timeout: duration(
+            "upstream.body_idle_timeout",
+            &u.body_idle_timeout,
+            d.body_idle_timeout,
+        )?,
     };
     for (key, v) in [
         ("upstream.connect_timeout", upstream.connect_timeout),
+        ("upstream.body_idle_timeout", upstream.body_idle_timeout),
         (
             "upstream.response_header_timeout",
             upstream.response_header_timeout,

@@ -35,6 +35,7 @@ pub struct Gateway {
     auth: TokenAuth,
     public_url: BaseUrl,
     response_header_timeout: std::time::Duration,
+    body_idle_timeout: std::time::Duration,
     /// One fan-out hub per live stream.
     hubs: Arc<Hubs>,
     /// The registry's writers (REST API, media-server hooks), served before the route table.
@@ -73,6 +74,7 @@ impl Gateway {
             auth: TokenAuth::new(settings.tokens.clone()),
             public_url,
             response_header_timeout: settings.upstream.response_header_timeout,
+            body_idle_timeout: settings.upstream.body_idle_timeout,
         }
     }
 
@@ -203,6 +205,7 @@ impl Gateway {
                             public: &route.public_prefix,
                         }),
                         response_header_timeout: self.response_header_timeout,
+                        body_idle_timeout: self.body_idle_timeout,
                     },
                 )
                 .await?;

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::upstream::{echo, Reply, Upstream};
+use common::upstream::{echo, After, Reply, Upstream};
 use common::{gateway, get, raw_request, wait_until};
 
 /// A config with one node `a` at `node_url` holding cam1/cam2, and the routes.
@@ -23,6 +23,7 @@ drain_timeout = "5s"
 [upstream]
 response_header_timeout = "1s"
 connect_timeout = "2s"
+body_idle_timeout = "1s"
 
 [auth]
 tokens = ["s3cret"]
@@ -509,4 +510,25 @@ fn head_on_a_live_route_answers_without_starting_a_pull() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("video/x-flv"));
     assert!(up.requests().is_empty(), "no pull for a HEAD");
+}
+
+#[test]
+fn a_node_that_goes_silent_mid_body_is_cut_off() {
+    let up = Upstream::start(|_| Reply::Chunks {
+        pieces: vec![(Duration::ZERO, b"first bytes".to_vec())],
+        then: After::Hang,
+    });
+    let (gw, _dir) = gateway(&config(&up.url(), ""));
+    let (head, s, mut got) = common::open_stream(gw.addr(), "/vod/stuck.bin");
+    assert_eq!(head.status, 200);
+    let mut s = s;
+    let mut buf = [0u8; 1024];
+    while !got.windows(11).any(|w| w == b"first bytes") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed before the first bytes");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // After body_idle_timeout the response is aborted: no final chunk, the connection closes.
+    let clean = common::drain_until_closed(s, Duration::from_secs(20));
+    assert!(!clean, "a stalled node's body must not look complete");
 }

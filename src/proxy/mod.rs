@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod headers;
+pub mod idle_body;
 
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub struct Forward<'a> {
     /// The route's path mapping, for `Location` rewriting.
     pub path_map: Option<headers::PathMap<'a>>,
     pub response_header_timeout: Duration,
+    /// The node's body may stay silent this long before the response is aborted.
+    pub body_idle_timeout: Duration,
 }
 
 /// Sends the request upstream; returns the node's response (headers cleaned, body streaming)
@@ -73,7 +76,13 @@ pub async fn forward(
                 }
                 Ok(Ok(resp)) => {
                     return Ok((
-                        finish_response(resp, &node.url, f.public_url, f.path_map),
+                        finish_response(
+                            resp,
+                            &node.url,
+                            f.public_url,
+                            f.path_map,
+                            f.body_idle_timeout,
+                        ),
                         node.clone(),
                     ))
                 }
@@ -132,10 +141,14 @@ fn finish_response(
     node: &BaseUrl,
     public: &BaseUrl,
     map: Option<headers::PathMap<'_>>,
+    body_idle_timeout: Duration,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::to_downstream(&mut parts.headers, node, public, map);
-    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    Response::from_parts(
+        parts,
+        idle_body::IdleTimeoutBody::new(body, body_idle_timeout).boxed(),
+    )
 }
 
 /// A request we can send again: no body framing and a method without side effects.

@@ -1,0 +1,74 @@
+//! A proxied response body that fails when the node stops sending.
+//!
+//! A node that keeps the connection open but sends nothing more (a hung process, a stalled
+//! disk) would otherwise hold the viewer's request and the pooled connection forever. The timer
+//! runs only while the gateway is waiting for the node: when the viewer is the slow side, hyper
+//! does not poll the body and `server.send_timeout` is what applies.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::body::BoxError;
+
+/// `Incoming` from a node, with a bound on how long it may stay silent.
+pub struct IdleTimeoutBody {
+    inner: Incoming,
+    idle: Duration,
+    /// Running while the node owes us data; reset by every frame.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimeoutBody {
+    pub fn new(inner: Incoming, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: None,
+        }
+    }
+}
+
+impl HttpBody for IdleTimeoutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                this.timer = None;
+                Poll::Ready(r.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.timer = None;
+                    Poll::Ready(Some(Err(format!("node sent nothing for {idle:?}").into())))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
