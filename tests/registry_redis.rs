@@ -193,3 +193,35 @@ fn a_node_missing_its_heartbeats_is_down_on_every_gateway() {
     );
     time_until("cam1 gone on B", PROPAGATION, || play(b, "cam1") == 404);
 }
+
+#[test]
+fn another_gateway_cannot_move_a_node_this_gateway_has_in_its_config() {
+    let redis = Redis::start();
+    let mine = Upstream::start(echo);
+    let other = Upstream::start(echo);
+    // Gateway A has node "s" (holding "fixed") in its config file; gateway B does not.
+    let with_static = config(&redis.url()).replace(
+        "[[routes]]",
+        &format!(
+            "[[nodes]]\nid = \"s\"\nurl = \"{}\"\nstreams = [\"fixed\"]\n\n[[routes]]",
+            mine.url()
+        ),
+    );
+    let (gw_a, _da) = gateway(&with_static);
+    let (gw_b, _db) = gateway(&config(&redis.url()));
+    let (a, b) = (gw_a.addr(), gw_b.addr());
+    wait_linked(b, a, &other, "probe");
+    // B registers its own "s" elsewhere and announces a stream on it; A sees the stream…
+    assert_eq!(put_node(b, "s", &other.url(), "60").status, 200);
+    assert_eq!(put_stream(b, "moved", "s").status, 200);
+    time_until("the stream on gateway A", PROPAGATION, || {
+        play(a, "moved") == 200
+    });
+    // …but A still reaches "s" where its config file says, for every stream.
+    assert_eq!(play(a, "fixed"), 200);
+    assert!(
+        other.requests().is_empty(),
+        "A never sent a request to B's idea of node s"
+    );
+    assert_eq!(mine.requests().len(), 2);
+}

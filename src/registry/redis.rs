@@ -251,6 +251,8 @@ impl RedisRegistry {
     fn apply(&self, ev: Event) {
         let snap = self.snap();
         let res = match ev {
+            // This gateway's config file owns its static nodes: another gateway cannot move them.
+            Event::Node { id, .. } if self.static_ids.contains(&id) => Ok(()),
             Event::Node { id, url, ttl_ms } => match BaseUrl::parse(&url) {
                 Ok(u) => snap.put_node_now(&id, &u, ttl_ms.map(Duration::from_millis)),
                 Err(e) => {
@@ -329,6 +331,9 @@ impl RedisRegistry {
         let fresh = MemoryRegistry::default();
         load_static(&fresh, &self.statics)?;
         for ((id, url), pttl) in nodes.iter().zip(pttls) {
+            if self.static_ids.contains(id) {
+                continue; // our config file owns it
+            }
             let Ok(url) = BaseUrl::parse(url) else {
                 tracing::warn!(node = %id, "node with a bad url in redis ignored");
                 continue;
