@@ -100,6 +100,23 @@ impl GatewayError {
         }
     }
 
+    /// A request to `node` that failed: it could not connect (502 `upstream_unreachable`), or
+    /// the node broke off after (502 `upstream_error`).
+    pub fn from_upstream(node: &str, e: hyper_util::client::legacy::Error) -> Self {
+        let node = node.to_string();
+        if e.is_connect() {
+            Self::UpstreamConnect {
+                node,
+                source: Box::new(e),
+            }
+        } else {
+            Self::Upstream {
+                node,
+                source: Box::new(e),
+            }
+        }
+    }
+
     /// Which side the error comes from.
     pub fn source_side(&self) -> Source {
         match self {

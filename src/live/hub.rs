@@ -478,19 +478,7 @@ impl Hub {
                         secs: limit.as_secs_f64(),
                     }
                 }
-                Ok(Err(e)) => {
-                    last = if e.is_connect() {
-                        GatewayError::UpstreamConnect {
-                            node: node.id.clone(),
-                            source: Box::new(e),
-                        }
-                    } else {
-                        GatewayError::Upstream {
-                            node: node.id.clone(),
-                            source: Box::new(e),
-                        }
-                    }
-                }
+                Ok(Err(e)) => last = GatewayError::from_upstream(&node.id, e),
                 Ok(Ok(resp)) if resp.status() == StatusCode::OK => {
                     return Ok((resp.into_body(), node.id.clone()))
                 }

@@ -90,17 +90,7 @@ pub async fn forward(
                     let retry_same = attempt + 1 < attempts && is_stale_connection(&e);
                     let connect = e.is_connect();
                     tracing::debug!(node = %node.id, error = %e, request_id = f.request_id.to_str().unwrap_or_default(), "upstream request failed");
-                    last_err = Some(if connect {
-                        GatewayError::UpstreamConnect {
-                            node: node.id.clone(),
-                            source: Box::new(e),
-                        }
-                    } else {
-                        GatewayError::Upstream {
-                            node: node.id.clone(),
-                            source: Box::new(e),
-                        }
-                    });
+                    last_err = Some(GatewayError::from_upstream(&node.id, e));
                     if retry_same {
                         continue;
                     }
