@@ -212,7 +212,8 @@ fn another_gateway_cannot_move_a_node_this_gateway_has_in_its_config() {
     let (a, b) = (gw_a.addr(), gw_b.addr());
     wait_linked(b, a, &other, "probe");
     // B registers its own "s" elsewhere and announces a stream on it; A sees the stream…
-    assert_eq!(put_node(b, "s", &other.url(), "60").status, 200);
+    let r = put_node(b, "s", &other.url(), "60");
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(put_stream(b, "moved", "s").status, 200);
     time_until("the stream on gateway A", PROPAGATION, || {
         play(a, "moved") == 200

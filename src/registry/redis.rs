@@ -181,6 +181,9 @@ pub struct RedisRegistry {
     /// then, since no heartbeat can reach us meanwhile.
     lost_at: RwLock<Option<Instant>>,
     resync_interval: Duration,
+    /// Bumped by every local write once Redis has it, before it touches the snapshot: a
+    /// re-read that saw it move while it was reading does not swap its (older) picture in.
+    local_writes: std::sync::atomic::AtomicU64,
 }
 
 impl RedisRegistry {
@@ -210,6 +213,7 @@ impl RedisRegistry {
             // Not synced yet: judge liveness as of start until the first re-read.
             lost_at: RwLock::new(Some(Instant::now())),
             resync_interval: opts.resync_interval,
+            local_writes: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(sync_task(reg.clone(), shutdown));
         Ok(reg)
@@ -314,6 +318,20 @@ impl RedisRegistry {
     /// Reads the whole state from Redis into a fresh snapshot and swaps it in. Returns the
     /// version read.
     async fn full_resync(&self) -> Result<u64, RegistryError> {
+        // A local write landing while we read would be lost by the swap; read again then. The
+        // last try swaps regardless: the write's own event re-applies it right after.
+        for _ in 0..3 {
+            let writes = self.local_writes.load(std::sync::atomic::Ordering::SeqCst);
+            if let Some(version) = self.try_full_resync(writes).await? {
+                return Ok(version);
+            }
+        }
+        let writes = self.local_writes.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(self.try_full_resync(writes).await?.unwrap_or(0))
+    }
+
+    /// One re-read; `None` if a local write happened since `writes` was read (nothing swapped).
+    async fn try_full_resync(&self, writes: u64) -> Result<Option<u64>, RegistryError> {
         let mut state = self.read_state().await?;
         if !state.seeded {
             self.reseed().await?;
@@ -364,8 +382,18 @@ impl RedisRegistry {
                 }
             }
         }
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        Ok(version.unwrap_or(0))
+        let mut current = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        if self.local_writes.load(std::sync::atomic::Ordering::SeqCst) != writes {
+            return Ok(None);
+        }
+        *current = Arc::new(fresh);
+        Ok(Some(version.unwrap_or(0)))
+    }
+
+    /// Marks a local write as done in Redis; call before applying it to the snapshot.
+    fn wrote(&self) {
+        self.local_writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Redis is new or came back empty: write our last known (non-static) state back, merging
@@ -484,7 +512,8 @@ impl RedisRegistry {
         p.publish(&self.keys.events, Self::event_json(&ev)).ignore();
         let mut conn = self.conn();
         bounded(p.query_async::<()>(&mut conn)).await?;
-        snap.put_node_now(id, url, ttl)
+        self.wrote();
+        self.snap().put_node_now(id, url, ttl)
     }
 
     async fn do_remove_node(&self, id: &str) -> Result<bool, RegistryError> {
@@ -522,14 +551,26 @@ impl RedisRegistry {
         p.incr(&self.keys.version, 1).ignore();
         p.publish(&self.keys.events, Self::event_json(&ev)).ignore();
         let (removed,): (i64,) = bounded(p.query_async(&mut conn)).await?;
+        self.wrote();
         let local = self.snap().remove_node_now(id);
         Ok(removed > 0 || local)
     }
 
     async fn do_announce(&self, stream: &str, node: &str) -> Result<(), RegistryError> {
-        let snap = self.snap();
-        if snap.node(node).is_none() {
-            return Err(RegistryError::UnknownNode(node.to_string()));
+        if self.snap().node(node).is_none() {
+            // The snapshot can lag Redis for a moment (a re-read swapped in just before a node
+            // registered through this gateway was applied): Redis decides.
+            let mut conn = self.conn();
+            let known: bool = bounded(
+                redis::cmd("HEXISTS")
+                    .arg(&self.keys.nodes)
+                    .arg(node)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            if !known {
+                return Err(RegistryError::UnknownNode(node.to_string()));
+            }
         }
         let ev = Event::Announce {
             stream: stream.to_string(),
@@ -545,7 +586,13 @@ impl RedisRegistry {
             .ignore();
         let mut conn = self.conn();
         bounded(p.query_async::<()>(&mut conn)).await?;
-        snap.announce_now(stream, node)
+        self.wrote();
+        // Redis has it; if the snapshot does not know the node yet, the published event
+        // brings the announcement in once the node's own event has been applied.
+        match self.snap().announce_now(stream, node) {
+            Err(RegistryError::UnknownNode(_)) => Ok(()),
+            other => other,
+        }
     }
 
     async fn do_withdraw(&self, stream: &str, node: &str) -> Result<bool, RegistryError> {
@@ -562,6 +609,7 @@ impl RedisRegistry {
             .ignore();
         let mut conn = self.conn();
         let (removed,): (i64,) = bounded(p.query_async(&mut conn)).await?;
+        self.wrote();
         let local = self.snap().withdraw_now(stream, node);
         Ok(removed > 0 || local)
     }
