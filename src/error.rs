@@ -117,6 +117,15 @@ impl GatewayError {
         }
     }
 
+    /// Which side the error comes from, as the access log names it.
+    pub fn side_name(&self) -> &'static str {
+        match self.source_side() {
+            Source::Downstream => "downstream",
+            Source::Upstream => "upstream",
+            Source::Internal => "internal",
+        }
+    }
+
     /// Which side the error comes from.
     pub fn source_side(&self) -> Source {
         match self {

@@ -235,6 +235,7 @@ impl Handler for Gateway {
                 node: String::new(),
                 request_id: rid.to_str().unwrap_or_default().to_string(),
                 error: None,
+                side: "",
                 bytes: 0,
                 finished: false,
             });
@@ -243,6 +244,7 @@ impl Handler for Gateway {
             Err(e) => {
                 if let Some(log) = &mut log {
                     log.error = Some(e.to_string());
+                    log.side = e.side_name();
                 }
                 e.to_response(rid.to_str().unwrap_or_default())
             }
@@ -270,6 +272,8 @@ struct AccessLog {
     node: String,
     request_id: String,
     error: Option<String>,
+    /// Where the error came from (`downstream`, `upstream`, `internal`); empty without one.
+    side: &'static str,
     bytes: u64,
     finished: bool,
 }
@@ -287,6 +291,7 @@ impl Drop for AccessLog {
             request_id = %self.request_id,
             complete = self.finished,
             error = self.error.as_deref().unwrap_or(""),
+            side = self.side,
         );
     }
 }
@@ -318,7 +323,11 @@ impl HttpBody for LoggedBody {
                 }
             }
             Poll::Ready(None) => this.log.finished = true,
-            Poll::Ready(Some(Err(e))) => this.log.error = Some(e.to_string()),
+            Poll::Ready(Some(Err(e))) => {
+                // The body broke mid-way: the node's (hub, upstream body) or the viewer's side is
+                // not known here, only that the response did not complete.
+                this.log.error = Some(e.to_string());
+            }
             Poll::Pending => {}
         }
         r

@@ -291,7 +291,14 @@ fn upstream_failures_map_to_502_and_504_with_request_id() {
         .find(|l| l.contains(&rid))
         .unwrap_or_default()
         .to_string();
-    for needle in ["method=GET", "path=/vod/x", "status=502", "node=", "bytes="] {
+    for needle in [
+        "method=GET",
+        "path=/vod/x",
+        "status=502",
+        "node=",
+        "bytes=",
+        "side=\"upstream\"",
+    ] {
         assert!(line.contains(needle), "{needle} missing in {line}");
     }
 

@@ -47,17 +47,9 @@ fn play(addr: SocketAddr, stream: &str) -> u16 {
     get(addr, &format!("/hls/{stream}/index.m3u8"), "").status
 }
 
-/// Polls (every 5 ms, bounded by `limit`) until `cond` holds; returns how long it took.
-fn time_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    start.elapsed()
+/// Polls every 5 ms, bounded by `limit`, until `cond` holds; returns how long it took.
+fn time_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) -> Duration {
+    common::poll_until(what, limit, Duration::from_millis(5), cond)
 }
 
 /// Both gateways have a working Redis link: a node registered through `a` is listed by `b`.

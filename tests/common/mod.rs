@@ -305,15 +305,27 @@ pub fn open_stream(addr: SocketAddr, path: &str) -> (RawResponse, TcpStream, Vec
 }
 
 /// Waits (bounded) until `cond` holds, polling every 20 ms.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    poll_until(what, limit, Duration::from_millis(20), cond);
+}
+
+/// Waits (bounded by `limit`) until `cond` holds, polling every `every`; returns how long it
+/// took, for tests that report a propagation time.
+pub fn poll_until(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     while !cond() {
         assert!(
             start.elapsed() < limit,
             "timed out after {limit:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
+    start.elapsed()
 }
 
 pub mod flv;

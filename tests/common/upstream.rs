@@ -199,6 +199,21 @@ fn head(status: u16, headers: &[(String, String)], len: Option<u64>) -> Vec<u8> 
     s.into_bytes()
 }
 
+/// The head of a chunked live-stream response.
+fn stream_head() -> Vec<u8> {
+    head(200, &[("Content-Type".into(), "video/x-flv".into())], None)
+}
+
+/// `data` as one HTTP/1.1 chunk.
+fn chunk_frame(data: &[u8]) -> Vec<u8> {
+    [
+        format!("{:x}\r\n", data.len()).into_bytes(),
+        data.to_vec(),
+        b"\r\n".to_vec(),
+    ]
+    .concat()
+}
+
 fn serve_conn(
     conn: TcpStream,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -239,23 +254,14 @@ fn serve_conn(
             }
             Reply::Delayed(..) => false,
             Reply::Endless { chunk, every } => {
-                if w.write_all(&head(
-                    200,
-                    &[("Content-Type".into(), "video/x-flv".into())],
-                    None,
-                ))
-                .is_err()
-                {
+                if w.write_all(&stream_head()).is_err() {
                     return;
                 }
                 loop {
-                    let framed = [
-                        format!("{:x}\r\n", chunk.len()).into_bytes(),
-                        chunk.clone(),
-                        b"\r\n".to_vec(),
-                    ]
-                    .concat();
-                    if w.write_all(&framed).and_then(|_| w.flush()).is_err() {
+                    if w.write_all(&chunk_frame(&chunk))
+                        .and_then(|_| w.flush())
+                        .is_err()
+                    {
                         endless_closed.store(true, Ordering::SeqCst);
                         return;
                     }
@@ -263,24 +269,12 @@ fn serve_conn(
                 }
             }
             Reply::Chunks { pieces, then } => {
-                if w.write_all(&head(
-                    200,
-                    &[("Content-Type".into(), "video/x-flv".into())],
-                    None,
-                ))
-                .is_err()
-                {
+                if w.write_all(&stream_head()).is_err() {
                     return;
                 }
                 for (delay, piece) in pieces {
                     std::thread::sleep(delay);
-                    let framed = [
-                        format!("{:x}\r\n", piece.len()).into_bytes(),
-                        piece,
-                        b"\r\n".to_vec(),
-                    ]
-                    .concat();
-                    if w.write_all(&framed).is_err() {
+                    if w.write_all(&chunk_frame(&piece)).is_err() {
                         return;
                     }
                 }

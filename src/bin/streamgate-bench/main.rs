@@ -111,22 +111,6 @@ fn main() -> ExitCode {
 
 /// Parses durations like `500ms`, `15s`, `2m` (plain numbers are seconds).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}"))?;
-    if !(v.is_finite() && v >= 0.0 && v * mul <= 86_400.0) {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(std::time::Duration::from_secs_f64(v * mul))
+    // The same syntax as the gateway's config ("500ms", "15s", "2m").
+    streamgate::config::parse_duration(s).ok_or_else(|| format!("bad duration {s:?}"))
 }
