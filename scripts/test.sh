@@ -18,5 +18,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-cargo test --locked --doc
-cargo test --locked --all-targets
+cargo test --locked --workspace --doc
+cargo test --locked --workspace --all-targets

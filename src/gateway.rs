@@ -370,12 +370,6 @@ pub async fn start_with_registry(
         public_url,
         shutdown.clone(),
     ));
-    let opts = ServeOptions {
-        max_connections: settings.server.max_connections,
-        header_read_timeout: settings.server.header_read_timeout,
-        drain_timeout: settings.server.drain_timeout,
-        send_timeout: settings.server.send_timeout,
-        send_buffer: settings.server.send_buffer,
-    };
+    let opts = ServeOptions::from(&settings.server);
     Ok(server::run(listeners, gw, opts, shutdown)?)
 }

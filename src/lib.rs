@@ -8,11 +8,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backoff;
 pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
-pub mod flv;
 pub mod gateway;
 pub mod live;
 pub mod origin;
@@ -24,3 +24,6 @@ pub mod router;
 pub mod server;
 pub mod stall_timeout;
 pub mod upstream_path;
+
+/// The FLV codec lives in its own crate (`crates/flv`, with its fuzz target).
+pub use streamgate_flv as flv;

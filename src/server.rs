@@ -59,12 +59,18 @@ pub const CONNECTION_BUFFER: usize = 64 * 1024;
 
 impl Default for ServeOptions {
     fn default() -> Self {
+        Self::from(&crate::config::ServerSettings::default())
+    }
+}
+
+impl From<&crate::config::ServerSettings> for ServeOptions {
+    fn from(s: &crate::config::ServerSettings) -> Self {
         Self {
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(10),
-            send_timeout: Duration::from_secs(30),
-            send_buffer: None,
+            max_connections: s.max_connections,
+            header_read_timeout: s.header_read_timeout,
+            drain_timeout: s.drain_timeout,
+            send_timeout: s.send_timeout,
+            send_buffer: s.send_buffer,
         }
     }
 }

@@ -14,7 +14,6 @@ pub mod viewer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -26,51 +25,7 @@ use crate::registry::{Lookup, Node, Registry};
 pub use hub::Hub;
 pub use viewer::ViewerBody;
 
-/// Tunables of the live fan-out (`[live]` in the config).
-#[derive(Debug, Clone)]
-pub struct LiveSettings {
-    /// Start a new viewer on the cached GOP (instant picture) instead of the next keyframe.
-    pub gop_cache: bool,
-    /// Keep the pull this long after the last viewer leaves, for quick reconnects.
-    pub linger: Duration,
-    /// Viewers stay connected through an upstream gap shorter than this.
-    pub reconnect_window: Duration,
-    /// Bytes a viewer may have queued before it skips to the next keyframe.
-    pub viewer_queue_bytes: usize,
-    /// Media time a viewer may lag behind before it skips to the next keyframe.
-    pub viewer_queue_duration: Duration,
-    /// Viewers per stream at most (503 past it).
-    pub max_viewers_per_stream: usize,
-    /// Streams pulled at once at most (503 past it).
-    pub max_streams: usize,
-    /// Bytes the GOP cache may hold; a longer GOP is not cached (viewers wait for a keyframe).
-    pub max_gop_bytes: usize,
-    /// No response headers and FLV header from the node within this → the join fails.
-    pub response_header_timeout: Duration,
-    /// A pull that delivers no bytes for this long counts as broken (reconnect, then end).
-    pub upstream_idle_timeout: Duration,
-    /// Viewers are woken at most this often; tags queued meanwhile go out in one write.
-    /// Zero wakes them for every upstream read (lowest latency, most CPU).
-    pub flush_interval: Duration,
-}
-
-impl Default for LiveSettings {
-    fn default() -> Self {
-        Self {
-            gop_cache: true,
-            linger: Duration::from_secs(5),
-            reconnect_window: Duration::from_secs(10),
-            viewer_queue_bytes: 4 << 20,
-            viewer_queue_duration: Duration::from_secs(10),
-            max_viewers_per_stream: 10_000,
-            max_streams: 1_000,
-            max_gop_bytes: 16 << 20,
-            response_header_timeout: Duration::from_secs(10),
-            flush_interval: Duration::from_millis(50),
-            upstream_idle_timeout: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::LiveSettings;
 
 /// Process-wide counters, read by metrics and tests.
 #[derive(Debug, Default)]

@@ -663,7 +663,7 @@ impl Registry for RedisRegistry {
 /// events as they come and re-read whenever the version moved; on any failure, back off,
 /// reconnect and start over.
 async fn sync_task(reg: Arc<RedisRegistry>, shutdown: CancellationToken) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = crate::backoff::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut warned = false;
     loop {
         let outcome = tokio::select! {
@@ -675,7 +675,7 @@ async fn sync_task(reg: Arc<RedisRegistry>, shutdown: CancellationToken) {
             Ok(()) => return, // shutdown
             Err(SyncEnd::Connected(e)) => {
                 // We were in sync, then lost it: start the back-off from the bottom.
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 warned = true;
                 tracing::warn!(error = %e, "lost redis; routing from the last known registry");
             }
@@ -688,9 +688,8 @@ async fn sync_task(reg: Arc<RedisRegistry>, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use streamgate::flv::{demux, Event, Parser, Tag};
+use streamgate_flv::{demux, Event, Parser, Tag};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the chunk size so the fuzzer explores split points too.

@@ -1,0 +1,36 @@
+//! Durations as written in the config: "500ms", "30s", "2m", "1h".
+
+use std::time::Duration;
+
+use super::{invalid, ConfigError};
+
+/// Parses "30s", "500ms", "2m", "1h" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+pub(super) fn duration(
+    key: &str,
+    v: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(s).ok_or_else(|| {
+            invalid(
+                key,
+                format!("{s:?} is not a duration (use e.g. \"500ms\", \"30s\", \"2m\")"),
+            )
+        }),
+    }
+}

@@ -1,0 +1,297 @@
+//! TOML → validated, typed settings. One parse function ([`parse`]), unit-tested; every error
+//! names the key it is about, so `streamgate check-config` can say exactly what to fix.
+//!
+//! Two stages, each its own type: [`RawConfig`] mirrors the file (serde, unknown keys refused),
+//! [`Settings`] is what the rest of the program uses (durations parsed, routes compiled, nodes
+//! resolved).
+
+mod duration;
+mod live;
+mod registry;
+mod routes;
+mod server;
+mod upstream;
+
+use serde::Deserialize;
+
+use duration::duration;
+pub use duration::parse_duration;
+pub use live::{LiveSettings, RawLive};
+pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
+pub use routes::{Action, AuthMode, NodeSettings, RawNode, RawRoute, RouteSettings, Target};
+pub use server::{OneOrMany, RawServer, ServerSettings};
+pub use upstream::{RawUpstream, UpstreamSettings};
+
+/// A configuration error, always naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema (the message names the key and line).
+    #[error("{0}")]
+    Syntax(String),
+    /// A value parsed but is not acceptable.
+    #[error("{key}: {why}")]
+    Invalid { key: String, why: String },
+}
+
+fn invalid(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        why: why.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub live: RawLive,
+    #[serde(default)]
+    pub nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub registry: RawRegistry,
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+/// Validated settings: what the gateway runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    /// Accepted viewer tokens (`?token=` or `Authorization: Bearer`).
+    pub tokens: Vec<String>,
+    pub nodes: Vec<NodeSettings>,
+    pub routes: Vec<RouteSettings>,
+    /// The live fan-out (`[live]`).
+    pub live: LiveSettings,
+    /// Where the stream registry lives and who may write to it (`[registry]`).
+    pub registry: RegistrySettings,
+    /// The REST API (`[admin]`).
+    pub admin: AdminSettings,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &str) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    validate(raw)
+}
+
+fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
+    let server = server::validate(&raw.server)?;
+    let upstream = upstream::validate(&raw.upstream)?;
+    for (i, t) in raw.auth.tokens.iter().enumerate() {
+        if t.is_empty() {
+            return Err(invalid(
+                format!("auth.tokens[{i}]"),
+                "a token cannot be empty",
+            ));
+        }
+    }
+
+    let nodes = routes::validate_nodes(raw.nodes)?;
+    let routes = routes::validate_routes(&raw.routes, &nodes, !raw.auth.tokens.is_empty())?;
+    let registry = registry::validate(&raw.registry)?;
+    let admin = match &raw.admin.token {
+        Some(t) if t.trim().is_empty() => return Err(invalid("admin.token", "cannot be empty")),
+        t => AdminSettings { token: t.clone() },
+    };
+    let live = live::validate(&raw.live, upstream.response_header_timeout)?;
+    Ok(Settings {
+        server,
+        upstream,
+        tokens: raw.auth.tokens,
+        nodes,
+        routes,
+        live,
+        registry,
+        admin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+drain_timeout = "10s"
+
+[upstream]
+connect_timeout = "30s"
+tcp_keepalive = "30s"
+max_idle_per_node = 100
+idle_timeout = "90s"
+tls_handshake_timeout = "10s"
+response_header_timeout = "10s"
+
+[auth]
+tokens = ["s3cret"]
+
+[[nodes]]
+id = "a"
+url = "http://127.0.0.1:9001"
+streams = ["cam1", "cam2"]
+
+[[routes]]
+path = "/snap/{*rest}"
+action = "redirect"
+to = "a"
+upstream = "/files/{*rest}"
+status = 302
+
+[[routes]]
+path = "/vod/{*rest}"
+action = "proxy"
+to = "a"
+upstream = "/files/{*rest}"
+
+[[routes]]
+path = "/flv/{stream}.flv"
+action = "live"
+upstream = "/live/{stream}.flv"
+auth = "token"
+
+[[routes]]
+path = "/hls/{stream}/{*rest}"
+action = "proxy"
+upstream = "/hls/{stream}/{*rest}"
+"#;
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn example_parses() {
+        let s = parse(EXAMPLE).expect("valid");
+        assert_eq!(s.routes.len(), 4);
+        assert_eq!(s.routes[0].status, 302);
+        assert_eq!(s.routes[2].action, Action::Live);
+        assert!(matches!(s.routes[2].target, Target::Registry));
+        assert_eq!(s.routes[2].auth, AuthMode::Token);
+        assert_eq!(s.upstream.idle_timeout, Duration::from_secs(90));
+        assert_eq!(s.nodes[0].streams, vec!["cam1", "cam2"]);
+    }
+
+    #[test]
+    fn listen_accepts_a_list() {
+        let s = parse("[server]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\n").expect("valid");
+        assert_eq!(s.server.listen.len(), 2);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("7 fortnights"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("[upstream]\nidle_timeout = \"soon\"\n").starts_with("upstream.idle_timeout:"));
+        assert!(err("[server]\nlisten = \"nope\"\n").starts_with("server.listen[0]:"));
+        let bad_status = EXAMPLE.replace("status = 302", "status = 305");
+        assert!(
+            err(&bad_status).starts_with("routes[0].status:"),
+            "{}",
+            err(&bad_status)
+        );
+        let bad_to = EXAMPLE.replace(
+            "to = \"a\"\nupstream = \"/files/{*rest}\"\nstatus",
+            "to = \"zz\"\nupstream = \"/files/{*rest}\"\nstatus",
+        );
+        assert!(err(&bad_to).starts_with("routes[0].to:"));
+        let bad_action = EXAMPLE.replace("action = \"proxy\"\nto", "action = \"teleport\"\nto");
+        assert!(err(&bad_action).starts_with("routes[1].action:"));
+        let no_tokens = EXAMPLE.replace("tokens = [\"s3cret\"]", "tokens = []");
+        assert!(err(&no_tokens).starts_with("routes[2].auth:"));
+        let bad_var = EXAMPLE.replace(
+            "upstream = \"/live/{stream}.flv\"",
+            "upstream = \"/live/{name}.flv\"",
+        );
+        assert!(err(&bad_var).starts_with("routes[2].upstream:"));
+        let dup = format!("{EXAMPLE}\n[[nodes]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n");
+        assert!(err(&dup).contains("duplicate node id"));
+        let https = EXAMPLE.replace("http://127.0.0.1:9001", "https://127.0.0.1:9001");
+        assert!(err(&https).starts_with("nodes[0].url:"));
+        let stream = EXAMPLE.replace("\"cam2\"", "\"../x\"");
+        assert!(err(&stream).starts_with("nodes[0].streams[1]:"));
+        let no_target = "[[routes]]\npath = \"/x/{*rest}\"\naction = \"proxy\"\n";
+        assert!(err(no_target).starts_with("routes[0].to:"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n");
+        assert!(e.contains("lsiten"), "{e}");
+    }
+
+    #[test]
+    fn registry_and_admin_sections() {
+        let s = parse("").expect("defaults");
+        assert_eq!(s.registry.backend, RegistryBackend::Memory);
+        assert!(s.admin.token.is_none() && s.registry.hook_secret.is_none());
+        let s = parse(
+            "[registry]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nhook_secret = \"h00k\"\npublish_tokens = [\"pub1\"]\n[admin]\ntoken = \"adm1n\"\n",
+        )
+        .expect("valid");
+        assert!(matches!(
+            &s.registry.backend,
+            RegistryBackend::Redis { url, key_prefix, resync_interval }
+                if url == "redis://127.0.0.1:6379" && key_prefix == "streamgate" && *resync_interval == Duration::from_secs(1)
+        ));
+        assert_eq!(s.registry.publish_tokens, vec!["pub1"]);
+        assert_eq!(s.admin.token.as_deref(), Some("adm1n"));
+        assert!(err("[registry]\nbackend = \"etcd\"\n").starts_with("registry.backend:"));
+        assert!(err("[registry]\nbackend = \"redis\"\n").starts_with("registry.url:"));
+        assert!(err("[registry]\nurl = \"redis://x\"\n").starts_with("registry.url:"));
+        assert!(err("[registry]\nbackend = \"redis\"\nurl = \"http://x\"\n")
+            .starts_with("registry.url:"));
+        assert!(
+            err("[registry]\npublish_tokens = [\"p\"]\n").starts_with("registry.publish_tokens:")
+        );
+        assert!(err("[registry]\nhook_secret = \"\"\n").starts_with("registry.hook_secret:"));
+        assert!(
+            err("[registry]\nresync_interval = \"1ms\"\n").starts_with("registry.resync_interval:")
+        );
+        assert!(err("[admin]\ntoken = \"\"\n").starts_with("admin.token:"));
+        assert!(err("[admin]\ntokne = \"x\"\n").contains("tokne"));
+    }
+}
