@@ -5,7 +5,9 @@
 //! (past it, accept waits: the kernel backlog absorbs bursts). Shutdown is a cancellation token:
 //! on cancel, listeners close, idle keep-alive connections are told to close, in-flight requests
 //! get `drain_timeout` to finish, and long-lived bodies (live streams) watch the same token and
-//! end cleanly by themselves.
+//! end cleanly by themselves. Whatever is still open when `drain_timeout` passes (a client that
+//! stopped reading, a download that would take an hour) is closed: each connection task also
+//! watches a second token, cancelled at the deadline, and drops its connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -95,6 +97,8 @@ pub async fn serve<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
+    // Cancelled when the drain window is over: connection tasks then drop their connections.
+    let force_close = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let mut accept_tasks = Vec::new();
     for listener in listeners {
@@ -103,8 +107,18 @@ pub async fn serve<H: Handler>(
         let permits = permits.clone();
         let shutdown = shutdown.clone();
         let opts = opts.clone();
+        let force_close = force_close.clone();
         accept_tasks.push(tokio::spawn(async move {
-            accept_loop(listener, handler, graceful, permits, opts, shutdown).await;
+            accept_loop(
+                listener,
+                handler,
+                graceful,
+                permits,
+                opts,
+                shutdown,
+                force_close,
+            )
+            .await;
         }));
     }
     for t in accept_tasks {
@@ -113,12 +127,16 @@ pub async fn serve<H: Handler>(
     // Listeners are closed now. Give in-flight requests the drain window.
     let graceful = match Arc::try_unwrap(graceful) {
         Ok(g) => g,
-        Err(_) => return,
+        Err(_) => {
+            force_close.cancel();
+            return;
+        }
     };
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(opts.drain_timeout) => {
             tracing::warn!(timeout = ?opts.drain_timeout, "drain timeout reached; closing remaining connections");
+            force_close.cancel();
         }
     }
 }
@@ -130,6 +148,7 @@ async fn accept_loop<H: Handler>(
     permits: Arc<Semaphore>,
     opts: ServeOptions,
     shutdown: CancellationToken,
+    force_close: CancellationToken,
 ) {
     loop {
         let permit = tokio::select! {
@@ -180,9 +199,14 @@ async fn accept_loop<H: Handler>(
                 svc,
             );
         let conn = graceful.watch(conn);
+        let force_close = force_close.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with error");
+                },
+                // Dropping the connection closes its socket.
+                _ = force_close.cancelled() => tracing::debug!(%peer, "closed at the drain deadline"),
             }
             drop(permit);
         });
@@ -239,4 +263,77 @@ pub fn run<H: Handler>(
         .collect::<std::io::Result<Vec<_>>>()?;
     let task = tokio::spawn(serve(listeners, handler, opts, shutdown));
     Ok(Running { addrs, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers every request with one chunk, then a body that never ends.
+    struct Endless;
+
+    impl Handler for Endless {
+        async fn call(&self, _req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+            let first = futures_util::stream::iter([Ok::<_, crate::body::BoxError>(
+                http_body::Frame::data(bytes::Bytes::from_static(b"first")),
+            )]);
+            let body = StreamBody::new(first.chain(futures_util::stream::pending()));
+            Response::new(BodyExt::boxed(body))
+        }
+    }
+
+    use futures_util::StreamExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_deadline_closes_what_is_still_open() {
+        let shutdown = CancellationToken::new();
+        let opts = ServeOptions {
+            drain_timeout: Duration::from_secs(2),
+            ..ServeOptions::default()
+        };
+        let running = start(
+            &[SocketAddr::from(([127, 0, 0, 1], 0))],
+            Arc::new(Endless),
+            opts,
+            shutdown.clone(),
+        )
+        .await
+        .expect("bind");
+        let mut client = tokio::net::TcpStream::connect(running.addrs[0])
+            .await
+            .expect("connect");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(5).any(|w| w == b"first") {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the first chunk");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let cancelled_at = tokio::time::Instant::now();
+        shutdown.cancel();
+        // The body never ends, so only the drain deadline can close the connection.
+        let closed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Ok(0) | Err(_) = client.read(&mut buf).await {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the connection outlived the drain deadline");
+        assert!(
+            cancelled_at.elapsed() >= Duration::from_secs(2),
+            "closed at the deadline, not before"
+        );
+        tokio::time::timeout(Duration::from_secs(1), running.task)
+            .await
+            .expect("server task ends")
+            .expect("no panic");
+    }
 }
