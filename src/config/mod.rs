@@ -18,7 +18,10 @@ use duration::duration;
 pub use duration::parse_duration;
 pub use live::{LiveSettings, RawLive};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
-pub use routes::{Action, AuthMode, NodeSettings, RawNode, RawRoute, RouteSettings, Target};
+pub use routes::{
+    Action, AuthMode, HealthCheck, NodeSettings, RawNode, RawRoute, RouteSettings, Target,
+    DEFAULT_HEALTH_INTERVAL,
+};
 pub use server::{OneOrMany, RawServer, ServerSettings};
 pub use upstream::{RawUpstream, UpstreamSettings};
 
