@@ -104,7 +104,11 @@ fn a_stopped_node_fails_over_then_is_skipped_after_max_fails() {
         "",
     ));
     // Both nodes serve the playlist while a runs.
-    let r = get(gw.addr(), "/hls/cam1/hls/cam1/index.m3u8", "X-Request-Id: warm\r\n");
+    let r = get(
+        gw.addr(),
+        "/hls/cam1/hls/cam1/index.m3u8",
+        "X-Request-Id: warm\r\n",
+    );
     assert_eq!(r.status, 200);
     assert!(access_line(&gw, "warm").contains("node=a"));
 
@@ -174,7 +178,11 @@ fn silent_and_refusing_hosts_fail_over_and_bodies_are_never_replayed() {
     assert_eq!(r.json()["target"], "/files/x.ts");
     assert!(access_line(&gw, "over").contains("node=good"));
     assert_eq!(good.requests().len(), 1);
-    assert_eq!(stall.requests().len(), 1, "the stalled node saw the GET once");
+    assert_eq!(
+        stall.requests().len(),
+        1,
+        "the stalled node saw the GET once"
+    );
     assert_eq!(health(&gw, "silent")["state"], "up", "max_fails = 0: off");
 
     // A request with a body goes to one node only: the silent one times out, nothing is
@@ -243,7 +251,10 @@ fn an_active_health_check_marks_a_node_down_and_up() {
     });
     let h = health(&gw, "a");
     assert_eq!(h["checked"], true);
-    assert!(h["last_error"].as_str().is_some_and(|e| e.contains("503")), "{h}");
+    assert!(
+        h["last_error"].as_str().is_some_and(|e| e.contains("503")),
+        "{h}"
+    );
     let r = get(gw.addr(), "/hls/cam1/x.ts", "X-Request-Id: down1\r\n");
     assert_eq!(r.status, 200);
     assert!(access_line(&gw, "down1").contains("node=b"));
