@@ -109,6 +109,16 @@ impl GatewayError {
         UpstreamError::new(node, ErrorKind::classify(&e, false)).into()
     }
 
+    /// The node an upstream error is about (for the access log's `node=`).
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Self::UpstreamConnect { node, .. }
+            | Self::UpstreamTimeout { node, .. }
+            | Self::Upstream { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
     /// Which side the error comes from, as the access log names it.
     pub fn side_name(&self) -> &'static str {
         match self.source_side() {

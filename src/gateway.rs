@@ -264,6 +264,9 @@ impl Handler for Gateway {
                 if let Some(log) = &mut log {
                     log.error = Some(e.to_string());
                     log.side = e.side_name();
+                    if let Some(n) = e.node() {
+                        log.node = n.to_string();
+                    }
                 }
                 e.to_response(rid.to_str().unwrap_or_default())
             }

@@ -195,7 +195,11 @@ fn silent_and_refusing_hosts_fail_over_and_bodies_are_never_replayed() {
     assert_eq!(r.json()["error"], "upstream_timeout");
     assert_eq!(good.requests().len(), 1, "the POST was not replayed");
     assert_eq!(stall.requests().len(), 1);
-    assert!(access_line(&gw, "post1").contains("side=\"upstream\""));
+    let line = access_line(&gw, "post1");
+    assert!(
+        line.contains("side=\"upstream\"") && line.contains("node=silent"),
+        "{line}"
+    );
 }
 
 #[test]
