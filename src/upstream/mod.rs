@@ -293,3 +293,121 @@ fn is_replayable(req: &Request<Body>) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && req.body().is_end_stream()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::full;
+    use crate::upstream_path::BaseUrl;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A node whose first connection answers one request, then reads the next and closes
+    /// without answering (a keep-alive connection closed under the client's feet); later
+    /// connections answer every request. Returns its address and its connection count.
+    async fn closing_node() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let count = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut served = 0;
+                    loop {
+                        let mut got = Vec::new();
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => got.extend_from_slice(&buf[..k]),
+                            }
+                        }
+                        if n == 0 && served == 1 {
+                            return; // read the request, close without a word
+                        }
+                        served += 1;
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    fn node(addr: std::net::SocketAddr) -> Node {
+        Node {
+            id: "n".into(),
+            url: BaseUrl::parse(&format!("http://{addr}")).expect("url"),
+            expires: None,
+        }
+    }
+
+    fn get(addr: std::net::SocketAddr) -> Request<Body> {
+        Request::get(format!("http://{addr}/x"))
+            .body(empty())
+            .expect("req")
+    }
+
+    #[tokio::test]
+    async fn a_stale_pooled_connection_is_retried_once_for_a_get_only() {
+        let (addr, conns) = closing_node().await;
+        let t = Transport::new(&UpstreamSettings::default());
+        let n = node(addr);
+        let r = t.send(&n, get(addr)).await.expect("first");
+        assert_eq!(r.status(), 200);
+        let _ = r.into_body().collect().await; // back to the pool
+        let r = t
+            .send(&n, get(addr))
+            .await
+            .expect("retried on a fresh connection");
+        assert_eq!(r.status(), 200);
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        assert_eq!(t.health().snapshot("n").consecutive_fails, 0);
+
+        // The same trap for a POST: not replayed, not retryable elsewhere.
+        let (addr, _) = closing_node().await;
+        let n = node(addr);
+        let r = t.send(&n, get(addr)).await.expect("first");
+        let _ = r.into_body().collect().await;
+        let post = Request::post(format!("http://{addr}/x"))
+            .body(full("data"))
+            .expect("req");
+        let e = t.send(&n, post).await.expect_err("closed");
+        assert!(matches!(e.kind, ErrorKind::Closed(_)), "{e}");
+        assert!(!e.retryable());
+        assert_eq!(t.health().snapshot("n").consecutive_fails, 1);
+    }
+
+    #[tokio::test]
+    async fn content_length_goes_when_transfer_encoding_frames_the_answer() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+                          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                    )
+                    .await;
+                let _ = s.read(&mut buf).await;
+            }
+        });
+        let t = Transport::new(&UpstreamSettings::default());
+        let r = t.send(&node(addr), get(addr)).await.expect("answer");
+        assert!(r.headers().get(header::CONTENT_LENGTH).is_none());
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"hello world");
+    }
+}
