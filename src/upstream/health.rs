@@ -9,8 +9,10 @@
 //! (its count is still at `max_fails`), one success clears it.
 //!
 //! The map is bounded: a node has an entry only while it has failures on record or an active
-//! check, so it holds at most as many entries as there are nodes, and never more than
-//! [`MAX_TRACKED`] (the registry's own node limit).
+//! check (a success removes a passive-only entry), so it holds about one entry per failing or
+//! checked node, and never more than [`MAX_TRACKED`] (the registry's own node limit): past it,
+//! an entry without an active check is evicted, one not cooling down first. A node removed
+//! from the registry keeps its entry until it is evicted or succeeds again under the same id.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
