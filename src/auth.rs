@@ -1,7 +1,7 @@
 //! Viewer authentication. A token arrives as `?token=…` or `Authorization: Bearer …`; it is
 //! compared in constant time so response timing does not leak how much of a guess was right.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::error::GatewayError;
 use crate::upstream_path::query_param;
@@ -35,10 +35,35 @@ impl TokenAuth {
 }
 
 impl TokenAuth {
-    /// Whether `Authorization` carries one of the viewer tokens, on any route: such a header is
-    /// the viewer's credential and never goes to a node.
+    /// Whether any `Authorization` header carries one of the viewer tokens.
     pub fn carries_viewer_token(&self, headers: &HeaderMap) -> bool {
-        bearer(headers).is_some_and(|t| {
+        headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .any(|v| self.is_viewer_credential(v))
+    }
+
+    /// Removes every `Authorization` header that carries a viewer token, on any route: such a
+    /// header is the viewer's credential and never goes to a node. Other credentials (meant for
+    /// the node) stay, in their order.
+    pub fn remove_viewer_credentials(&self, headers: &mut HeaderMap) {
+        if !self.carries_viewer_token(headers) {
+            return;
+        }
+        let keep: Vec<HeaderValue> = headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .filter(|v| !self.is_viewer_credential(v))
+            .cloned()
+            .collect();
+        headers.remove(http::header::AUTHORIZATION);
+        for v in keep {
+            headers.append(http::header::AUTHORIZATION, v);
+        }
+    }
+
+    fn is_viewer_credential(&self, v: &HeaderValue) -> bool {
+        bearer_value(v).is_some_and(|t| {
             self.tokens
                 .iter()
                 .any(|k| ct_eq(k.as_bytes(), t.as_bytes()))
@@ -46,9 +71,13 @@ impl TokenAuth {
     }
 }
 
+/// The token of the first `Authorization: Bearer` header (what a token route checks).
 fn bearer(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
+    bearer_value(headers.get(http::header::AUTHORIZATION)?)
+}
+
+fn bearer_value(v: &HeaderValue) -> Option<String> {
+    let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_string())
@@ -77,5 +106,24 @@ mod tests {
         assert!(a.check(&h, None).is_ok());
         h.insert("authorization", "Basic s3cret".parse().expect("hv"));
         assert!(a.check(&h, None).is_err());
+    }
+
+    #[test]
+    fn every_viewer_credential_goes() {
+        let a = TokenAuth::new(vec!["s3cret".into()]);
+        let mut h = HeaderMap::new();
+        h.append("authorization", "Bearer node-key".parse().expect("hv"));
+        h.append("authorization", "Bearer s3cret".parse().expect("hv"));
+        h.append("authorization", "bearer  s3cret ".parse().expect("hv"));
+        h.append("authorization", "Basic abc".parse().expect("hv"));
+        assert!(a.carries_viewer_token(&h));
+        a.remove_viewer_credentials(&mut h);
+        let left: Vec<&str> = h
+            .get_all("authorization")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(left, ["Bearer node-key", "Basic abc"]);
+        assert!(!a.carries_viewer_token(&h));
     }
 }

@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode};
 use serde_json::json;
 
 use crate::body::{json_response, Body, BoxError};
+use crate::upstream::{ErrorKind, UpstreamError};
 
 /// Which side an error comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub enum GatewayError {
     UpstreamTimeout { node: String, secs: f64 },
     #[error("node {node} failed: {source}")]
     Upstream { node: String, source: BoxError },
+    #[error("the request body stopped arriving for {secs:.1}s")]
+    RequestBodyTimeout { secs: f64 },
     #[error("this route only serves GET and HEAD")]
     MethodNotAllowed,
     #[error("over capacity: {0}")]
@@ -84,6 +87,7 @@ impl GatewayError {
             Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Self::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            Self::RequestBodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -100,20 +104,18 @@ impl GatewayError {
         }
     }
 
-    /// A request to `node` that failed: it could not connect (502 `upstream_unreachable`), or
-    /// the node broke off after (502 `upstream_error`).
+    /// A client request to `node` that failed, classified as [`UpstreamError`] would be.
     pub fn from_upstream(node: &str, e: hyper_util::client::legacy::Error) -> Self {
-        let node = node.to_string();
-        if e.is_connect() {
-            Self::UpstreamConnect {
-                node,
-                source: Box::new(e),
-            }
-        } else {
-            Self::Upstream {
-                node,
-                source: Box::new(e),
-            }
+        UpstreamError::new(node, ErrorKind::classify(&e, false)).into()
+    }
+
+    /// The node an upstream error is about (for the access log's `node=`).
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Self::UpstreamConnect { node, .. }
+            | Self::UpstreamTimeout { node, .. }
+            | Self::Upstream { node, .. } => Some(node),
+            _ => None,
         }
     }
 
@@ -176,6 +178,34 @@ impl GatewayError {
     }
 }
 
+/// The one mapping of a failed upstream attempt: connect → 502 `upstream_unreachable`, no
+/// headers in time (or the node stopped reading the upload) → 504 `upstream_timeout`, other
+/// node failures → 502 `upstream_error`; the viewer's own broken body → 400 `bad_body`, its
+/// stalled body → 408 `request_timeout` (both logged `side=downstream`).
+impl From<UpstreamError> for GatewayError {
+    fn from(e: UpstreamError) -> Self {
+        let node = e.node;
+        match e.kind {
+            ErrorKind::Connect(source) => Self::UpstreamConnect { node, source },
+            ErrorKind::ConnectTimeout => Self::UpstreamConnect {
+                node,
+                source: "connect timed out".into(),
+            },
+            ErrorKind::HeaderTimeout(d) | ErrorKind::UploadStalled(d) => Self::UpstreamTimeout {
+                node,
+                secs: d.as_secs_f64(),
+            },
+            ErrorKind::Closed(source) | ErrorKind::Other(source) => Self::Upstream { node, source },
+            ErrorKind::ClientBody(why) => {
+                Self::BadBody(format!("the request body could not be read: {why}"))
+            }
+            ErrorKind::ClientBodyTimeout(d) => Self::RequestBodyTimeout {
+                secs: d.as_secs_f64(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +226,72 @@ mod tests {
         assert_eq!(t.status_and_code().0, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(t.source_side(), Source::Upstream);
         assert_eq!(GatewayError::Unauthorized.source_side(), Source::Downstream);
+    }
+
+    #[test]
+    fn upstream_errors_map_once() {
+        use std::time::Duration;
+        let cases: Vec<(ErrorKind, u16, &str, Source)> = vec![
+            (
+                ErrorKind::Connect("refused".into()),
+                502,
+                "upstream_unreachable",
+                Source::Upstream,
+            ),
+            (
+                ErrorKind::ConnectTimeout,
+                502,
+                "upstream_unreachable",
+                Source::Upstream,
+            ),
+            (
+                ErrorKind::HeaderTimeout(Duration::from_secs(1)),
+                504,
+                "upstream_timeout",
+                Source::Upstream,
+            ),
+            (
+                ErrorKind::UploadStalled(Duration::from_secs(1)),
+                504,
+                "upstream_timeout",
+                Source::Upstream,
+            ),
+            (
+                ErrorKind::Closed("reset".into()),
+                502,
+                "upstream_error",
+                Source::Upstream,
+            ),
+            (
+                ErrorKind::Other("bad".into()),
+                502,
+                "upstream_error",
+                Source::Upstream,
+            ),
+            (
+                ErrorKind::ClientBody("bad chunk".into()),
+                400,
+                "bad_body",
+                Source::Downstream,
+            ),
+            (
+                ErrorKind::ClientBodyTimeout(Duration::from_secs(1)),
+                408,
+                "request_timeout",
+                Source::Downstream,
+            ),
+        ];
+        for (kind, status, code, side) in cases {
+            let up = UpstreamError::new("n1", kind);
+            assert_eq!(up.side(), side, "{up}");
+            let g = GatewayError::from(up);
+            assert_eq!(
+                g.status_and_code(),
+                (StatusCode::from_u16(status).expect("status"), code)
+            );
+            assert_eq!(g.source_side(), side, "{g}");
+            // The viewer never learns the node's id or address.
+            assert!(!g.to_json("r").1.to_string().contains("n1"), "{g}");
+        }
     }
 }

@@ -19,23 +19,23 @@ use crate::body::{Body, BoxError};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::error::GatewayError;
 use crate::live::{Hubs, NodeSource};
-use crate::proxy::{self, Forward, UpstreamClient};
+use crate::proxy::{self, Forward};
 use crate::redirect;
 use crate::registry::{self, Lookup, Node, Registry};
 use crate::request_id;
 use crate::router::{Captures, STREAM};
 use crate::server::{self, Handler, Running, ServeOptions};
+use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_params, BaseUrl, SECRET_PARAMS};
 
 /// Everything the request path needs, built once at start.
 pub struct Gateway {
     routes: Vec<RouteSettings>,
     registry: Arc<dyn Registry>,
-    client: UpstreamClient,
+    /// The one transport to nodes (pool, timeouts, node health).
+    transport: Transport,
     auth: TokenAuth,
     public_url: BaseUrl,
-    response_header_timeout: std::time::Duration,
-    body_idle_timeout: std::time::Duration,
     /// One fan-out hub per live stream.
     hubs: Arc<Hubs>,
     /// The registry's writers (REST API, media-server hooks), served before the route table.
@@ -59,22 +59,26 @@ impl Gateway {
         public_url: BaseUrl,
         shutdown: CancellationToken,
     ) -> Self {
-        let client = proxy::client::build(&settings.upstream);
+        let transport = Transport::new(&settings.upstream);
+        transport.spawn_health_checks(&settings.nodes, &shutdown);
         let hubs = Arc::new(Hubs::new(
             settings.live.clone(),
-            client.clone(),
+            transport.client(),
             shutdown.clone(),
         ));
         Self {
-            admin: crate::admin::Admin::new(settings, registry.clone(), hubs.clone()),
+            admin: crate::admin::Admin::new(
+                settings,
+                registry.clone(),
+                hubs.clone(),
+                transport.health().clone(),
+            ),
             hubs,
             routes: settings.routes.clone(),
             registry,
-            client,
+            transport,
             auth: TokenAuth::new(settings.tokens.clone()),
             public_url,
-            response_header_timeout: settings.upstream.response_header_timeout,
-            body_idle_timeout: settings.upstream.body_idle_timeout,
         }
     }
 
@@ -90,7 +94,21 @@ impl Gateway {
             .ok_or(GatewayError::NoRoute)
     }
 
+    /// Candidate nodes for the request, healthy ones first (see `upstream::health`).
     fn choose_nodes(
+        &self,
+        route: &RouteSettings,
+        caps: &Captures,
+    ) -> Result<Vec<Arc<Node>>, GatewayError> {
+        let nodes = self.candidates(route, caps)?;
+        Ok(if nodes.len() > 1 {
+            self.transport.order(&nodes)
+        } else {
+            nodes
+        })
+    }
+
+    fn candidates(
         &self,
         route: &RouteSettings,
         caps: &Captures,
@@ -124,6 +142,8 @@ impl Gateway {
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
     ) -> Result<Response<Body>, GatewayError> {
+        // Phase 0: framing nginx would refuse (duplicate or missing Host, odd Transfer-Encoding).
+        proxy::headers::check_request(req.version(), req.headers())?;
         // The registry's writers have their own auth and never reach a node.
         if crate::admin::handles(req.uri().path()) {
             return Ok(self.admin.call(req, rid.to_str().unwrap_or_default()).await);
@@ -186,11 +206,12 @@ impl Gateway {
                     Some(q) => format!("{path}?{q}"),
                     None => path,
                 };
-                let (parts, body) = req.into_parts();
-                let strip_authorization =
-                    route.auth == AuthMode::Token || self.auth.carries_viewer_token(&parts.headers);
+                let (mut parts, body) = req.into_parts();
+                // Every viewer credential goes, whichever Authorization line carries it.
+                self.auth.remove_viewer_credentials(&mut parts.headers);
+                let strip_authorization = route.auth == AuthMode::Token;
                 let (resp, node) = proxy::forward(
-                    &self.client,
+                    &self.transport,
                     parts,
                     body,
                     Forward {
@@ -204,8 +225,6 @@ impl Gateway {
                             upstream: &route.upstream_prefix,
                             public: &route.public_prefix,
                         }),
-                        response_header_timeout: self.response_header_timeout,
-                        body_idle_timeout: self.body_idle_timeout,
                     },
                 )
                 .await?;
@@ -245,6 +264,9 @@ impl Handler for Gateway {
                 if let Some(log) = &mut log {
                     log.error = Some(e.to_string());
                     log.side = e.side_name();
+                    if let Some(n) = e.node() {
+                        log.node = n.to_string();
+                    }
                 }
                 e.to_response(rid.to_str().unwrap_or_default())
             }

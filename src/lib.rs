@@ -23,6 +23,7 @@ pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod stall_timeout;
+pub mod upstream;
 pub mod upstream_path;
 
 /// The FLV codec lives in its own crate (`crates/flv`, with its fuzz target).

@@ -35,6 +35,7 @@ use crate::live::Hubs;
 use crate::registry::hooks::{self, ct_eq, HookAction, HookEvent};
 use crate::registry::{url_text, Node, Registry, RegistryError};
 use crate::router::valid_stream_name;
+use crate::upstream::Health;
 use crate::upstream_path::BaseUrl;
 
 /// Largest accepted request body. Hook payloads are a few hundred bytes and API bodies smaller;
@@ -72,10 +73,17 @@ struct AdminState {
     static_ids: HashSet<String>,
     /// The live fan-out, for `GET /api/v1/live`.
     hubs: Arc<Hubs>,
+    /// The transport's view of each node's health, for the node listings.
+    health: Arc<Health>,
 }
 
 impl Admin {
-    pub fn new(settings: &Settings, registry: Arc<dyn Registry>, hubs: Arc<Hubs>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        registry: Arc<dyn Registry>,
+        hubs: Arc<Hubs>,
+        health: Arc<Health>,
+    ) -> Self {
         let state = Arc::new(AdminState {
             registry,
             admin_token: settings.admin.token.clone(),
@@ -83,6 +91,7 @@ impl Admin {
             publish_tokens: settings.registry.publish_tokens.clone(),
             static_ids: settings.nodes.iter().map(|n| n.id.clone()).collect(),
             hubs,
+            health,
         });
         let router = Router::new()
             .route("/api/v1/nodes", get(list_nodes))
@@ -293,6 +302,8 @@ fn node_json(n: &Node, st: &AdminState, now: Instant) -> Value {
         "up": n.is_up(now),
         "expires_in_ms": n.expires.map(|e| e.saturating_duration_since(now).as_millis() as u64),
         "static": st.static_ids.contains(&n.id),
+        // This gateway's own view (passive failures, active check); not shared between gateways.
+        "health": st.health.snapshot(&n.id),
     })
 }
 

@@ -18,7 +18,10 @@ use duration::duration;
 pub use duration::parse_duration;
 pub use live::{LiveSettings, RawLive};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
-pub use routes::{Action, AuthMode, NodeSettings, RawNode, RawRoute, RouteSettings, Target};
+pub use routes::{
+    Action, AuthMode, HealthCheck, NodeSettings, RawNode, RawRoute, RouteSettings, Target,
+    DEFAULT_HEALTH_INTERVAL,
+};
 pub use server::{OneOrMany, RawServer, ServerSettings};
 pub use upstream::{RawUpstream, UpstreamSettings};
 
@@ -255,6 +258,43 @@ upstream = "/hls/{stream}/{*rest}"
         assert!(err(&stream).starts_with("nodes[0].streams[1]:"));
         let no_target = "[[routes]]\npath = \"/x/{*rest}\"\naction = \"proxy\"\n";
         assert!(err(no_target).starts_with("routes[0].to:"));
+    }
+
+    #[test]
+    fn transport_and_health_keys() {
+        let s = parse("").expect("defaults");
+        assert_eq!(s.upstream.connect_timeout, Duration::from_secs(3));
+        assert_eq!(s.upstream.max_fails, 3);
+        assert_eq!(s.upstream.fail_timeout, Duration::from_secs(10));
+        let s = parse("[upstream]\nmax_fails = 0\nfail_timeout = \"1m\"\n").expect("valid");
+        assert_eq!(s.upstream.max_fails, 0);
+        assert_eq!(s.upstream.fail_timeout, Duration::from_secs(60));
+        assert!(err("[upstream]\nfail_timeout = \"0s\"\n").starts_with("upstream.fail_timeout:"));
+        let node = "[[nodes]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n";
+        let s = parse(&format!("{node}health = \"/healthz\"\n")).expect("valid");
+        assert_eq!(
+            s.nodes[0].health,
+            Some(HealthCheck {
+                path: "/healthz".into(),
+                interval: DEFAULT_HEALTH_INTERVAL
+            })
+        );
+        let s = parse(&format!(
+            "{node}health = \"/h?x=1\"\nhealth_interval = \"250ms\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            s.nodes[0].health.as_ref().map(|h| h.interval),
+            Some(Duration::from_millis(250))
+        );
+        assert!(parse(node).expect("valid").nodes[0].health.is_none());
+        assert!(err(&format!("{node}health = \"healthz\"\n")).starts_with("nodes[0].health:"));
+        assert!(err(&format!("{node}health_interval = \"1s\"\n"))
+            .starts_with("nodes[0].health_interval:"));
+        assert!(err(&format!(
+            "{node}health = \"/h\"\nhealth_interval = \"10ms\"\n"
+        ))
+        .starts_with("nodes[0].health_interval:"));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! `[[nodes]]` and `[[routes]]`: the static nodes and the route table.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{invalid, ConfigError};
+use super::{duration, invalid, ConfigError};
 use crate::router::{Pattern, Template};
 use crate::upstream_path::BaseUrl;
 
@@ -15,6 +16,9 @@ pub struct RawNode {
     pub url: String,
     #[serde(default)]
     pub streams: Vec<String>,
+    /// Path of an active health check (`GET`, 2xx = up).
+    pub health: Option<String>,
+    pub health_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,7 +37,20 @@ pub struct NodeSettings {
     pub id: String,
     pub url: BaseUrl,
     pub streams: Vec<String>,
+    /// An active health check, when `health` is set.
+    pub health: Option<HealthCheck>,
 }
+
+/// `[[nodes]] health` and `health_interval`: a background `GET` of `path` every `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path (and query) on the node, starting with `/`.
+    pub path: String,
+    pub interval: Duration,
+}
+
+/// How often an active health check runs unless `health_interval` says otherwise.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a route does with a matched request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +132,43 @@ pub(super) fn validate_nodes(raw: Vec<RawNode>) -> Result<Vec<NodeSettings>, Con
                 ));
             }
         }
+        let health = match (&n.health, &n.health_interval) {
+            (None, Some(_)) => {
+                return Err(invalid(
+                    format!("{key}.health_interval"),
+                    "needs `health` (the path to check)",
+                ))
+            }
+            (None, None) => None,
+            (Some(path), _) => {
+                if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' ') {
+                    return Err(invalid(
+                        format!("{key}.health"),
+                        format!("{path:?}: a path starting with '/', without spaces"),
+                    ));
+                }
+                let interval = duration(
+                    &format!("{key}.health_interval"),
+                    &n.health_interval,
+                    DEFAULT_HEALTH_INTERVAL,
+                )?;
+                if interval < Duration::from_millis(100) {
+                    return Err(invalid(
+                        format!("{key}.health_interval"),
+                        "must be at least 100ms",
+                    ));
+                }
+                Some(HealthCheck {
+                    path: path.clone(),
+                    interval,
+                })
+            }
+        };
         nodes.push(NodeSettings {
             id: n.id,
             url,
             streams: n.streams,
+            health,
         });
     }
 

@@ -16,31 +16,45 @@ pub struct RawUpstream {
     pub tls_handshake_timeout: Option<String>,
     pub response_header_timeout: Option<String>,
     pub body_idle_timeout: Option<String>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<String>,
 }
 
-/// The node transport. Defaults mirror the Go design we replace.
+/// The node transport (see docs/upstream.md for how the timeouts fit together).
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
+    /// One TCP connect attempt to one node. Short by default: a stopped or unreachable host
+    /// stays silent rather than refusing, and failover to the next node waits this long.
     pub connect_timeout: Duration,
     pub tcp_keepalive: Duration,
     pub max_idle_per_node: usize,
     pub idle_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// The node must send its response headers within this, counted from when the request
+    /// (with its body, if any) has been sent.
     pub response_header_timeout: Duration,
-    /// A proxied body from a node that sends nothing for this long is aborted.
+    /// A proxied body that makes no progress for this long is aborted, in either direction:
+    /// the node's answer, or an upload (the viewer stops sending, or the node stops reading).
     pub body_idle_timeout: Duration,
+    /// Consecutive failures (connect error or timeout, header timeout, reset before headers)
+    /// after which a node is skipped for `fail_timeout`; 0 turns passive health off.
+    pub max_fails: u32,
+    /// How long a node that reached `max_fails` is skipped.
+    pub fail_timeout: Duration,
 }
 
 impl Default for UpstreamSettings {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(3),
             tcp_keepalive: Duration::from_secs(30),
             max_idle_per_node: 100,
             idle_timeout: Duration::from_secs(90),
             tls_handshake_timeout: Duration::from_secs(10),
             response_header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(60),
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -72,10 +86,13 @@ pub(super) fn validate(u: &RawUpstream) -> Result<UpstreamSettings, ConfigError>
             &u.body_idle_timeout,
             d.body_idle_timeout,
         )?,
+        max_fails: u.max_fails.unwrap_or(d.max_fails),
+        fail_timeout: duration("upstream.fail_timeout", &u.fail_timeout, d.fail_timeout)?,
     };
     for (key, v) in [
         ("upstream.connect_timeout", upstream.connect_timeout),
         ("upstream.body_idle_timeout", upstream.body_idle_timeout),
+        ("upstream.fail_timeout", upstream.fail_timeout),
         (
             "upstream.response_header_timeout",
             upstream.response_header_timeout,

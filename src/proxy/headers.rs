@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::error::GatewayError;
 use crate::upstream_path::BaseUrl;
 
 /// Our `Via` token.
@@ -42,6 +43,30 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
         .collect();
     for n in proxy {
         h.remove(n);
+    }
+}
+
+/// Refuses a request whose framing or target is ambiguous, as nginx does (400): more than one
+/// `Host`, none on HTTP/1.1, or a `Transfer-Encoding` other than one final `chunked` (hyper
+/// accepts `gzip, chunked`, but then the node and we could disagree on where the body ends).
+pub fn check_request(version: http::Version, h: &HeaderMap) -> Result<(), GatewayError> {
+    let mut hosts = h.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(GatewayError::BadRequest("more than one Host header")),
+        (None, _) if version == http::Version::HTTP_11 => {
+            return Err(GatewayError::BadRequest(
+                "an HTTP/1.1 request needs a Host header",
+            ))
+        }
+        _ => {}
+    }
+    let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
+    match (te.next(), te.next()) {
+        (None, _) => Ok(()),
+        (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(GatewayError::BadRequest(
+            "Transfer-Encoding other than a single \"chunked\"",
+        )),
     }
 }
 
@@ -153,6 +178,43 @@ mod tests {
 
     fn base(s: &str) -> BaseUrl {
         BaseUrl::parse(s).expect("url")
+    }
+
+    #[test]
+    fn framing_checks() {
+        use http::Version;
+        let mut h = HeaderMap::new();
+        assert!(
+            check_request(Version::HTTP_10, &h).is_ok(),
+            "1.0 without Host"
+        );
+        assert!(
+            check_request(Version::HTTP_11, &h).is_err(),
+            "1.1 without Host"
+        );
+        h.insert("host", HeaderValue::from_static("a"));
+        assert!(check_request(Version::HTTP_11, &h).is_ok());
+        h.append("host", HeaderValue::from_static("a"));
+        assert!(check_request(Version::HTTP_11, &h).is_err(), "two Host");
+        assert!(
+            check_request(Version::HTTP_10, &h).is_err(),
+            "two Host on 1.0"
+        );
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a"));
+        for (te, ok) in [
+            ("chunked", true),
+            (" Chunked", true),
+            ("gzip, chunked", false),
+            ("chunked, chunked", false),
+            ("identity", false),
+        ] {
+            h.insert("transfer-encoding", HeaderValue::from_static(te));
+            assert_eq!(check_request(Version::HTTP_11, &h).is_ok(), ok, "{te}");
+        }
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        assert!(check_request(Version::HTTP_11, &h).is_err(), "two lines");
     }
 
     #[test]

@@ -1,0 +1,413 @@
+//! The one transport to nodes, shared by the proxy and the live hub.
+//!
+//! One attempt ([`Transport::send`]) is bounded three ways, each by its own timer:
+//! - **connect**: `upstream.connect_timeout` per TCP connect attempt (hyper-util's connector);
+//! - **response headers**: `upstream.response_header_timeout`, started once the request is
+//!   written: for a request with a body, once its last byte has been handed to the connection
+//!   (a slow upload is not a slow node); for a bodiless one, when it is handed to the client
+//!   (its connect is bounded by the connect timeout);
+//! - **body progress**: `upstream.body_idle_timeout` bounds silence in an upload (whoever stops:
+//!   the viewer sending, or the node reading) and, through [`IdleTimeoutBody`], in the node's
+//!   answer.
+//!
+//! Failures are classified once ([`UpstreamError`]): which side failed, and whether the request
+//! may go to another node ([`Transport::send_any`]). Node health ([`Health`]) is recorded on
+//! every attempt and orders the candidates.
+
+pub mod body;
+pub mod error;
+pub mod health;
+pub mod idle_body;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{empty, Body};
+use crate::config::{NodeSettings, UpstreamSettings};
+use crate::registry::Node;
+
+pub use error::{ErrorKind, UpstreamError};
+pub use health::Health;
+pub use idle_body::IdleTimeoutBody;
+
+/// The pooled HTTP/1 client to nodes (what [`Transport::client`] returns).
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+/// The transport: the pooled client, its timeouts and the nodes' health. Cloning is cheap
+/// (reference counts); every clone shares the pool and the health map.
+#[derive(Clone)]
+pub struct Transport {
+    client: UpstreamClient,
+    connect_timeout: Duration,
+    header_timeout: Duration,
+    body_idle_timeout: Duration,
+    health: Arc<Health>,
+}
+
+impl Transport {
+    /// Builds the client from the settings. The pool timer is what makes `idle_timeout` take
+    /// effect (hyper-util ignores it without one); TCP_NODELAY keeps the first bytes of a live
+    /// stream from waiting on Nagle.
+    pub fn new(s: &UpstreamSettings) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(s.connect_timeout));
+        http.set_keepalive(Some(s.tcp_keepalive));
+        http.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(s.idle_timeout)
+            .pool_max_idle_per_host(s.max_idle_per_node)
+            .build(http);
+        Self {
+            client,
+            connect_timeout: s.connect_timeout,
+            header_timeout: s.response_header_timeout,
+            body_idle_timeout: s.body_idle_timeout,
+            health: Arc::new(Health::new(s.max_fails, s.fail_timeout)),
+        }
+    }
+
+    /// The underlying pooled client (for callers not yet moved onto [`Transport::send`]).
+    pub fn client(&self) -> UpstreamClient {
+        self.client.clone()
+    }
+
+    /// The nodes' health (for listings).
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// How long a proxied body may make no progress.
+    pub fn body_idle_timeout(&self) -> Duration {
+        self.body_idle_timeout
+    }
+
+    /// `nodes` with healthy ones first (see [`Health::order`]).
+    pub fn order(&self, nodes: &[Arc<Node>]) -> Vec<Arc<Node>> {
+        self.health.order(nodes)
+    }
+
+    /// ONE attempt at `node`: connect and header timeouts, one same-node retry of a bodiless
+    /// request whose pooled connection turned out closed, node health recorded. The response
+    /// body is the node's, unbounded in time: wrap it in [`IdleTimeoutBody`] to stream it.
+    ///
+    /// A response carrying `Transfer-Encoding` loses any `Content-Length`: hyper has framed
+    /// the body by the former (RFC 9112 §6.3), and passing both on would let a viewer read
+    /// the length as the whole answer.
+    pub async fn send(
+        &self,
+        node: &Node,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let replayable = is_replayable(&req);
+        let copy = replayable.then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.version(),
+                req.headers().clone(),
+            )
+        });
+        let mut result = self.attempt(req).await;
+        if let (Err(ErrorKind::Closed(why)), Some((method, uri, version, headers))) =
+            (&result, copy)
+        {
+            // hyper's "connection closed before message completed": the node closed a pooled
+            // connection as we sent on it. A fresh connection fixes that; once, and only for a
+            // request we can send again.
+            tracing::debug!(node = %node.id, error = %why, "retrying on a fresh connection");
+            let mut again = Request::new(empty());
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.version_mut() = version;
+            *again.headers_mut() = headers;
+            result = self.attempt(again).await;
+        }
+        match result {
+            Ok(mut resp) => {
+                self.health.record_success(&node.id);
+                if resp.headers().contains_key(header::TRANSFER_ENCODING) {
+                    resp.headers_mut().remove(header::CONTENT_LENGTH);
+                }
+                Ok(resp)
+            }
+            Err(kind) => {
+                if kind.is_node_failure() {
+                    self.health.record_failure(&node.id, &kind.to_string());
+                }
+                Err(UpstreamError {
+                    node: node.id.clone(),
+                    kind,
+                    replayable,
+                })
+            }
+        }
+    }
+
+    /// Sends to the first of `nodes` that answers, healthy ones first. `request_for` builds the
+    /// request for each node tried. A node failure (connect, timeout, closed before headers)
+    /// moves on to the next node for a bodiless request; a request with a body gets one
+    /// attempt (its body cannot be sent twice). Returns the answer and the node that gave it.
+    pub async fn send_any<E, F>(
+        &self,
+        nodes: &[Arc<Node>],
+        mut request_for: F,
+    ) -> Result<(Response<Incoming>, Arc<Node>), E>
+    where
+        F: FnMut(&Node) -> Result<Request<Body>, E>,
+        E: From<UpstreamError>,
+    {
+        let mut last = None;
+        for node in self.order(nodes) {
+            let req = request_for(&node)?;
+            match self.send(&node, req).await {
+                Ok(resp) => return Ok((resp, node)),
+                Err(e) => {
+                    tracing::debug!(node = %node.id, error = %e, retry = e.retryable(), "upstream attempt failed");
+                    if !e.retryable() {
+                        return Err(e.into());
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| {
+                UpstreamError::new(
+                    "",
+                    ErrorKind::Other("no node to send the request to".into()),
+                )
+            })
+            .into())
+    }
+
+    /// Starts one background check per node with `health` configured; each stops when
+    /// `shutdown` is cancelled.
+    pub fn spawn_health_checks(&self, nodes: &[NodeSettings], shutdown: &CancellationToken) {
+        for n in nodes {
+            let Some(check) = &n.health else { continue };
+            self.health.add_checked(&n.id);
+            let t = self.clone();
+            let id = n.id.clone();
+            let uri = n.url.join(&check.path, None);
+            let host = HeaderValue::from_str(&n.url.authority).ok();
+            let every = check.interval;
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let outcome = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        o = t.check(&uri, host.clone()) => o,
+                    };
+                    t.health.record_check(&id, outcome);
+                }
+            });
+        }
+    }
+
+    /// One active check: `GET uri`, 2xx within connect + header timeout is up.
+    async fn check(&self, uri: &str, host: Option<HeaderValue>) -> Result<(), String> {
+        let mut req = Request::new(empty());
+        *req.uri_mut() = uri.parse().map_err(|e| format!("bad check URL: {e}"))?;
+        if let Some(h) = host {
+            req.headers_mut().insert(header::HOST, h);
+        }
+        req.headers_mut().insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("streamgate-health"),
+        );
+        let limit = self.connect_timeout + self.header_timeout;
+        let resp = match tokio::time::timeout(limit, self.client.request(req)).await {
+            Err(_) => return Err(format!("health check: no answer within {limit:?}")),
+            Ok(Err(e)) => return Err(format!("health check: {}", ErrorKind::classify(&e, false))),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        // Read a small body to the end so the connection goes back to the pool.
+        let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect();
+        let _ = tokio::time::timeout(self.body_idle_timeout, body).await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("health check answered {status}"))
+        }
+    }
+
+    /// Sends one request on the client and waits for the headers, with the timers above.
+    async fn attempt(&self, req: Request<Body>) -> Result<Response<Incoming>, ErrorKind> {
+        if req.body().is_end_stream() {
+            return match tokio::time::timeout(self.header_timeout, self.client.request(req)).await {
+                Err(_) => Err(ErrorKind::HeaderTimeout(self.header_timeout)),
+                Ok(r) => r.map_err(|e| ErrorKind::classify(&e, false)),
+            };
+        }
+        let (parts, body) = req.into_parts();
+        let (body, upload) = body::UploadBody::new(body);
+        let fut = self
+            .client
+            .request(Request::from_parts(parts, body.boxed()));
+        tokio::pin!(fut);
+        // Phase 1: the body is on its way. No header timer yet; the upload must keep moving.
+        // A stall is noticed after one to two `body_idle_timeout`s.
+        loop {
+            let before = upload.frames();
+            tokio::select! {
+                r = &mut fut => return r.map_err(|e| ErrorKind::classify(&e, upload.client_failed())),
+                _ = upload.sent() => break,
+                _ = tokio::time::sleep(self.body_idle_timeout) => {
+                    if upload.frames() == before {
+                        return Err(if upload.waiting_on_client() {
+                            ErrorKind::ClientBodyTimeout(self.body_idle_timeout)
+                        } else {
+                            ErrorKind::UploadStalled(self.body_idle_timeout)
+                        });
+                    }
+                }
+            }
+        }
+        // Phase 2: the request is written; the node owes us headers.
+        match tokio::time::timeout(self.header_timeout, fut).await {
+            Err(_) => Err(ErrorKind::HeaderTimeout(self.header_timeout)),
+            Ok(r) => r.map_err(|e| ErrorKind::classify(&e, upload.client_failed())),
+        }
+    }
+}
+
+/// A request we can send again: a safe method and no body.
+fn is_replayable(req: &Request<Body>) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && req.body().is_end_stream()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::full;
+    use crate::upstream_path::BaseUrl;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A node whose first connection answers one request, then reads the next and closes
+    /// without answering (a keep-alive connection closed under the client's feet); later
+    /// connections answer every request. Returns its address and its connection count.
+    async fn closing_node() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let count = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut served = 0;
+                    loop {
+                        let mut got = Vec::new();
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => got.extend_from_slice(&buf[..k]),
+                            }
+                        }
+                        if n == 0 && served == 1 {
+                            return; // read the request, close without a word
+                        }
+                        served += 1;
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    fn node(addr: std::net::SocketAddr) -> Node {
+        Node {
+            id: "n".into(),
+            url: BaseUrl::parse(&format!("http://{addr}")).expect("url"),
+            expires: None,
+        }
+    }
+
+    fn get(addr: std::net::SocketAddr) -> Request<Body> {
+        Request::get(format!("http://{addr}/x"))
+            .body(empty())
+            .expect("req")
+    }
+
+    #[tokio::test]
+    async fn a_stale_pooled_connection_is_retried_once_for_a_get_only() {
+        let (addr, conns) = closing_node().await;
+        let t = Transport::new(&UpstreamSettings::default());
+        let n = node(addr);
+        let r = t.send(&n, get(addr)).await.expect("first");
+        assert_eq!(r.status(), 200);
+        let _ = r.into_body().collect().await; // back to the pool
+        let r = t
+            .send(&n, get(addr))
+            .await
+            .expect("retried on a fresh connection");
+        assert_eq!(r.status(), 200);
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        assert_eq!(t.health().snapshot("n").consecutive_fails, 0);
+
+        // The same trap for a POST: not replayed, not retryable elsewhere.
+        let (addr, _) = closing_node().await;
+        let n = node(addr);
+        let r = t.send(&n, get(addr)).await.expect("first");
+        let _ = r.into_body().collect().await;
+        let post = Request::post(format!("http://{addr}/x"))
+            .body(full("data"))
+            .expect("req");
+        let e = t.send(&n, post).await.expect_err("closed");
+        assert!(matches!(e.kind, ErrorKind::Closed(_)), "{e}");
+        assert!(!e.retryable());
+        assert_eq!(t.health().snapshot("n").consecutive_fails, 1);
+    }
+
+    #[tokio::test]
+    async fn content_length_goes_when_transfer_encoding_frames_the_answer() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+                          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                    )
+                    .await;
+                let _ = s.read(&mut buf).await;
+            }
+        });
+        let t = Transport::new(&UpstreamSettings::default());
+        let r = t.send(&node(addr), get(addr)).await.expect("answer");
+        assert!(r.headers().get(header::CONTENT_LENGTH).is_none());
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"hello world");
+    }
+}
