@@ -47,6 +47,8 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("over capacity: {0}")]
     Overloaded(&'static str),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
     // Registry writes (REST API and media-server hooks).
@@ -86,6 +88,7 @@ impl GatewayError {
             Self::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             // The issue asks for 400 (not 413) so hooks and scripts see one "your request is bad".

@@ -285,14 +285,26 @@ fn scripted_gateway(node: &Upstream, live: &str) -> (Proc, tempfile::TempDir) {
 }
 
 /// A node that sends the FLV header, then the tags 300 ms later (a viewer attaches in between),
-/// then ends the stream cleanly.
+/// then ends the response; asked again, it no longer has the stream (404). The end of a response
+/// alone is only a break: the 404 at the re-pull is what ends the stream.
 fn header_then_tags(flv: Vec<u8>) -> Upstream {
-    Upstream::start(move |_| Reply::Chunks {
-        pieces: vec![
-            (Duration::ZERO, flv[..13].to_vec()),
-            (Duration::from_millis(300), flv[13..].to_vec()),
-        ],
-        then: After::End,
+    let first = std::sync::atomic::AtomicBool::new(true);
+    Upstream::start(move |_| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            Reply::Chunks {
+                pieces: vec![
+                    (Duration::ZERO, flv[..13].to_vec()),
+                    (Duration::from_millis(300), flv[13..].to_vec()),
+                ],
+                then: After::End,
+            }
+        } else {
+            Reply::Status {
+                status: 404,
+                headers: vec![],
+                body: b"gone".to_vec(),
+            }
+        }
     })
 }
 
@@ -336,7 +348,7 @@ fn a_newcomer_on_a_stream_whose_clock_is_far_from_zero_is_not_cut() {
     let (_, ended) = v.tags_until_end(T);
     assert!(
         ended && v.clean_end(),
-        "the node's clean end reaches the viewer"
+        "the node's end (response over, then 404) reaches the viewer cleanly"
     );
     assert_eq!(live_status(&gw)["viewers_cut"], 0);
 }
