@@ -199,5 +199,9 @@ mod tests {
         assert_eq!(t.status_and_code().0, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(t.source_side(), Source::Upstream);
         assert_eq!(GatewayError::Unauthorized.source_side(), Source::Downstream);
+        assert_eq!(
+            GatewayError::ShuttingDown.status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+        );
     }
 }

@@ -39,6 +39,35 @@ use crate::registry::{Lookup, Node, Registry};
 const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a pull has gone without media, against `reconnect_window`.
+#[derive(Debug)]
+struct Outage {
+    /// Since when no media has flowed (`None` while it flows).
+    since: Option<Instant>,
+    window: std::time::Duration,
+}
+
+impl Outage {
+    fn new(window: std::time::Duration) -> Self {
+        Self {
+            since: None,
+            window,
+        }
+    }
+
+    /// A connection delivered media: the outage (if any) is over.
+    fn media(&mut self) {
+        self.since = None;
+    }
+
+    /// A round ended with no media flowing: starts the outage if needed, and tells whether it
+    /// has lasted the whole window (the stream is then over).
+    fn expired(&mut self) -> bool {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        since.elapsed() >= self.window
+    }
+}
+
 /// Where a hub finds its node(s).
 #[derive(Clone)]
 pub enum NodeSource {
@@ -327,8 +356,7 @@ impl Pull {
         let stream = self.hub.stream.clone();
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut ever_live = false;
-        // Since when no media has flowed (`None` while it flows).
-        let mut outage: Option<Instant> = None;
+        let mut outage = Outage::new(self.settings.reconnect_window);
         let mut avoid: Option<String> = None;
         loop {
             if self.stop.is_cancelled() {
@@ -380,8 +408,7 @@ impl Pull {
                 Round::Broke => {}
             }
             core.reconnecting();
-            let since = *outage.get_or_insert_with(Instant::now);
-            if since.elapsed() >= self.settings.reconnect_window {
+            if outage.expired() {
                 core.end("reconnect window passed without media");
                 return;
             }
@@ -402,7 +429,7 @@ impl Pull {
         &self,
         nodes: &[Arc<Node>],
         ever_live: &mut bool,
-        outage: &mut Option<Instant>,
+        outage: &mut Outage,
         backoff: &mut Backoff,
         avoid: &mut Option<String>,
     ) -> Round {
@@ -442,7 +469,7 @@ impl Pull {
             if p.progressed {
                 // Only a connection that delivered media ends an outage: a node that accepts
                 // and fails at once must not keep viewers waiting forever.
-                *outage = None;
+                outage.media();
                 backoff.reset();
             }
             match p.end {
@@ -560,5 +587,27 @@ impl Pull {
                 flush_at = Some(last_flush + interval);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reconnect_window_counts_only_time_without_media() {
+        let mut o = Outage::new(Duration::from_secs(5));
+        assert!(!o.expired(), "a break starts the window");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(!o.expired());
+        o.media(); // a reconnect that delivered media ends the outage
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(!o.expired(), "a new break starts a new window");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(!o.expired());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(o.expired(), "5 s without media: over");
     }
 }
