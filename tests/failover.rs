@@ -265,3 +265,45 @@ fn a_node_answering_404_after_a_break_ends_viewers_cleanly() {
     );
     assert_eq!(node.requests().len(), 2);
 }
+
+#[test]
+fn a_stream_withdrawn_from_the_registry_ends_at_the_next_break() {
+    let flv = common::flv::to_bytes(&common::flv::cut(
+        &common::flv::read_file(&common::media_dir().join("cam1.flv")).1,
+        2000,
+    ));
+    // The node serves the start at once and the rest 800 ms later, then dies (a break). Asked
+    // again it would still serve: only the registry can say the stream is over.
+    let node = Upstream::start(move |_| Reply::Chunks {
+        pieces: vec![
+            (Duration::ZERO, flv[..flv.len() / 2].to_vec()),
+            (Duration::from_millis(800), flv[flv.len() / 2..].to_vec()),
+        ],
+        then: After::Close,
+    });
+    let (gw, _d) = gateway(&gw_config(&[], "", "reconnect_window = \"30s\""));
+    assert_eq!(
+        common::api::put_node(gw.addr(), "s", &node.url(), "60").status,
+        200
+    );
+    assert_eq!(common::api::put_stream(gw.addr(), "cam1", "s").status, 200);
+    let t0 = Instant::now();
+    let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv");
+    expect_live_start(&mut v, T);
+    // Unpublished (as a hook or an operator would) while the pull is still running.
+    let r = common::api::send(
+        gw.addr(),
+        "DELETE",
+        "/api/v1/streams/cam1",
+        common::api::ADMIN,
+        b"",
+    );
+    assert!(r.status < 300, "withdraw: {} {}", r.status, r.text());
+    let (_, ended) = v.tags_until_end(T);
+    assert!(ended && v.clean_end(), "withdrawn and broken: a clean end");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "ended by the registry, not by the 30 s window"
+    );
+    assert_eq!(node.requests().len(), 1, "no re-pull of a withdrawn stream");
+}

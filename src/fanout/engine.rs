@@ -83,8 +83,9 @@ pub struct Core {
     viewer_left: Notify,
     /// Process-wide counters.
     counters: Arc<LiveCounters>,
-    /// This stream's viewer count and bytes sent (the origin's `/stats`).
-    stream: Arc<StreamCounters>,
+    /// This stream's viewer count and bytes sent (the origin's `/stats`); `None` where nobody
+    /// reads them (the gateway), so viewers do not share one more contended counter.
+    stream: Option<Arc<StreamCounters>>,
     next_id: AtomicU64,
 }
 
@@ -93,7 +94,7 @@ impl Core {
         name: &str,
         settings: Settings,
         counters: Arc<LiveCounters>,
-        stream: Arc<StreamCounters>,
+        stream: Option<Arc<StreamCounters>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             name: name.to_string(),
@@ -152,21 +153,24 @@ impl Core {
 
     /// Keeps the per-stream viewer count exact after the viewer list changed size.
     fn count_viewers(&self, before: usize, after: usize) {
+        let Some(stream) = &self.stream else {
+            return;
+        };
         if after > before {
-            self.stream
+            stream
                 .clients
                 .fetch_add((after - before) as u64, Ordering::Relaxed);
         } else if before > after {
-            self.stream
+            stream
                 .clients
                 .fetch_sub((before - after) as u64, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn count_bytes_out(&self, n: usize) {
-        self.stream
-            .bytes_sent
-            .fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(stream) = &self.stream {
+            stream.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     fn set_phase(&self, inner: &mut Inner, phase: Phase) {
@@ -474,7 +478,7 @@ mod tests {
             "t",
             s,
             Arc::new(LiveCounters::default()),
-            Arc::new(StreamCounters::default()),
+            Some(Arc::new(StreamCounters::default())),
         )
     }
 
@@ -599,7 +603,7 @@ mod tests {
             "t",
             s,
             counters.clone(),
-            Arc::new(StreamCounters::default()),
+            Some(Arc::new(StreamCounters::default())),
         );
         core.begin(false, true, "n1");
         core.push(video(0, true, 300));

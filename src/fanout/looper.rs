@@ -218,7 +218,7 @@ mod tests {
             "f",
             settings,
             Arc::new(LiveCounters::default()),
-            Arc::new(StreamCounters::default()),
+            Some(Arc::new(StreamCounters::default())),
         );
         start(&core, &src);
         let mut v = core.attach().expect("attach");

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{AttachError, Core, Phase};
 use super::viewer::ViewerBody;
-use super::{Failure, LiveCounters, LiveSettings, Settings, StreamCounters};
+use super::{Failure, LiveCounters, LiveSettings, Settings};
 use crate::backoff::Backoff;
 use crate::body::empty;
 use crate::error::GatewayError;
@@ -210,7 +210,7 @@ impl Hubs {
                 stream,
                 Settings::from_live(&self.settings),
                 self.counters.clone(),
-                Arc::new(StreamCounters::default()),
+                None,
             ),
             bytes_in: AtomicU64::new(0),
         });

@@ -235,7 +235,12 @@ impl Live {
         if streams.len() >= self.max_streams {
             return Err(OriginError::TooManyStreams);
         }
-        let core = Core::new(name, self.settings.clone(), self.counters.clone(), stats);
+        let core = Core::new(
+            name,
+            self.settings.clone(),
+            self.counters.clone(),
+            Some(stats),
+        );
         looper::start(&core, &src);
         let viewer = core.attach().map_err(|_| OriginError::ShuttingDown)?;
         streams.insert(name.to_owned(), core.clone());
