@@ -52,7 +52,8 @@ impl OriginOptions {
 /// [`start_with`] takes them explicitly.
 #[derive(Clone, Debug)]
 pub struct Tuning {
-    /// Bytes a live viewer may have queued before it is cut off. A viewer that cannot keep up
+    /// Bytes a live viewer may have queued (beyond its start-up burst) before it skips to the
+    /// next keyframe; still backed up there, it is cut off. A viewer that cannot keep up
     /// must never slow the stream or the other viewers; past this it is disconnected.
     pub live_queue_bytes: usize,
     /// Most bytes kept in a stream's GOP cache. A GOP longer than this is not cached: new
