@@ -50,6 +50,8 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("over capacity: {0}")]
     Overloaded(&'static str),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
     // Registry writes (REST API and media-server hooks).
@@ -90,6 +92,7 @@ impl GatewayError {
             Self::RequestBodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             // The issue asks for 400 (not 413) so hooks and scripts see one "your request is bad".
@@ -226,6 +229,10 @@ mod tests {
         assert_eq!(t.status_and_code().0, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(t.source_side(), Source::Upstream);
         assert_eq!(GatewayError::Unauthorized.source_side(), Source::Downstream);
+        assert_eq!(
+            GatewayError::ShuttingDown.status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+        );
     }
 
     #[test]

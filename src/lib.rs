@@ -1,7 +1,7 @@
 //! streamgate: the front door of a live and on-demand video cluster.
 //!
 //! A request walks one way: listener ([`server`]) → [`router`] → [`auth`] → action
-//! ([`redirect`], [`proxy`], live). The [`registry`] answers which node holds a stream; it is
+//! ([`redirect`], [`proxy`], live: [`fanout`]). The [`registry`] answers which node holds a stream; it is
 //! asked by the request path, never pushed into by it. [`origin`] is the media node used by the
 //! demo, the tests and the benchmarks.
 #![forbid(unsafe_code)]
@@ -13,6 +13,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fanout;
 pub mod gateway;
 pub mod live;
 pub mod origin;

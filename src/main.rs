@@ -44,6 +44,10 @@ enum Cmd {
         /// Node name reported by /stats.
         #[arg(long, default_value = "origin")]
         name: String,
+        /// How live answers are delimited: `chunked`, or `close` (HTTP/1.0, no length, the end
+        /// is the connection closing).
+        #[arg(long, default_value = "chunked", value_parser = ["chunked", "close"])]
+        live_framing: String,
     },
     /// Start two origin nodes and a gateway in front of them, and print URLs to try.
     Demo {
@@ -125,13 +129,23 @@ async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
             media,
             listen,
             name,
+            live_framing,
         } => {
-            let r = origin::start(
+            let tuning = origin::Tuning {
+                live_framing: if live_framing == "close" {
+                    origin::live::LiveFraming::Close
+                } else {
+                    origin::live::LiveFraming::Chunked
+                },
+                ..origin::Tuning::default()
+            };
+            let r = origin::start_with(
                 origin::OriginOptions {
                     media,
                     listen,
                     name,
                 },
+                tuning,
                 shutdown.clone(),
             )
             .await?;

@@ -285,14 +285,26 @@ fn scripted_gateway(node: &Upstream, live: &str) -> (Proc, tempfile::TempDir) {
 }
 
 /// A node that sends the FLV header, then the tags 300 ms later (a viewer attaches in between),
-/// then ends the stream cleanly.
+/// then ends the response; asked again, it no longer has the stream (404). The end of a response
+/// alone is only a break: the 404 at the re-pull is what ends the stream.
 fn header_then_tags(flv: Vec<u8>) -> Upstream {
-    Upstream::start(move |_| Reply::Chunks {
-        pieces: vec![
-            (Duration::ZERO, flv[..13].to_vec()),
-            (Duration::from_millis(300), flv[13..].to_vec()),
-        ],
-        then: After::End,
+    let first = std::sync::atomic::AtomicBool::new(true);
+    Upstream::start(move |_| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            Reply::Chunks {
+                pieces: vec![
+                    (Duration::ZERO, flv[..13].to_vec()),
+                    (Duration::from_millis(300), flv[13..].to_vec()),
+                ],
+                then: After::End,
+            }
+        } else {
+            Reply::Status {
+                status: 404,
+                headers: vec![],
+                body: b"gone".to_vec(),
+            }
+        }
     })
 }
 
@@ -336,8 +348,45 @@ fn a_newcomer_on_a_stream_whose_clock_is_far_from_zero_is_not_cut() {
     let (_, ended) = v.tags_until_end(T);
     assert!(
         ended && v.clean_end(),
-        "the node's clean end reaches the viewer"
+        "the node's end (response over, then 404) reaches the viewer cleanly"
     );
+    assert_eq!(live_status(&gw)["viewers_cut"], 0);
+}
+
+#[test]
+fn a_node_clock_crossing_2_pow_32_wraps_on_the_wire_without_saturating() {
+    // The node has been up ~49.7 days: its clock crosses 2^32 a second into the stream.
+    let start = u32::MAX - 1000;
+    let tags: Vec<_> = cam1_head()
+        .iter()
+        .map(|t| t.with_timestamp(t.timestamp().wrapping_add(start)))
+        .collect();
+    let node = header_then_tags(common::flv::to_bytes(&tags));
+    let (gw, _d) = scripted_gateway(&node, "");
+    let mut v = FlvStream::open(gw.addr(), "/flv/cam1.flv");
+    let mut got = expect_live_start(&mut v, T);
+    let (rest, ended) = v.tags_until_end(T);
+    assert!(ended && v.clean_end());
+    got.extend(rest);
+    for kind in [TagKind::Audio, TagKind::Video] {
+        let ts: Vec<u32> = got
+            .iter()
+            .filter(|t| t.kind() == kind && !t.is_sequence_header())
+            .map(|t| t.timestamp())
+            .collect();
+        assert!(
+            ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) < 1000),
+            "{kind:?} steps forward across the wrap: {ts:?}"
+        );
+        assert!(
+            ts.first().is_some_and(|&t| t >= start),
+            "{kind:?} started near 2^32"
+        );
+        assert!(
+            ts.last().is_some_and(|&t| t < 2000),
+            "{kind:?} wrapped (not pinned at u32::MAX): {ts:?}"
+        );
+    }
     assert_eq!(live_status(&gw)["viewers_cut"], 0);
 }
 

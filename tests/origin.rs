@@ -129,7 +129,8 @@ fn stalled_client(addr: SocketAddr, path: &str) -> std::net::TcpStream {
 #[test]
 fn stalled_viewer_is_cut_off_while_another_keeps_pace() {
     // ~3.8 MB/s of synthetic video, so a stalled viewer overflows its 2 MiB queue (plus socket
-    // and hyper buffers) within seconds.
+    // and hyper buffers) within seconds. As on the gateway, it first skips to the next keyframe
+    // and is cut only if still backed up there (the origin used to cut at once).
     let dir = tempfile::tempdir().expect("tempdir");
     write_flv(
         dir.path(),

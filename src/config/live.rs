@@ -40,8 +40,10 @@ pub struct LiveSettings {
     /// Streams pulled at once at most (503 past it).
     pub max_streams: usize,
     /// Bytes the GOP cache may hold; a longer GOP is not cached (viewers wait for a keyframe).
+    /// A joiner's burst (start-up tags + cached GOP) is exempt from `viewer_queue_bytes` up to
+    /// this, so a viewer holds at most `max_gop_bytes + viewer_queue_bytes` (min 65536).
     pub max_gop_bytes: usize,
-    /// No response headers and FLV header from the node within this → the join fails.
+    /// No response headers from a node within this → that attempt fails (the next node is tried).
     pub response_header_timeout: Duration,
     /// A pull that delivers no bytes for this long counts as broken (reconnect, then end).
     pub upstream_idle_timeout: Duration,
@@ -127,6 +129,15 @@ pub(super) fn validate(
         return Err(invalid(
             "live.viewer_queue_bytes",
             "must be at least 65536 (one large video frame)",
+        ));
+    }
+    // A joiner's start-up burst (start-up tags and the cached GOP) is exempt from the viewer
+    // queue budget up to `max_gop_bytes`, so the two bounds add up per viewer; a GOP cache below
+    // the queue's own minimum (one large video frame) could never hold a GOP.
+    if live.max_gop_bytes < 64 * 1024 {
+        return Err(invalid(
+            "live.max_gop_bytes",
+            "must be at least 65536 (one large video frame); a viewer may queue up to max_gop_bytes of start-up burst on top of viewer_queue_bytes",
         ));
     }
     if live.viewer_queue_duration < Duration::from_millis(500) {

@@ -298,6 +298,28 @@ upstream = "/hls/{stream}/{*rest}"
     }
 
     #[test]
+    fn the_gop_cache_and_the_viewer_queue_are_related() {
+        // A 5 MiB GOP over a 4 MiB queue is fine: the start-up burst is exempt up to the GOP
+        // cache's bound.
+        let s = parse(
+            "[live]
+viewer_queue_bytes = 4194304
+max_gop_bytes = 5242880
+",
+        )
+        .expect("valid");
+        assert_eq!(s.live.max_gop_bytes, 5 << 20);
+        let e = err("[live]
+max_gop_bytes = 1000
+");
+        assert!(e.starts_with("live.max_gop_bytes:"), "{e}");
+        assert!(
+            e.contains("viewer_queue_bytes"),
+            "the error explains the relation: {e}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n");
         assert!(e.contains("lsiten"), "{e}");

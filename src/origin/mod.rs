@@ -52,7 +52,8 @@ impl OriginOptions {
 /// [`start_with`] takes them explicitly.
 #[derive(Clone, Debug)]
 pub struct Tuning {
-    /// Bytes a live viewer may have queued before it is cut off. A viewer that cannot keep up
+    /// Bytes a live viewer may have queued (beyond its start-up burst) before it skips to the
+    /// next keyframe; still backed up there, it is cut off. A viewer that cannot keep up
     /// must never slow the stream or the other viewers; past this it is disconnected.
     pub live_queue_bytes: usize,
     /// Most bytes kept in a stream's GOP cache. A GOP longer than this is not cached: new
@@ -68,6 +69,9 @@ pub struct Tuning {
     /// Size of the reads a `/files/` body makes; large enough that a 1 GiB download is a few
     /// thousand reads, small enough that a slow client does not pin much memory.
     pub file_chunk_bytes: usize,
+    /// How live answers are delimited: chunked (default) or close-delimited HTTP/1.0, as some
+    /// media servers do (tests kill such a node to check the gateway's failover).
+    pub live_framing: live::LiveFraming,
     /// Connection limits and timeouts.
     pub serve: ServeOptions,
 }
@@ -81,6 +85,7 @@ impl Default for Tuning {
             max_live_file_bytes: 256 * 1024 * 1024,
             max_live_streams: 1024,
             file_chunk_bytes: 256 * 1024,
+            live_framing: live::LiveFraming::Chunked,
             serve: ServeOptions::default(),
         }
     }

@@ -11,14 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-/// Counters of one live stream. Kept after the stream stops, so `bytes_sent` is cumulative.
-#[derive(Debug, Default)]
-pub struct StreamStats {
-    /// Viewers subscribed right now.
-    pub clients: AtomicU64,
-    /// Bytes handed to viewers' connections since the node started.
-    pub bytes_sent: AtomicU64,
-}
+/// Counters of one live stream: the fan-out engine's per-stream counters. Kept after the stream
+/// stops, so `bytes_sent` is cumulative.
+pub use crate::fanout::StreamCounters as StreamStats;
 
 /// Node-wide counters.
 #[derive(Debug)]

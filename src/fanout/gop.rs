@@ -20,20 +20,22 @@ impl InitCache {
     /// Records `tag` if it is a start-up tag. Returns `Some(changed)` for start-up tags (changed:
     /// it differs from what was cached, so viewers must see it) and `None` for media tags.
     pub fn update(&mut self, tag: &Tag) -> Option<bool> {
-        let slot = if tag.is_metadata() {
-            &mut self.metadata
-        } else if tag.is_sequence_header() {
-            match tag.kind() {
-                TagKind::Video => &mut self.video_seq,
-                TagKind::Audio => &mut self.audio_seq,
-                TagKind::Script => return None,
-            }
-        } else {
-            return None;
+        let slot = match init_index(tag)? {
+            0 => &mut self.metadata,
+            1 => &mut self.video_seq,
+            _ => &mut self.audio_seq,
         };
         let changed = slot.as_ref().is_none_or(|old| old.data() != tag.data());
         *slot = Some(tag.clone());
         Some(changed)
+    }
+
+    /// Forgets the start-up tags (not the header): a new source connection (failover) sends its
+    /// own, and a track the new node lacks must not be announced to newcomers.
+    pub fn clear_tags(&mut self) {
+        self.metadata = None;
+        self.video_seq = None;
+        self.audio_seq = None;
     }
 
     /// The start-up tags in the order a player expects them.
@@ -44,10 +46,27 @@ impl InitCache {
     }
 }
 
-/// Tags from the latest video keyframe on, bounded in bytes.
+/// Which start-up slot `tag` fills: 0 metadata, 1 video sequence header, 2 audio sequence
+/// header; `None` for media tags.
+pub fn init_index(tag: &Tag) -> Option<usize> {
+    if tag.is_metadata() {
+        Some(0)
+    } else if tag.is_sequence_header() {
+        match tag.kind() {
+            TagKind::Video => Some(1),
+            TagKind::Audio => Some(2),
+            TagKind::Script => None,
+        }
+    } else {
+        None
+    }
+}
+
+/// Tags from the latest video keyframe on, bounded in bytes (`max_gop_bytes`), each with its
+/// wide output timestamp (the viewer queue measures lag in that domain).
 #[derive(Debug, Default)]
 pub struct GopCache {
-    tags: Vec<Tag>,
+    tags: Vec<(Tag, u64)>,
     bytes: usize,
     /// False while the current GOP outgrew the bound: newcomers then wait for a keyframe.
     valid: bool,
@@ -55,7 +74,7 @@ pub struct GopCache {
 
 impl GopCache {
     /// Adds a media tag. `keyframe` starts a new GOP.
-    pub fn push(&mut self, tag: &Tag, keyframe: bool, max_bytes: usize) {
+    pub fn push(&mut self, tag: &Tag, ts: u64, keyframe: bool, max_bytes: usize) {
         if keyframe {
             self.tags.clear();
             self.bytes = 0;
@@ -71,11 +90,11 @@ impl GopCache {
             return;
         }
         self.bytes += tag.len();
-        self.tags.push(tag.clone());
+        self.tags.push((tag.clone(), ts));
     }
 
     /// The cached GOP, starting on a keyframe; empty if none is usable.
-    pub fn tags(&self) -> &[Tag] {
+    pub fn tags(&self) -> &[(Tag, u64)] {
         if self.valid {
             &self.tags
         } else {
@@ -108,18 +127,18 @@ mod tests {
     #[test]
     fn gop_starts_on_keyframe_and_is_bounded() {
         let mut g = GopCache::default();
-        g.push(&video(0, false), false, 1000);
+        g.push(&video(0, false), 0, false, 1000);
         assert!(g.tags().is_empty(), "nothing before the first keyframe");
-        g.push(&video(40, true), true, 1000);
-        g.push(&video(80, false), false, 1000);
+        g.push(&video(40, true), 40, true, 1000);
+        g.push(&video(80, false), 80, false, 1000);
         assert_eq!(g.tags().len(), 2);
-        assert!(g.tags()[0].is_keyframe());
+        assert!(g.tags()[0].0.is_keyframe());
         // Outgrowing the bound invalidates the GOP until the next keyframe.
-        g.push(&video(120, false), false, 30);
+        g.push(&video(120, false), 120, false, 30);
         assert!(g.tags().is_empty());
-        g.push(&video(160, false), false, 1000);
+        g.push(&video(160, false), 160, false, 1000);
         assert!(g.tags().is_empty());
-        g.push(&video(200, true), true, 1000);
+        g.push(&video(200, true), 200, true, 1000);
         assert_eq!(g.tags().len(), 1);
     }
 

@@ -1,9 +1,13 @@
-//! One viewer of a hub: a bounded queue of shared tags filled by the hub, and the response body
-//! that drains it.
+//! One viewer of a stream: a bounded queue of shared tags filled by the engine, and the response
+//! body that drains it.
 //!
-//! The hub never waits for a viewer: it appends each tag to the viewer's queue under a short
+//! The engine never waits for a viewer: it appends each tag to the viewer's queue under a short
 //! lock. A viewer over its byte or media-time budget skips whole frames (audio and video alike)
 //! until the next keyframe; one still backed up when that keyframe comes is cut off.
+//!
+//! The start-up burst a joiner gets (header, start-up tags, cached GOP) does not count against
+//! the budget while it is still queued: the GOP cache is bounded by `max_gop_bytes` on its own,
+//! and a long GOP must start whole instead of getting every newcomer skipped or cut at once.
 //!
 //! Waking is separate from queueing: the hub wakes a viewer's task only at flush points (see
 //! `live.flush_interval`), so a viewer's connection writes everything queued since the last
@@ -20,8 +24,10 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Hub, LiveCounters};
+use super::engine::Core;
+use super::LiveCounters;
 use crate::body::BoxError;
+use crate::flv::Tag;
 
 /// Most tags a viewer queue holds, whatever their size (the byte budget usually binds first).
 pub const QUEUE_TAGS: usize = 8192;
@@ -33,8 +39,8 @@ const NONE: u64 = u64::MAX;
 #[derive(Debug)]
 struct Item {
     bytes: Bytes,
-    /// Media timestamp, for media tags (start-up tags do not move the viewer's clock).
-    ts: Option<u32>,
+    /// Media timestamp (wide), for media tags (start-up tags do not move the viewer's clock).
+    ts: Option<u64>,
 }
 
 /// State both sides of a viewer share.
@@ -46,6 +52,8 @@ pub(crate) struct Shared {
     queued: AtomicUsize,
     /// Media timestamp of the last media tag handed to hyper (`NONE` before the first).
     consumed_ts: AtomicU64,
+    /// Bytes handed to hyper since the viewer joined: how much of the start-up burst is gone.
+    taken: AtomicU64,
     /// The hub let go of this viewer: the body ends once the queue is drained.
     closed: AtomicBool,
     /// ... and it let go because the viewer was too slow.
@@ -71,7 +79,7 @@ pub(crate) enum Offer {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
     pub bytes: usize,
-    pub media_ms: u32,
+    pub media_ms: u64,
 }
 
 /// The hub's handle on one viewer. Dropping it ends the viewer's body.
@@ -82,7 +90,14 @@ pub(crate) struct Slot {
     /// Dropping frames until the next keyframe.
     pub skipping: bool,
     /// Timestamp of the first media tag queued: the viewer's clock before it consumed any.
-    first_ts: Option<u32>,
+    first_ts: Option<u64>,
+    /// Bytes of the start-up burst (exempt from the budget until consumed).
+    burst: u64,
+    /// Timestamp of the burst's last media tag: lag is measured from there at the earliest.
+    burst_end_ts: Option<u64>,
+    /// The start-up tags this viewer has (metadata, video and audio sequence headers), so a
+    /// changed one, or one from a node failed over to, reaches it exactly once.
+    pub known: [Option<Tag>; 3],
     /// Items queued since the last wake.
     dirty: bool,
 }
@@ -95,6 +110,7 @@ impl Slot {
             waker: AtomicWaker::new(),
             queued: AtomicUsize::new(0),
             consumed_ts: AtomicU64::new(NONE),
+            taken: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             cut: AtomicBool::new(false),
         });
@@ -103,12 +119,15 @@ impl Slot {
             shared: shared.clone(),
             skipping: false,
             first_ts: None,
+            burst: 0,
+            burst_end_ts: None,
+            known: [None, None, None],
             dirty: false,
         };
         (slot, shared)
     }
 
-    fn push(&mut self, bytes: &Bytes, ts: Option<u32>) -> bool {
+    fn push(&mut self, bytes: &Bytes, ts: Option<u64>) -> bool {
         let mut q = self.shared.lock();
         if q.len() >= QUEUE_TAGS {
             return false;
@@ -126,17 +145,35 @@ impl Slot {
         true
     }
 
-    /// Media time queued ahead of what the viewer has consumed, and bytes queued.
-    fn backlog(&self, ts: u32) -> (usize, u32) {
+    /// Queues the start-up burst (header, start-up tags, cached GOP): exempt from the budget
+    /// until consumed. `false` if the tag-count bound stopped it (the viewer then waits for a
+    /// keyframe).
+    pub fn push_burst(&mut self, bytes: &Bytes, ts: Option<u64>) -> bool {
+        if !self.push(bytes, ts) {
+            return false;
+        }
+        self.burst += bytes.len() as u64;
+        if ts.is_some() {
+            self.burst_end_ts = ts;
+        }
+        true
+    }
+
+    /// Bytes queued that count against the budget, and media time queued ahead of what the
+    /// viewer has consumed.
+    fn backlog(&self, ts: u64) -> (usize, u64) {
         let queued = self.shared.queued.load(Ordering::Relaxed);
         if queued == 0 {
             return (0, 0); // nothing waiting: the viewer is not behind
         }
+        let taken = self.shared.taken.load(Ordering::Relaxed);
+        let burst_left = self.burst.saturating_sub(taken) as usize;
         let base = match self.shared.consumed_ts.load(Ordering::Relaxed) {
             NONE => self.first_ts.unwrap_or(ts),
-            c => c as u32,
+            c => c,
         };
-        (queued, ts.saturating_sub(base))
+        let base = self.burst_end_ts.map_or(base, |b| base.max(b));
+        (queued.saturating_sub(burst_left), ts.saturating_sub(base))
     }
 
     /// Start-up and codec-change tags: always delivered while there is room at all.
@@ -149,7 +186,7 @@ impl Slot {
     }
 
     /// A media tag; `keyframe` marks where a skipping viewer may resume.
-    pub fn offer(&mut self, bytes: &Bytes, ts: u32, keyframe: bool, budget: Budget) -> Offer {
+    pub fn offer(&mut self, bytes: &Bytes, ts: u64, keyframe: bool, budget: Budget) -> Offer {
         let (queued, lag) = self.backlog(ts);
         if self.skipping {
             if !keyframe {
@@ -194,7 +231,7 @@ impl Drop for Slot {
 /// The response body of one viewer.
 pub struct ViewerBody {
     shared: Arc<Shared>,
-    hub: Arc<Hub>,
+    core: Arc<Core>,
     id: u64,
     counters: Arc<LiveCounters>,
 }
@@ -202,13 +239,13 @@ pub struct ViewerBody {
 impl ViewerBody {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        hub: Arc<Hub>,
+        core: Arc<Core>,
         id: u64,
         counters: Arc<LiveCounters>,
     ) -> Self {
         Self {
             shared,
-            hub,
+            core,
             id,
             counters,
         }
@@ -238,14 +275,14 @@ impl HttpBody for ViewerBody {
             Some(item) => {
                 let len = item.bytes.len();
                 this.shared.queued.fetch_sub(len, Ordering::Relaxed);
+                this.shared.taken.fetch_add(len as u64, Ordering::Relaxed);
                 if let Some(ts) = item.ts {
-                    this.shared
-                        .consumed_ts
-                        .store(u64::from(ts), Ordering::Relaxed);
+                    this.shared.consumed_ts.store(ts, Ordering::Relaxed);
                 }
                 this.counters
                     .bytes_out
                     .fetch_add(len as u64, Ordering::Relaxed);
+                this.core.count_bytes_out(len);
                 Poll::Ready(Some(Ok(Frame::data(item.bytes))))
             }
             None if this.shared.closed.load(Ordering::Acquire) => {
@@ -272,7 +309,7 @@ impl HttpBody for ViewerBody {
 
 impl Drop for ViewerBody {
     fn drop(&mut self) {
-        self.hub.detach(self.id);
+        self.core.detach(self.id);
     }
 }
 
@@ -289,8 +326,11 @@ mod tests {
     fn consume(shared: &Shared) -> Option<Item> {
         let item = shared.lock().pop_front()?;
         shared.queued.fetch_sub(item.bytes.len(), Ordering::Relaxed);
+        shared
+            .taken
+            .fetch_add(item.bytes.len() as u64, Ordering::Relaxed);
         if let Some(ts) = item.ts {
-            shared.consumed_ts.store(u64::from(ts), Ordering::Relaxed);
+            shared.consumed_ts.store(ts, Ordering::Relaxed);
         }
         Some(item)
     }
@@ -353,6 +393,24 @@ mod tests {
         assert_eq!(slot.offer(&small, 3_600_000, true, BUDGET), Offer::Sent);
         assert!(consume(&shared).is_some());
         assert_eq!(slot.offer(&small, 3_600_040, false, BUDGET), Offer::Sent);
+    }
+
+    #[test]
+    fn the_start_up_burst_is_exempt_until_consumed() {
+        let (mut slot, shared) = Slot::new(1);
+        let big = Bytes::from(vec![0u8; 400]); // 4x the byte budget
+        assert!(slot.push_burst(&big, Some(0)));
+        assert!(slot.push_burst(&big, Some(2000))); // 2 s of GOP, over the 1 s budget too
+        let tag = Bytes::from(vec![0u8; 40]);
+        assert_eq!(slot.offer(&tag, 2040, false, BUDGET), Offer::Sent);
+        assert_eq!(slot.offer(&tag, 2080, false, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 2120, false, BUDGET),
+            Offer::Dropped,
+            "live tags beyond the burst are held to the budget"
+        );
+        while consume(&shared).is_some() {}
+        assert_eq!(slot.offer(&tag, 2160, true, BUDGET), Offer::Sent);
     }
 
     #[test]

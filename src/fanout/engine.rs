@@ -1,0 +1,753 @@
+//! The fan-out core of one stream: whatever feeds it (an upstream pull, a file looper), it keeps
+//! the start-up and GOP caches, rewrites timestamps once, offers each tag to every viewer's
+//! bounded queue, and owns the stream's one lifecycle state.
+//!
+//! A source drives it: [`Core::begin`] when a connection (or file) delivers its FLV header,
+//! [`Core::push`] per tag, [`Core::flush`] at flush points, [`Core::reconnecting`] when the
+//! connection broke, and [`Core::end`] / [`Core::fail`] when the stream is over. Viewers join
+//! with [`Core::attach`] and leave by dropping their body.
+//!
+//! Lifecycle, decided under the one lock (so a joiner sees exactly one answer):
+//! Connecting → Live → (Reconnecting → Live)* → Ended | Failed. A stream that has ended takes no
+//! viewer ([`AttachError::Ended`]: the caller starts a new one), never a spurious 503.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::gop::{init_index, GopCache, InitCache};
+use super::timestamps::Rewriter;
+use super::viewer::{Budget, Offer, Slot, ViewerBody};
+use super::{Failure, LiveCounters, Settings, StreamCounters};
+use crate::flv::{self, Tag, TagKind};
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// The source has not delivered an FLV header yet; joiners wait.
+    Connecting,
+    /// Media flows.
+    Live,
+    /// The source broke; it is reconnecting (or failing over) while viewers stay attached.
+    Reconnecting,
+    /// Over: every viewer got a clean end. A joiner starts a new stream.
+    Ended,
+    /// The first connection sequence failed; joiners get this error.
+    Failed(Failure),
+}
+
+impl Phase {
+    fn is_over(&self) -> bool {
+        matches!(self, Self::Ended | Self::Failed(_))
+    }
+}
+
+/// Why a stream could not take a viewer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttachError {
+    /// The stream has ended (or failed); start a new one.
+    Ended,
+    /// The per-stream viewer limit is reached.
+    Full,
+}
+
+struct Inner {
+    phase: Phase,
+    /// Attached viewers, bounded by `max_viewers`.
+    viewers: Vec<Slot>,
+    init: InitCache,
+    gop: GopCache,
+    clock: Rewriter,
+    /// A source connection delivered a header before: the next one is a splice.
+    spliced: bool,
+    /// What currently feeds the stream (node id, "file"), for listings.
+    source: String,
+    /// A video tag has been seen on this connection. Until then audio frames count as
+    /// keyframes: header flags are not to be trusted (SRS announces video on audio-only streams).
+    seen_video: bool,
+    /// Since when the stream has had no viewers (`None` while it has some).
+    idle_since: Option<Instant>,
+}
+
+/// One stream's fan-out.
+pub struct Core {
+    name: String,
+    settings: Settings,
+    inner: Mutex<Inner>,
+    /// Woken on every phase change, for joiners waiting on the first connection.
+    changed: Notify,
+    /// Woken when the last viewer leaves, so the source can start its linger timer.
+    viewer_left: Notify,
+    /// Process-wide counters.
+    counters: Arc<LiveCounters>,
+    /// This stream's viewer count and bytes sent (the origin's `/stats`); `None` where nobody
+    /// reads them (the gateway), so viewers do not share one more contended counter.
+    stream: Option<Arc<StreamCounters>>,
+    next_id: AtomicU64,
+}
+
+impl Core {
+    pub fn new(
+        name: &str,
+        settings: Settings,
+        counters: Arc<LiveCounters>,
+        stream: Option<Arc<StreamCounters>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_string(),
+            settings,
+            inner: Mutex::new(Inner {
+                phase: Phase::Connecting,
+                viewers: Vec::new(),
+                init: InitCache::default(),
+                gop: GopCache::default(),
+                clock: Rewriter::default(),
+                spliced: false,
+                source: String::new(),
+                seen_video: false,
+                idle_since: Some(Instant::now()),
+            }),
+            changed: Notify::new(),
+            viewer_left: Notify::new(),
+            counters,
+            stream,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.lock().phase.clone()
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.lock().phase.is_over()
+    }
+
+    /// What feeds the stream now (node id).
+    pub fn source(&self) -> String {
+        self.lock().source.clone()
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.lock().viewers.len()
+    }
+
+    fn budget(&self) -> Budget {
+        Budget {
+            bytes: self.settings.viewer_queue_bytes,
+            media_ms: u64::try_from(self.settings.viewer_queue_duration.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Keeps the per-stream viewer count exact after the viewer list changed size.
+    fn count_viewers(&self, before: usize, after: usize) {
+        let Some(stream) = &self.stream else {
+            return;
+        };
+        if after > before {
+            stream
+                .clients
+                .fetch_add((after - before) as u64, Ordering::Relaxed);
+        } else if before > after {
+            stream
+                .clients
+                .fetch_sub((before - after) as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn count_bytes_out(&self, n: usize) {
+        if let Some(stream) = &self.stream {
+            stream.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn set_phase(&self, inner: &mut Inner, phase: Phase) {
+        inner.phase = phase;
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the stream is past `Connecting` and returns its phase. Unbounded on purpose:
+    /// the source's connect sequence is bounded by its own per-attempt timeouts and ends in
+    /// `Live` or `Failed`.
+    pub async fn ready(&self) -> Phase {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let phase = self.phase();
+            if !matches!(phase, Phase::Connecting) {
+                return phase;
+            }
+            notified.await;
+        }
+    }
+
+    /// Adds a viewer: it gets the header, start-up tags and the cached GOP (or waits for the next
+    /// keyframe), then live tags. All under the lock, so it sees no gap and no duplicate.
+    pub fn attach(self: &Arc<Self>) -> Result<ViewerBody, AttachError> {
+        let mut inner = self.lock();
+        if inner.phase.is_over() {
+            return Err(AttachError::Ended);
+        }
+        if inner.viewers.len() >= self.settings.max_viewers {
+            return Err(AttachError::Full);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (mut slot, shared) = Slot::new(id);
+        let inner = &mut *inner;
+        if let Some(h) = &inner.init.header {
+            slot.push_burst(h, None);
+        }
+        for (i, t) in [
+            &inner.init.metadata,
+            &inner.init.video_seq,
+            &inner.init.audio_seq,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(t) = t {
+                slot.push_burst(t.bytes(), None);
+                slot.known[i] = Some(t.clone());
+            }
+        }
+        let gop = if self.settings.gop_cache {
+            inner.gop.tags()
+        } else {
+            &[]
+        };
+        // Without a cached GOP the viewer starts on the next keyframe.
+        slot.skipping = gop.is_empty();
+        for (t, ts) in gop {
+            if !slot.push_burst(t.bytes(), Some(*ts)) {
+                slot.skipping = true;
+                break;
+            }
+        }
+        slot.wake();
+        let before = inner.viewers.len();
+        inner.viewers.push(slot);
+        inner.idle_since = None;
+        self.count_viewers(before, before + 1);
+        Ok(ViewerBody::new(
+            shared,
+            self.clone(),
+            id,
+            self.counters.clone(),
+        ))
+    }
+
+    /// Removes a viewer (its body was dropped).
+    pub(crate) fn detach(&self, id: u64) {
+        let mut inner = self.lock();
+        let before = inner.viewers.len();
+        inner.viewers.retain(|v| v.id != id);
+        self.count_viewers(before, inner.viewers.len());
+        if inner.viewers.is_empty() && inner.idle_since.is_none() {
+            inner.idle_since = Some(Instant::now());
+            drop(inner);
+            self.viewer_left.notify_waiters();
+        }
+    }
+
+    /// A source connection delivered its FLV header. The header flags new joiners get follow
+    /// it; after a previous connection (reconnect, failover) timestamps are spliced, the caches
+    /// are dropped (the new node sends its own start-up tags, which then reach every viewer that
+    /// lacks them before any of its media) and viewers resume on its first keyframe.
+    pub fn begin(&self, has_audio: bool, has_video: bool, source: &str) {
+        let mut inner = self.lock();
+        if inner.phase.is_over() {
+            return;
+        }
+        inner.init.header = Some(Bytes::copy_from_slice(&flv::file_header(
+            has_audio, has_video,
+        )));
+        if inner.spliced {
+            inner.clock.splice();
+            inner.gop.clear();
+            inner.init.clear_tags();
+            for v in inner.viewers.iter_mut() {
+                v.skipping = true;
+            }
+        }
+        inner.spliced = true;
+        inner.seen_video = false;
+        inner.source = source.to_string();
+        if inner.idle_since.is_some() {
+            // Joiners waiting for the first connection get `linger` to attach.
+            inner.idle_since = Some(Instant::now());
+        }
+        self.set_phase(&mut inner, Phase::Live);
+    }
+
+    /// The source broke; viewers stay while it reconnects.
+    pub fn reconnecting(&self) {
+        let mut inner = self.lock();
+        if matches!(inner.phase, Phase::Live) {
+            self.set_phase(&mut inner, Phase::Reconnecting);
+        }
+    }
+
+    /// Ends the stream: every viewer gets what is queued, then a clean end.
+    pub fn end(&self, why: &str) {
+        let mut inner = self.lock();
+        if inner.phase.is_over() {
+            return;
+        }
+        tracing::info!(stream = %self.name, why, "live stream ended");
+        self.close(&mut inner, Phase::Ended);
+    }
+
+    /// The first connection sequence failed: joiners get `f`.
+    pub fn fail(&self, f: Failure) {
+        let mut inner = self.lock();
+        if inner.phase.is_over() {
+            return;
+        }
+        self.close(&mut inner, Phase::Failed(f));
+    }
+
+    fn close(&self, inner: &mut Inner, phase: Phase) {
+        let before = inner.viewers.len();
+        inner.viewers.clear(); // dropping a slot ends its body after its queue
+        inner.gop.clear();
+        self.count_viewers(before, 0);
+        self.set_phase(inner, phase);
+    }
+
+    /// Resolves once the stream has had no viewers for `linger`, having ended it (decided under
+    /// the lock, so no viewer can attach to a stream about to end).
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.viewer_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let deadline = {
+                let mut inner = self.lock();
+                if inner.phase.is_over() {
+                    return;
+                }
+                match inner.idle_since {
+                    Some(t) if Instant::now() >= t + self.settings.linger => {
+                        tracing::debug!(stream = %self.name, "no viewers for linger");
+                        self.close(&mut inner, Phase::Ended);
+                        return;
+                    }
+                    Some(t) => Some(t + self.settings.linger),
+                    None => None,
+                }
+            };
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Wakes every viewer that has tags queued since its last wake (a flush point: what queued
+    /// meanwhile leaves in one write per viewer).
+    pub fn flush(&self) {
+        for v in self.lock().viewers.iter_mut() {
+            v.wake();
+        }
+    }
+
+    fn count_cuts(&self, cut: u64) {
+        if cut > 0 {
+            tracing::info!(stream = %self.name, viewers = cut, "slow viewer cut off");
+            self.counters.viewers_cut.fetch_add(cut, Ordering::Relaxed);
+        }
+    }
+
+    /// Rewrites a tag's timestamp and offers it to every viewer.
+    pub fn push(&self, tag: Tag) {
+        let budget = self.budget();
+        let mut inner = self.lock();
+        if inner.phase.is_over() {
+            return;
+        }
+        let inner = &mut *inner;
+        let ts = inner.clock.map(tag.kind(), tag.timestamp());
+        let tag = if ts as u32 == tag.timestamp() {
+            tag
+        } else {
+            tag.with_timestamp(ts as u32)
+        };
+        if tag.kind() == TagKind::Video {
+            inner.seen_video = true; // sequence headers count: they announce the track
+        }
+        let before = inner.viewers.len();
+        if let Some(idx) = init_index(&tag) {
+            let changed = inner.init.update(&tag) == Some(true);
+            if changed && tag.is_sequence_header() {
+                // New codec configuration: frames cached under the old one are useless.
+                inner.gop.clear();
+            }
+            let mut cut = 0u64;
+            inner.viewers.retain_mut(|v| {
+                if v.known[idx]
+                    .as_ref()
+                    .is_some_and(|k| k.data() == tag.data())
+                {
+                    return true; // same start-up tag again (after a reconnect): it has it
+                }
+                v.known[idx] = Some(tag.clone());
+                match v.offer_control(tag.bytes()) {
+                    Offer::Cut => {
+                        cut += 1;
+                        false
+                    }
+                    Offer::Sent | Offer::Dropped => true,
+                }
+            });
+            self.count_cuts(cut);
+        } else {
+            let key = match tag.kind() {
+                TagKind::Video => tag.is_keyframe(),
+                TagKind::Audio => !inner.seen_video,
+                TagKind::Script => false,
+            };
+            if self.settings.gop_cache && tag.kind() != TagKind::Script {
+                inner.gop.push(&tag, ts, key, self.settings.max_gop_bytes);
+            }
+            let bytes = tag.bytes();
+            let (mut dropped, mut cut) = (0u64, 0u64);
+            inner
+                .viewers
+                .retain_mut(|v| match v.offer(bytes, ts, key, budget) {
+                    Offer::Sent => true,
+                    Offer::Dropped => {
+                        dropped += 1;
+                        true
+                    }
+                    Offer::Cut => {
+                        cut += 1;
+                        false
+                    }
+                });
+            if dropped > 0 {
+                self.counters
+                    .frames_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
+            self.count_cuts(cut);
+        }
+        let after = inner.viewers.len();
+        self.count_viewers(before, after);
+        if after == 0 && before > 0 && inner.idle_since.is_none() {
+            inner.idle_since = Some(Instant::now());
+            self.viewer_left.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine fed from a test source (tags pushed by hand), on tokio's paused clock.
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            gop_cache: true,
+            linger: Duration::from_secs(5),
+            viewer_queue_bytes: 64 * 1024,
+            viewer_queue_duration: Duration::from_secs(10),
+            max_viewers: 100,
+            max_gop_bytes: 16 << 20,
+        }
+    }
+
+    fn core_with(s: Settings) -> Arc<Core> {
+        Core::new(
+            "t",
+            s,
+            Arc::new(LiveCounters::default()),
+            Some(Arc::new(StreamCounters::default())),
+        )
+    }
+
+    fn video(ts: u32, key: bool, size: usize) -> Tag {
+        let mut d = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+        d.resize(size.max(5), 7);
+        Tag::new(TagKind::Video, ts, &d).expect("tag")
+    }
+
+    fn audio(ts: u32) -> Tag {
+        Tag::new(TagKind::Audio, ts, &[0xAF, 1, 9, 9]).expect("tag")
+    }
+
+    fn avc_seq(v: u8) -> Tag {
+        Tag::new(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, v]).expect("tag")
+    }
+
+    fn aac_seq() -> Tag {
+        Tag::new(TagKind::Audio, 0, &[0xAF, 0, 0x12, 0x10]).expect("tag")
+    }
+
+    /// Everything queued for a viewer now, parsed (the body is polled without waiting).
+    async fn drain(v: &mut ViewerBody) -> (Vec<crate::flv::Event>, bool) {
+        let mut bytes = Vec::new();
+        let mut ended = false;
+        loop {
+            let f = tokio::time::timeout(Duration::from_millis(1), v.frame()).await;
+            match f {
+                Err(_) => break,
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Ok(Some(Err(_))) => break,
+                Ok(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        bytes.extend_from_slice(&d);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        // A later drain of the same viewer has no file header: parse it behind a synthetic one.
+        let mut p = crate::flv::Parser::new();
+        let synthetic = !bytes.starts_with(b"FLV");
+        if synthetic {
+            p.push(&crate::flv::FLV_HEADER).expect("header");
+        }
+        p.push(&bytes).expect("valid FLV");
+        if synthetic {
+            let _ = p.next_event();
+        }
+        while let Ok(Some(e)) = p.next_event() {
+            out.push(e);
+        }
+        (out, ended)
+    }
+
+    fn tags(ev: &[crate::flv::Event]) -> Vec<Tag> {
+        ev.iter()
+            .filter_map(|e| match e {
+                crate::flv::Event::Tag(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn join_gets_header_init_and_gop_then_live() {
+        let core = core_with(settings());
+        core.begin(true, true, "n1");
+        core.push(avc_seq(1));
+        core.push(aac_seq());
+        core.push(video(0, true, 100));
+        core.push(audio(10));
+        core.push(video(40, false, 100));
+        let mut v = core.attach().expect("attach");
+        core.push(video(80, false, 100));
+        core.flush();
+        let (ev, ended) = drain(&mut v).await;
+        assert!(!ended);
+        assert!(matches!(ev[0], crate::flv::Event::Header(_)));
+        let t = tags(&ev);
+        assert!(t[0].is_sequence_header() && t[1].is_sequence_header());
+        assert!(t[2].is_keyframe(), "GOP starts on its keyframe");
+        assert_eq!(t.len(), 6);
+        assert_eq!(core.viewers(), 1);
+        drop(v);
+        assert_eq!(core.viewers(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn linger_expiry_ends_and_a_joiner_at_expiry_never_gets_overloaded() {
+        let core = core_with(settings());
+        core.begin(true, true, "n1");
+        core.push(video(0, true, 100));
+        let v = core.attach().expect("attach");
+        drop(v);
+        let idle = {
+            let c = core.clone();
+            tokio::spawn(async move { c.idle().await })
+        };
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!idle.is_finished(), "within linger");
+        let v = core
+            .attach()
+            .expect("a rejoin within linger reuses the stream");
+        drop(v);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        idle.await.expect("idle task");
+        assert!(matches!(core.phase(), Phase::Ended));
+        // Exactly at expiry the answer is "ended: start a new stream", never "full".
+        assert_eq!(core.attach().err(), Some(AttachError::Ended));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_viewer_skips_to_the_keyframe_then_is_cut() {
+        let mut s = settings();
+        s.viewer_queue_bytes = 1000;
+        let counters = Arc::new(LiveCounters::default());
+        let core = Core::new(
+            "t",
+            s,
+            counters.clone(),
+            Some(Arc::new(StreamCounters::default())),
+        );
+        core.begin(false, true, "n1");
+        core.push(video(0, true, 300));
+        let _slow = core.attach().expect("attach");
+        let mut fast = core.attach().expect("attach");
+        drain(&mut fast).await;
+        for i in 1..10 {
+            core.push(video(i * 40, false, 300));
+            drain(&mut fast).await;
+        }
+        assert!(
+            counters.frames_dropped.load(Ordering::Relaxed) > 0,
+            "skipped"
+        );
+        assert_eq!(core.viewers(), 2, "not cut before the keyframe");
+        core.push(video(400, true, 300));
+        assert_eq!(core.viewers(), 1, "still backed up at the keyframe: cut");
+        assert_eq!(counters.viewers_cut.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gop_larger_than_the_queue_budget_starts_whole() {
+        // A 20 Mbit/s stream with a 2 s GOP: ~5 MiB, over a 4 MiB queue budget.
+        let mut s = settings();
+        s.viewer_queue_bytes = 4 << 20;
+        let core = core_with(s);
+        core.begin(true, true, "n1");
+        core.push(avc_seq(1));
+        let frame = 100_000;
+        core.push(video(0, true, frame));
+        for i in 1..50 {
+            core.push(video(i * 40, false, frame));
+        }
+        let mut v = core.attach().expect("attach");
+        // Live tags keep coming before the viewer reads anything.
+        core.push(video(2000, false, frame));
+        let (ev, _) = drain(&mut v).await;
+        let t = tags(&ev);
+        assert_eq!(
+            t.len(),
+            1 + 51,
+            "seq header, the whole 2 s GOP and the live frame"
+        );
+        assert!(t[1].is_keyframe());
+        assert_eq!(core.viewers(), 1, "not cut");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timestamps_pass_the_wrap_monotonic_per_track() {
+        let core = core_with(settings());
+        core.begin(true, true, "n1");
+        let mut v = core.attach().expect("attach");
+        let start = u32::MAX - 5000;
+        for i in 0..250u32 {
+            core.push(video(start.wrapping_add(i * 40), i % 25 == 0, 50));
+            core.push(audio(start.wrapping_add(i * 40 + 5)));
+        }
+        let (ev, _) = drain(&mut v).await;
+        let t = tags(&ev);
+        assert_eq!(t.len(), 500);
+        for kind in [TagKind::Audio, TagKind::Video] {
+            // Unwrap what a demuxer reads (32 bits with the extended byte): never back.
+            let mut wide = 0u64;
+            let mut prev: Option<u32> = None;
+            for tag in t.iter().filter(|t| t.kind() == kind) {
+                let ts = tag.timestamp();
+                if let Some(p) = prev {
+                    let step = ts.wrapping_sub(p);
+                    assert!(step < 1000, "{kind:?} went back or leapt: {p} → {ts}");
+                    wide += u64::from(step);
+                } else {
+                    wide = u64::from(ts);
+                }
+                prev = Some(ts);
+            }
+            assert!(wide > u64::from(u32::MAX), "{kind:?} passed 2^32");
+            assert!(
+                prev.is_some_and(|p| p < 10_000),
+                "the wire value wrapped, not saturated"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_clock_restarting_at_zero_keeps_time_moving() {
+        let core = core_with(settings());
+        core.begin(false, true, "n1");
+        let mut v = core.attach().expect("attach");
+        core.push(video(500_000, true, 50));
+        core.push(video(500_040, false, 50));
+        core.push(video(0, true, 50));
+        core.push(video(40, false, 50));
+        let (ev, _) = drain(&mut v).await;
+        let ts: Vec<u32> = tags(&ev).iter().map(Tag::timestamp).collect();
+        assert_eq!(ts, vec![500_000, 500_040, 500_080, 500_120]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failover_to_a_node_with_other_tracks() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        core.push(avc_seq(1));
+        core.push(aac_seq());
+        core.push(video(1000, true, 50));
+        core.push(audio(1010));
+        let mut old = core.attach().expect("attach");
+        drain(&mut old).await;
+        core.reconnecting();
+        assert!(matches!(core.phase(), Phase::Reconnecting));
+        // Node b: video only, another codec configuration.
+        core.begin(false, true, "b");
+        assert_eq!(core.source(), "b");
+        core.push(avc_seq(2));
+        core.push(video(0, true, 50));
+        let (ev, _) = drain(&mut old).await;
+        let t = tags(&ev);
+        assert!(
+            t[0].is_sequence_header() && t[0].data().last() == Some(&2),
+            "b's sequence header reaches the attached viewer before b's first frame"
+        );
+        assert!(t[1].is_keyframe());
+        assert!(t[1].timestamp() > 1010, "continues after a's last tag");
+        // A newcomer gets b's header flags and b's start-up tags only.
+        let mut new = core.attach().expect("attach");
+        let (ev, _) = drain(&mut new).await;
+        match &ev[0] {
+            crate::flv::Event::Header(h) => assert!(h.has_video && !h.has_audio),
+            other => panic!("expected a header, got {other:?}"),
+        }
+        let t = tags(&ev);
+        assert!(t.iter().all(|t| t.kind() == TagKind::Video));
+        assert_eq!(t[0].data().last(), Some(&2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn end_gives_viewers_a_clean_end_and_refuses_joiners() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        core.push(video(0, true, 50));
+        let mut v = core.attach().expect("attach");
+        core.end("test");
+        let (ev, ended) = drain(&mut v).await;
+        assert!(ended, "clean end after the queue");
+        assert!(!tags(&ev).is_empty());
+        assert_eq!(core.attach().err(), Some(AttachError::Ended));
+    }
+}

@@ -1,0 +1,613 @@
+//! The gateway's source: one upstream HTTP-FLV pull per stream, feeding a [`Core`].
+//!
+//! [`Hubs`] maps a stream (node source + upstream path) to its [`Hub`]; the first viewer starts
+//! the pull, later viewers attach. The pull task owns the upstream connection and the parser.
+//!
+//! When a stream ends, and when it only broke:
+//! - **End** (viewers get a clean end) only when the stream is known to be over: the registry no
+//!   longer lists it at a re-pull (unpublish hook or API), every candidate node answers 404 when
+//!   the pull is re-established, or `reconnect_window` passed without media.
+//! - **Break** (reconnect or fail over; viewers keep their connection) for every other end of a
+//!   pull: a close-delimited EOF (a node killed with `kill -9` looks exactly like a clean close),
+//!   a chunked end while the stream is still registered, a reset, bad FLV, or silence past
+//!   `upstream_idle_timeout`.
+//!
+//! Every retry waits through the one jittered [`Backoff`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{AttachError, Core, Phase};
+use super::viewer::ViewerBody;
+use super::{Failure, LiveCounters, LiveSettings, Settings};
+use crate::backoff::Backoff;
+use crate::body::empty;
+use crate::error::GatewayError;
+use crate::flv::{Event, Parser};
+use crate::proxy::UpstreamClient;
+use crate::registry::{Lookup, Node, Registry};
+
+/// First and longest wait between reconnect rounds.
+const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a pull has gone without media, against `reconnect_window`.
+#[derive(Debug)]
+struct Outage {
+    /// Since when no media has flowed (`None` while it flows).
+    since: Option<Instant>,
+    window: std::time::Duration,
+}
+
+impl Outage {
+    fn new(window: std::time::Duration) -> Self {
+        Self {
+            since: None,
+            window,
+        }
+    }
+
+    /// A connection delivered media: the outage (if any) is over.
+    fn media(&mut self) {
+        self.since = None;
+    }
+
+    /// A round ended with no media flowing: starts the outage if needed, and tells whether it
+    /// has lasted the whole window (the stream is then over).
+    fn expired(&mut self) -> bool {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        since.elapsed() >= self.window
+    }
+}
+
+/// Where a hub finds its node(s).
+#[derive(Clone)]
+pub enum NodeSource {
+    /// The stream registry, asked again at every (re)connect so failover follows it.
+    Registry(Arc<dyn Registry>),
+    /// A fixed node list from the route's `to`.
+    Fixed(Vec<Arc<Node>>),
+}
+
+impl NodeSource {
+    /// What distinguishes this source in a hub's key: two routes that render the same upstream
+    /// path but name different nodes must not share a pull.
+    fn key(&self) -> String {
+        match self {
+            Self::Registry(_) => "registry".to_string(),
+            Self::Fixed(nodes) => nodes
+                .iter()
+                .map(|n| n.url.join("", None))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
+    /// Candidate nodes for `stream`, preferred first.
+    pub fn nodes(&self, stream: &str) -> Result<Vec<Arc<Node>>, GatewayError> {
+        match self {
+            Self::Fixed(n) => Ok(n.clone()),
+            Self::Registry(r) => match r.resolve(stream) {
+                Lookup::Found(n) => Ok(n),
+                Lookup::AllDown => Err(GatewayError::NodeUnavailable(stream.to_string())),
+                Lookup::NotFound => Err(GatewayError::StreamNotFound(stream.to_string())),
+            },
+        }
+    }
+}
+
+/// One stream's figures for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStats {
+    pub stream: String,
+    pub upstream_path: String,
+    pub node: String,
+    pub viewers: usize,
+    pub bytes_in: u64,
+}
+
+/// All hubs of this gateway.
+pub struct Hubs {
+    /// Running hubs by key. Bounded by `max_streams`; a hub leaves when its pull ends.
+    map: Mutex<HashMap<String, Arc<Hub>>>,
+    settings: LiveSettings,
+    client: UpstreamClient,
+    shutdown: CancellationToken,
+    pub counters: Arc<LiveCounters>,
+}
+
+impl Hubs {
+    pub fn new(
+        settings: LiveSettings,
+        client: UpstreamClient,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            settings,
+            client,
+            shutdown,
+            counters: Arc::new(LiveCounters::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Hub>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins `stream` (pulled from `upstream_path` on its node), starting the pull if needed.
+    /// Returns the viewer's body and the id of the node serving it.
+    ///
+    /// Waits for the hub's whole first connect sequence over every candidate node (each
+    /// attempt bounded by `response_header_timeout`), so a silent first node does not cost the
+    /// first viewer a 504 while the hub moves on to the next.
+    pub async fn join(
+        self: &Arc<Self>,
+        stream: &str,
+        upstream_path: &str,
+        source: NodeSource,
+    ) -> Result<(ViewerBody, String), GatewayError> {
+        // A hub can end between lookup and attach (linger expiry, unpublish): start anew. Three
+        // rounds bound the loop; each one either attaches or sees a hub end.
+        for _ in 0..3 {
+            if self.shutdown.is_cancelled() {
+                return Err(GatewayError::ShuttingDown);
+            }
+            let hub = self.hub_for(stream, upstream_path, &source)?;
+            match hub.core.ready().await {
+                Phase::Failed(f) => return Err(f.to_error()),
+                Phase::Ended => continue,
+                Phase::Connecting | Phase::Live | Phase::Reconnecting => {}
+            }
+            match hub.core.attach() {
+                Ok(v) => return Ok((v, hub.core.source())),
+                Err(AttachError::Ended) => continue,
+                Err(AttachError::Full) => {
+                    return Err(GatewayError::Overloaded("too many viewers on this stream"))
+                }
+            }
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(GatewayError::ShuttingDown);
+        }
+        Err(GatewayError::Overloaded(
+            "the stream ended while joining; retry",
+        ))
+    }
+
+    fn hub_for(
+        self: &Arc<Self>,
+        stream: &str,
+        upstream_path: &str,
+        source: &NodeSource,
+    ) -> Result<Arc<Hub>, GatewayError> {
+        let key = format!("{}\n{upstream_path}", source.key());
+        let mut map = self.lock();
+        if let Some(h) = map.get(&key) {
+            if !h.core.is_over() {
+                return Ok(h.clone());
+            }
+        }
+        map.retain(|_, h| !h.core.is_over());
+        if map.len() >= self.settings.max_streams {
+            return Err(GatewayError::Overloaded(
+                "too many live streams on this gateway",
+            ));
+        }
+        let hub = Arc::new(Hub {
+            key: key.clone(),
+            stream: stream.to_string(),
+            upstream_path: upstream_path.to_string(),
+            core: Core::new(
+                stream,
+                Settings::from_live(&self.settings),
+                self.counters.clone(),
+                None,
+            ),
+            bytes_in: AtomicU64::new(0),
+        });
+        let pull = Pull {
+            hub: hub.clone(),
+            source: source.clone(),
+            client: self.client.clone(),
+            settings: self.settings.clone(),
+            counters: self.counters.clone(),
+            stop: self.shutdown.child_token(),
+        };
+        let hubs = Arc::downgrade(self);
+        tokio::spawn(pull.run_and_forget(hubs));
+        self.counters.pulls.fetch_add(1, Ordering::Relaxed);
+        map.insert(key, hub.clone());
+        Ok(hub)
+    }
+
+    /// Forgets `hub` once it has ended (called by its pull task).
+    fn remove(&self, hub: &Arc<Hub>) {
+        let mut map = self.lock();
+        if map.get(&hub.key).is_some_and(|h| Arc::ptr_eq(h, hub)) {
+            map.remove(&hub.key);
+        }
+    }
+
+    /// Figures for every running stream.
+    pub fn streams(&self) -> Vec<StreamStats> {
+        let mut v: Vec<StreamStats> = self
+            .lock()
+            .values()
+            .map(|h| StreamStats {
+                stream: h.stream.clone(),
+                upstream_path: h.upstream_path.clone(),
+                node: h.core.source(),
+                viewers: h.core.viewers(),
+                bytes_in: h.bytes_in.load(Ordering::Relaxed),
+            })
+            .collect();
+        v.sort_by(|a, b| a.stream.cmp(&b.stream));
+        v
+    }
+}
+
+/// One pulled stream: its key, where it comes from, and its fan-out core.
+pub struct Hub {
+    /// The hub's key in [`Hubs`]: node source and upstream path.
+    key: String,
+    stream: String,
+    upstream_path: String,
+    core: Arc<Core>,
+    /// Bytes read from nodes for this stream.
+    bytes_in: AtomicU64,
+}
+
+/// Sends the hub's upstream request to `node` and returns its response head.
+///
+/// The one place the live pull talks HTTP to a node: the lead switches it to the shared upstream
+/// transport (`Transport::send(node, req)`). Bounded by `header_timeout`, which (as today) starts
+/// when the request is issued and covers connect and response head.
+pub async fn open(
+    client: &UpstreamClient,
+    node: &Node,
+    path: &str,
+    header_timeout: std::time::Duration,
+) -> Result<Response<Incoming>, GatewayError> {
+    let uri = node.url.join(path, None);
+    let mut req = Request::new(empty());
+    *req.uri_mut() = uri
+        .parse()
+        .map_err(|_| GatewayError::BadRequest("upstream path cannot be sent"))?;
+    if let Ok(v) = HeaderValue::from_str(&node.url.authority) {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    req.headers_mut().insert(
+        header::VIA,
+        HeaderValue::from_static(crate::proxy::headers::VIA),
+    );
+    req.headers_mut().insert(
+        header::USER_AGENT,
+        HeaderValue::from_static("streamgate-hub"),
+    );
+    match tokio::time::timeout(header_timeout, client.request(req)).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            node: node.id.clone(),
+            secs: header_timeout.as_secs_f64(),
+        }),
+        Ok(Err(e)) => Err(GatewayError::from_upstream(&node.id, e)),
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+/// How one upstream connection ended.
+enum PumpEnd {
+    /// The connection broke (any EOF, reset, bad FLV, silence): reconnect.
+    Broken(String),
+    /// Shutdown, or no viewers for `linger` (the core has ended).
+    Stop,
+}
+
+/// What one connection achieved.
+struct Pumped {
+    end: PumpEnd,
+    /// It delivered the FLV header (the core went live on it).
+    live: bool,
+    /// It delivered media tags: only that ends an outage.
+    progressed: bool,
+}
+
+/// The pull task's state.
+struct Pull {
+    hub: Arc<Hub>,
+    source: NodeSource,
+    client: UpstreamClient,
+    settings: LiveSettings,
+    counters: Arc<LiveCounters>,
+    stop: CancellationToken,
+}
+
+/// How a round over the candidate nodes ended without a connection that went live.
+enum Round {
+    /// A connection went live and then broke (or delivered nothing new): reconnect.
+    Broke,
+    /// Every candidate answered 404.
+    AllGone,
+    /// No candidate could be used; the last error.
+    Failed(GatewayError),
+    /// Shutdown or linger: the core has ended (or must).
+    Stop,
+}
+
+impl Pull {
+    async fn run_and_forget(self, hubs: Weak<Hubs>) {
+        let hub = self.hub.clone();
+        self.run().await;
+        if let Some(hubs) = hubs.upgrade() {
+            hubs.remove(&hub);
+        }
+    }
+
+    async fn run(self) {
+        let core = self.hub.core.clone();
+        let stream = self.hub.stream.clone();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut ever_live = false;
+        let mut outage = Outage::new(self.settings.reconnect_window);
+        let mut avoid: Option<String> = None;
+        loop {
+            if self.stop.is_cancelled() {
+                core.end("shutdown");
+                return;
+            }
+            let round = match self.source.nodes(&stream) {
+                Err(GatewayError::StreamNotFound(_)) if ever_live => {
+                    core.end("the registry withdrew the stream");
+                    return;
+                }
+                Err(e) => Round::Failed(e),
+                Ok(mut nodes) => {
+                    if let Some(bad) = &avoid {
+                        // Try the node that just failed last.
+                        nodes.sort_by_key(|n| &n.id == bad);
+                    }
+                    self.round(
+                        &nodes,
+                        &mut ever_live,
+                        &mut outage,
+                        &mut backoff,
+                        &mut avoid,
+                    )
+                    .await
+                }
+            };
+            match round {
+                Round::Stop => {
+                    core.end("shutdown or no viewers");
+                    return;
+                }
+                Round::AllGone if ever_live => {
+                    core.end("the node(s) answer 404: the stream is over");
+                    return;
+                }
+                Round::AllGone => {
+                    core.fail(Failure::NotFound(stream.clone()));
+                    return;
+                }
+                Round::Failed(e) if !ever_live => {
+                    tracing::warn!(stream = %stream, error = %e, "live pull failed");
+                    core.fail(Failure::from_error(&e));
+                    return;
+                }
+                Round::Failed(e) => {
+                    tracing::debug!(stream = %stream, error = %e, "reconnect failed");
+                }
+                Round::Broke => {}
+            }
+            core.reconnecting();
+            if outage.expired() {
+                core.end("reconnect window passed without media");
+                return;
+            }
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    core.end("shutdown");
+                    return;
+                }
+                _ = core.idle() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    /// Tries the candidates in order until one goes live; returns once its connection ends.
+    async fn round(
+        &self,
+        nodes: &[Arc<Node>],
+        ever_live: &mut bool,
+        outage: &mut Outage,
+        backoff: &mut Backoff,
+        avoid: &mut Option<String>,
+    ) -> Round {
+        let stream = &self.hub.stream;
+        let limit = self.settings.response_header_timeout;
+        let mut all_gone = !nodes.is_empty();
+        let mut last = GatewayError::StreamNotFound(stream.clone());
+        for node in nodes {
+            let resp = tokio::select! {
+                _ = self.stop.cancelled() => return Round::Stop,
+                r = open(&self.client, node, &self.hub.upstream_path, limit) => r,
+            };
+            let resp = match resp {
+                Ok(r) if r.status() == StatusCode::OK => r,
+                Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+                    last = GatewayError::StreamNotFound(stream.clone());
+                    continue;
+                }
+                Ok(r) => {
+                    all_gone = false;
+                    last = GatewayError::Upstream {
+                        node: node.id.clone(),
+                        source: format!("node answered {}", r.status()).into(),
+                    };
+                    continue;
+                }
+                Err(e) => {
+                    all_gone = false;
+                    last = e;
+                    continue;
+                }
+            };
+            all_gone = false;
+            let p = self.pump(resp.into_body(), &node.id).await;
+            self.hub.core.flush(); // what the last frames queued, before any wait
+            *ever_live |= p.live;
+            if p.progressed {
+                // Only a connection that delivered media ends an outage: a node that accepts
+                // and fails at once must not keep viewers waiting forever.
+                outage.media();
+                backoff.reset();
+            }
+            match p.end {
+                PumpEnd::Stop => return Round::Stop,
+                PumpEnd::Broken(why) => {
+                    tracing::warn!(stream = %stream, node = %node.id, %why, "upstream broke; reconnecting");
+                    *avoid = Some(node.id.clone());
+                    last = GatewayError::Upstream {
+                        node: node.id.clone(),
+                        source: why.into(),
+                    };
+                    if p.live {
+                        return Round::Broke;
+                    }
+                    // Never went live: the next candidate, as in the first connect sequence.
+                }
+            }
+        }
+        if all_gone {
+            Round::AllGone
+        } else {
+            Round::Failed(last)
+        }
+    }
+
+    /// Reads one upstream connection until it ends, feeding the core.
+    async fn pump(&self, mut body: Incoming, node: &str) -> Pumped {
+        let core = &self.hub.core;
+        let mut out = Pumped {
+            end: PumpEnd::Stop,
+            live: false,
+            progressed: false,
+        };
+        let mut parser = Parser::new();
+        // Viewers are woken at most once per `flush_interval`: what queued meanwhile goes out
+        // in one write per viewer.
+        let interval = self.settings.flush_interval;
+        let mut last_flush = Instant::now();
+        let mut flush_at: Option<Instant> = None;
+        loop {
+            let frame = tokio::select! {
+                _ = self.stop.cancelled() => return out,
+                _ = core.idle() => return out,
+                _ = tokio::time::sleep_until(flush_at.unwrap_or(last_flush)), if flush_at.is_some() => {
+                    core.flush();
+                    last_flush = Instant::now();
+                    flush_at = None;
+                    continue;
+                }
+                f = tokio::time::timeout(self.settings.upstream_idle_timeout, body.frame()) => match f {
+                    Ok(f) => f,
+                    Err(_) => {
+                        out.end = PumpEnd::Broken(format!(
+                            "node sent nothing for {:?}", self.settings.upstream_idle_timeout
+                        ));
+                        return out;
+                    }
+                },
+            };
+            let data = match frame {
+                None => {
+                    // Any end of body, chunked or close-delimited, says nothing about the
+                    // publisher: a break. Whether the stream is over is asked at the re-pull.
+                    out.end = PumpEnd::Broken(match parser.finish() {
+                        Ok(()) if out.live => "the node ended the response".into(),
+                        Ok(()) => "node sent no FLV data".into(),
+                        Err(e) => format!("stream cut mid-tag: {e}"),
+                    });
+                    return out;
+                }
+                Some(Err(e)) => {
+                    out.end = PumpEnd::Broken(e.to_string());
+                    return out;
+                }
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue, // trailers
+                },
+            };
+            self.hub
+                .bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.counters
+                .bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            if let Err(e) = parser.push_bytes(data) {
+                out.end = PumpEnd::Broken(format!("bad FLV from node: {e}"));
+                return out;
+            }
+            loop {
+                match parser.next_event() {
+                    Ok(None) => break,
+                    Ok(Some(Event::Header(h))) => {
+                        if !out.live {
+                            core.begin(h.has_audio, h.has_video, node);
+                            out.live = true;
+                        }
+                    }
+                    Ok(Some(Event::Tag(t))) => {
+                        out.progressed = true;
+                        core.push(t);
+                    }
+                    Err(e) => {
+                        out.end = PumpEnd::Broken(format!("bad FLV from node: {e}"));
+                        return out;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= last_flush + interval {
+                core.flush();
+                last_flush = now;
+                flush_at = None;
+            } else if flush_at.is_none() {
+                flush_at = Some(last_flush + interval);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reconnect_window_counts_only_time_without_media() {
+        let mut o = Outage::new(Duration::from_secs(5));
+        assert!(!o.expired(), "a break starts the window");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(!o.expired());
+        o.media(); // a reconnect that delivered media ends the outage
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(!o.expired(), "a new break starts a new window");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(!o.expired());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(o.expired(), "5 s without media: over");
+    }
+}
