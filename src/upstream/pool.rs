@@ -20,7 +20,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, Uri};
@@ -514,5 +516,36 @@ mod tests {
             );
         }
         assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    /// An idle connection leaves the pool (and is closed) after `idle_timeout`, and the
+    /// next request opens a new one; `max_idle = 0` keeps none.
+    #[tokio::test]
+    async fn idle_connections_close_after_the_idle_timeout() {
+        static ANSWERS: &[&[u8]] = &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"];
+        let (addr, conns) = node(ANSWERS).await;
+        let key = addr.to_string();
+        let get = || {
+            Request::get(format!("http://{addr}/x"))
+                .body(empty())
+                .expect("req")
+        };
+        let pool = Pool::new(HttpConnector::new(), 4, Duration::from_millis(100));
+        let r = pool.request(get(), None).await.expect("answer");
+        let _ = r.into_body().collect().await.expect("body");
+        assert_eq!(pool.idle_count(&key), 1);
+        let start = std::time::Instant::now();
+        while pool.idle_count(&key) != 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "never swept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = pool.request(get(), None).await.expect("answer");
+        let _ = r.into_body().collect().await.expect("body");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+
+        let pool = Pool::new(HttpConnector::new(), 0, Duration::from_secs(60));
+        let r = pool.request(get(), None).await.expect("answer");
+        let _ = r.into_body().collect().await.expect("body");
+        assert_eq!(pool.idle_count(&key), 0);
     }
 }
