@@ -13,6 +13,8 @@ use http::{request::Parts, HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::upstream::PooledBody;
+
 use crate::body::{empty, Body, BoxError};
 use crate::error::GatewayError;
 use crate::registry::Node;
@@ -91,7 +93,7 @@ fn build_request(
 }
 
 fn finish_response(
-    resp: Response<Incoming>,
+    resp: Response<PooledBody>,
     node: &BaseUrl,
     public: &BaseUrl,
     map: Option<headers::PathMap<'_>>,

@@ -40,6 +40,10 @@ impl Upload {
     pub(super) fn client_failed(&self) -> bool {
         self.client_failed.load(Ordering::Acquire)
     }
+    /// Every byte has been handed to hyper.
+    pub(super) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
     /// Resolves once the whole body has been handed to hyper.
     pub(super) async fn sent(&self) {
         loop {

@@ -1,7 +1,6 @@
 //! What went wrong in one attempt at one node, classified once: which side failed, and whether
 //! the same request may be tried on another node. `error.rs` turns it into a status.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use crate::body::BoxError;
@@ -73,17 +72,27 @@ impl ErrorKind {
     /// Classifies a client error by walking its source chain. `client_body_failed` is what the
     /// request body wrapper recorded: hyper reports a failed outgoing body as its own error.
     pub fn classify(e: &hyper_util::client::legacy::Error, client_body_failed: bool) -> Self {
+        Self::classify_error(e, e.is_connect(), client_body_failed)
+    }
+
+    /// [`ErrorKind::classify`] for any error: `connecting` says it came from making the TCP
+    /// connection (the pool's connector) rather than from a request on one.
+    pub fn classify_error(
+        e: &(dyn std::error::Error + 'static),
+        connecting: bool,
+        client_body_failed: bool,
+    ) -> Self {
         let msg = || -> BoxError { chain_text(e).into() };
         if client_body_failed || chain_has::<ClientBodyError>(e) {
             return Self::ClientBody(msg());
         }
-        if e.is_connect() {
+        if connecting {
             if chain_io_kind(e) == Some(std::io::ErrorKind::TimedOut) {
                 return Self::ConnectTimeout;
             }
             return Self::Connect(msg());
         }
-        let mut src = e.source();
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(s) = src {
             if let Some(h) = s.downcast_ref::<hyper::Error>() {
                 if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {

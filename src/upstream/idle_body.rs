@@ -12,21 +12,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::pool::PooledBody;
 use crate::body::BoxError;
 
-/// `Incoming` from a node, with a bound on how long it may stay silent.
-pub struct IdleTimeoutBody {
-    inner: Incoming,
+/// A body from a node ([`PooledBody`] from the transport, or hyper's `Incoming`), with a bound
+/// on how long it may stay silent.
+pub struct IdleTimeoutBody<B = PooledBody> {
+    inner: B,
     idle: Duration,
     /// Running while the node owes us data; reset by every frame.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl IdleTimeoutBody {
-    pub fn new(inner: Incoming, idle: Duration) -> Self {
+impl<B> IdleTimeoutBody<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
         Self {
             inner,
             idle,
@@ -35,7 +36,11 @@ impl IdleTimeoutBody {
     }
 }
 
-impl HttpBody for IdleTimeoutBody {
+impl<B> HttpBody for IdleTimeoutBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -47,7 +52,7 @@ impl HttpBody for IdleTimeoutBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.timer = None;
-                Poll::Ready(r.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+                Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
                 let idle = this.idle;

@@ -10,6 +10,9 @@
 //!   the viewer sending, or the node reading) and, through [`IdleTimeoutBody`], in the node's
 //!   answer.
 //!
+//! Requests go through the transport's own HTTP/1 pool ([`pool`]): an answer's end reaches its
+//! reader only once the connection is idle again, so the next request reuses it.
+//!
 //! Failures are classified once ([`UpstreamError`]): which side failed, and whether the request
 //! may go to another node ([`Transport::send_any`]). Node health ([`Health`]) is recorded on
 //! every attempt and orders the candidates.
@@ -18,6 +21,7 @@ pub mod body;
 pub mod error;
 pub mod health;
 pub mod idle_body;
+pub mod pool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +29,6 @@ use std::time::Duration;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
@@ -37,15 +40,19 @@ use crate::registry::Node;
 pub use error::{ErrorKind, UpstreamError};
 pub use health::Health;
 pub use idle_body::IdleTimeoutBody;
+pub use pool::PooledBody;
 
-/// The pooled HTTP/1 client to nodes (what [`Transport::client`] returns).
+/// hyper-util's pooled HTTP/1 client to nodes (what [`Transport::client`] returns, for the
+/// live hub's long pulls, where connection reuse does not matter).
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
-/// The transport: the pooled client, its timeouts and the nodes' health. Cloning is cheap
+/// The transport: the connection pool, its timeouts and the nodes' health. Cloning is cheap
 /// (reference counts); every clone shares the pool and the health map.
 #[derive(Clone)]
 pub struct Transport {
     client: UpstreamClient,
+    /// The pool [`Transport::send`] and the health checks use.
+    pool: pool::Pool,
     connect_timeout: Duration,
     header_timeout: Duration,
     body_idle_timeout: Duration,
@@ -62,6 +69,7 @@ impl Transport {
         http.set_connect_timeout(Some(s.connect_timeout));
         http.set_keepalive(Some(s.tcp_keepalive));
         http.enforce_http(true);
+        let pool = pool::Pool::new(http.clone(), s.max_idle_per_node, s.idle_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(s.idle_timeout)
@@ -69,6 +77,7 @@ impl Transport {
             .build(http);
         Self {
             client,
+            pool,
             connect_timeout: s.connect_timeout,
             header_timeout: s.response_header_timeout,
             body_idle_timeout: s.body_idle_timeout,
@@ -107,7 +116,7 @@ impl Transport {
         &self,
         node: &Node,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         let replayable = is_replayable(&req);
         let copy = replayable.then(|| {
             (
@@ -161,7 +170,7 @@ impl Transport {
         &self,
         nodes: &[Arc<Node>],
         mut request_for: F,
-    ) -> Result<(Response<Incoming>, Arc<Node>), E>
+    ) -> Result<(Response<PooledBody>, Arc<Node>), E>
     where
         F: FnMut(&Node) -> Result<Request<Body>, E>,
         E: From<UpstreamError>,
@@ -232,9 +241,9 @@ impl Transport {
             HeaderValue::from_static("streamgate-health"),
         );
         let limit = self.connect_timeout + self.header_timeout;
-        let resp = match tokio::time::timeout(limit, self.client.request(req)).await {
+        let resp = match tokio::time::timeout(limit, self.pool.request(req, None)).await {
             Err(_) => return Err(format!("health check: no answer within {limit:?}")),
-            Ok(Err(e)) => return Err(format!("health check: {}", ErrorKind::classify(&e, false))),
+            Ok(Err(e)) => return Err(format!("health check: {e}")),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
@@ -249,25 +258,28 @@ impl Transport {
     }
 
     /// Sends one request on the client and waits for the headers, with the timers above.
-    async fn attempt(&self, req: Request<Body>) -> Result<Response<Incoming>, ErrorKind> {
+    async fn attempt(&self, req: Request<Body>) -> Result<Response<PooledBody>, ErrorKind> {
         if req.body().is_end_stream() {
-            return match tokio::time::timeout(self.header_timeout, self.client.request(req)).await {
+            return match tokio::time::timeout(self.header_timeout, self.pool.request(req, None))
+                .await
+            {
                 Err(_) => Err(ErrorKind::HeaderTimeout(self.header_timeout)),
-                Ok(r) => r.map_err(|e| ErrorKind::classify(&e, false)),
+                Ok(r) => r,
             };
         }
         let (parts, body) = req.into_parts();
         let (body, upload) = body::UploadBody::new(body);
-        let fut = self
-            .client
-            .request(Request::from_parts(parts, body.boxed()));
+        let fut = self.pool.request(
+            Request::from_parts(parts, body.boxed()),
+            Some(upload.clone()),
+        );
         tokio::pin!(fut);
         // Phase 1: the body is on its way. No header timer yet; the upload must keep moving.
         // A stall is noticed after one to two `body_idle_timeout`s.
         loop {
             let before = upload.frames();
             tokio::select! {
-                r = &mut fut => return r.map_err(|e| ErrorKind::classify(&e, upload.client_failed())),
+                r = &mut fut => return r,
                 _ = upload.sent() => break,
                 _ = tokio::time::sleep(self.body_idle_timeout) => {
                     if upload.frames() == before {
@@ -283,7 +295,7 @@ impl Transport {
         // Phase 2: the request is written; the node owes us headers.
         match tokio::time::timeout(self.header_timeout, fut).await {
             Err(_) => Err(ErrorKind::HeaderTimeout(self.header_timeout)),
-            Ok(r) => r.map_err(|e| ErrorKind::classify(&e, upload.client_failed())),
+            Ok(r) => r,
         }
     }
 }
