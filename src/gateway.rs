@@ -63,7 +63,7 @@ impl Gateway {
         transport.spawn_health_checks(&settings.nodes, &shutdown);
         let hubs = Arc::new(Hubs::new(
             settings.live.clone(),
-            transport.client(),
+            transport.clone(),
             shutdown.clone(),
         ));
         Self {

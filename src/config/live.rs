@@ -43,8 +43,6 @@ pub struct LiveSettings {
     /// A joiner's burst (start-up tags + cached GOP) is exempt from `viewer_queue_bytes` up to
     /// this, so a viewer holds at most `max_gop_bytes + viewer_queue_bytes` (min 65536).
     pub max_gop_bytes: usize,
-    /// No response headers from a node within this → that attempt fails (the next node is tried).
-    pub response_header_timeout: Duration,
     /// A pull that delivers no bytes for this long counts as broken (reconnect, then end).
     pub upstream_idle_timeout: Duration,
     /// Viewers are woken at most this often; tags queued meanwhile go out in one write.
@@ -63,17 +61,13 @@ impl Default for LiveSettings {
             max_viewers_per_stream: 10_000,
             max_streams: 1_000,
             max_gop_bytes: 16 << 20,
-            response_header_timeout: Duration::from_secs(10),
             flush_interval: Duration::from_millis(50),
             upstream_idle_timeout: Duration::from_secs(10),
         }
     }
 }
 
-pub(super) fn validate(
-    l: &RawLive,
-    response_header_timeout: Duration,
-) -> Result<LiveSettings, ConfigError> {
+pub(super) fn validate(l: &RawLive) -> Result<LiveSettings, ConfigError> {
     let d = LiveSettings::default();
     let positive = |key: &str, v: Option<usize>, default: usize| match v {
         Some(0) => Err(invalid(key, "must be at least 1")),
@@ -105,7 +99,6 @@ pub(super) fn validate(
         )?,
         max_streams: positive("live.max_streams", l.max_streams, d.max_streams)?,
         max_gop_bytes: positive("live.max_gop_bytes", l.max_gop_bytes, d.max_gop_bytes)?,
-        response_header_timeout,
         flush_interval: duration("live.flush_interval", &l.flush_interval, d.flush_interval)?,
         upstream_idle_timeout: duration(
             "live.upstream_idle_timeout",

@@ -129,7 +129,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         Some(t) if t.trim().is_empty() => return Err(invalid("admin.token", "cannot be empty")),
         t => AdminSettings { token: t.clone() },
     };
-    let live = live::validate(&raw.live, upstream.response_header_timeout)?;
+    let live = live::validate(&raw.live)?;
     Ok(Settings {
         server,
         upstream,

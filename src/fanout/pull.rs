@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, Weak};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,8 +31,8 @@ use crate::backoff::Backoff;
 use crate::body::empty;
 use crate::error::GatewayError;
 use crate::flv::{Event, Parser};
-use crate::proxy::UpstreamClient;
 use crate::registry::{Lookup, Node, Registry};
+use crate::upstream::{PooledBody, Transport};
 
 /// First and longest wait between reconnect rounds.
 const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
@@ -119,21 +118,18 @@ pub struct Hubs {
     /// Running hubs by key. Bounded by `max_streams`; a hub leaves when its pull ends.
     map: Mutex<HashMap<String, Arc<Hub>>>,
     settings: LiveSettings,
-    client: UpstreamClient,
+    /// The one transport to nodes, shared with the proxy (pool, timeouts, node health).
+    transport: Transport,
     shutdown: CancellationToken,
     pub counters: Arc<LiveCounters>,
 }
 
 impl Hubs {
-    pub fn new(
-        settings: LiveSettings,
-        client: UpstreamClient,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(settings: LiveSettings, transport: Transport, shutdown: CancellationToken) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             settings,
-            client,
+            transport,
             shutdown,
             counters: Arc::new(LiveCounters::default()),
         }
@@ -147,7 +143,7 @@ impl Hubs {
     /// Returns the viewer's body and the id of the node serving it.
     ///
     /// Waits for the hub's whole first connect sequence over every candidate node (each
-    /// attempt bounded by `response_header_timeout`), so a silent first node does not cost the
+    /// attempt bounded by the transport's connect and header timeouts), so a silent first node does not cost the
     /// first viewer a 504 while the hub moves on to the next.
     pub async fn join(
         self: &Arc<Self>,
@@ -217,7 +213,7 @@ impl Hubs {
         let pull = Pull {
             hub: hub.clone(),
             source: source.clone(),
-            client: self.client.clone(),
+            transport: self.transport.clone(),
             settings: self.settings.clone(),
             counters: self.counters.clone(),
             stop: self.shutdown.child_token(),
@@ -266,17 +262,14 @@ pub struct Hub {
     bytes_in: AtomicU64,
 }
 
-/// Sends the hub's upstream request to `node` and returns its response head.
-///
-/// The one place the live pull talks HTTP to a node: the lead switches it to the shared upstream
-/// transport (`Transport::send(node, req)`). Bounded by `header_timeout`, which (as today) starts
-/// when the request is issued and covers connect and response head.
+/// Sends the hub's upstream request to `node` through the one transport: its per-attempt
+/// connect timeout, the response-header timeout, the stale-connection retry and node health
+/// are the proxy's too. The answer's status is the caller's to judge (404 = not on this node).
 pub async fn open(
-    client: &UpstreamClient,
+    transport: &Transport,
     node: &Node,
     path: &str,
-    header_timeout: std::time::Duration,
-) -> Result<Response<Incoming>, GatewayError> {
+) -> Result<Response<PooledBody>, GatewayError> {
     let uri = node.url.join(path, None);
     let mut req = Request::new(empty());
     *req.uri_mut() = uri
@@ -293,14 +286,7 @@ pub async fn open(
         header::USER_AGENT,
         HeaderValue::from_static("streamgate-hub"),
     );
-    match tokio::time::timeout(header_timeout, client.request(req)).await {
-        Err(_) => Err(GatewayError::UpstreamTimeout {
-            node: node.id.clone(),
-            secs: header_timeout.as_secs_f64(),
-        }),
-        Ok(Err(e)) => Err(GatewayError::from_upstream(&node.id, e)),
-        Ok(Ok(resp)) => Ok(resp),
-    }
+    Ok(transport.send(node, req).await?)
 }
 
 /// How one upstream connection ended.
@@ -324,7 +310,7 @@ struct Pumped {
 struct Pull {
     hub: Arc<Hub>,
     source: NodeSource,
-    client: UpstreamClient,
+    transport: Transport,
     settings: LiveSettings,
     counters: Arc<LiveCounters>,
     stop: CancellationToken,
@@ -369,9 +355,11 @@ impl Pull {
                     return;
                 }
                 Err(e) => Round::Failed(e),
-                Ok(mut nodes) => {
+                Ok(nodes) => {
+                    // Healthy nodes first (the transport's view, shared with the proxy) ...
+                    let mut nodes = self.transport.order(&nodes);
                     if let Some(bad) = &avoid {
-                        // Try the node that just failed last.
+                        // ... and the node that just failed last.
                         nodes.sort_by_key(|n| &n.id == bad);
                     }
                     self.round(
@@ -434,13 +422,12 @@ impl Pull {
         avoid: &mut Option<String>,
     ) -> Round {
         let stream = &self.hub.stream;
-        let limit = self.settings.response_header_timeout;
         let mut all_gone = !nodes.is_empty();
         let mut last = GatewayError::StreamNotFound(stream.clone());
         for node in nodes {
             let resp = tokio::select! {
                 _ = self.stop.cancelled() => return Round::Stop,
-                r = open(&self.client, node, &self.hub.upstream_path, limit) => r,
+                r = open(&self.transport, node, &self.hub.upstream_path) => r,
             };
             let resp = match resp {
                 Ok(r) if r.status() == StatusCode::OK => r,
@@ -496,7 +483,7 @@ impl Pull {
     }
 
     /// Reads one upstream connection until it ends, feeding the core.
-    async fn pump(&self, mut body: Incoming, node: &str) -> Pumped {
+    async fn pump(&self, mut body: PooledBody, node: &str) -> Pumped {
         let core = &self.hub.core;
         let mut out = Pumped {
             end: PumpEnd::Stop,

@@ -21,9 +21,6 @@ use crate::registry::Node;
 use crate::upstream::{IdleTimeoutBody, Transport};
 use crate::upstream_path::BaseUrl;
 
-/// The pooled client type, kept under its old name for the live hub.
-pub use crate::upstream::UpstreamClient;
-
 /// What one forward needs besides the request.
 pub struct Forward<'a> {
     /// Candidate nodes, preferred first; later ones are tried only if a bodiless request finds

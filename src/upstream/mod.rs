@@ -29,8 +29,7 @@ use std::time::Duration;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::HttpConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{empty, Body};
@@ -42,16 +41,12 @@ pub use health::Health;
 pub use idle_body::IdleTimeoutBody;
 pub use pool::PooledBody;
 
-/// hyper-util's pooled HTTP/1 client to nodes (what [`Transport::client`] returns, for the
-/// live hub's long pulls, where connection reuse does not matter).
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
 /// The transport: the connection pool, its timeouts and the nodes' health. Cloning is cheap
 /// (reference counts); every clone shares the pool and the health map.
 #[derive(Clone)]
 pub struct Transport {
-    client: UpstreamClient,
-    /// The pool [`Transport::send`] and the health checks use.
+    /// The pool every request to a node goes through: the proxy's, the live pulls', the
+    /// health checks'.
     pool: pool::Pool,
     connect_timeout: Duration,
     header_timeout: Duration,
@@ -60,34 +55,22 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Builds the client from the settings. The pool timer is what makes `idle_timeout` take
-    /// effect (hyper-util ignores it without one); TCP_NODELAY keeps the first bytes of a live
-    /// stream from waiting on Nagle.
+    /// Builds the transport from the settings. TCP_NODELAY keeps the first bytes of a live
+    /// stream from waiting on Nagle; the connect timeout applies per connect attempt.
     pub fn new(s: &UpstreamSettings) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(s.connect_timeout));
         http.set_keepalive(Some(s.tcp_keepalive));
         http.enforce_http(true);
-        let pool = pool::Pool::new(http.clone(), s.max_idle_per_node, s.idle_timeout);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(s.idle_timeout)
-            .pool_max_idle_per_host(s.max_idle_per_node)
-            .build(http);
+        let pool = pool::Pool::new(http, s.max_idle_per_node, s.idle_timeout);
         Self {
-            client,
             pool,
             connect_timeout: s.connect_timeout,
             header_timeout: s.response_header_timeout,
             body_idle_timeout: s.body_idle_timeout,
             health: Arc::new(Health::new(s.max_fails, s.fail_timeout)),
         }
-    }
-
-    /// The underlying pooled client (for callers not yet moved onto [`Transport::send`]).
-    pub fn client(&self) -> UpstreamClient {
-        self.client.clone()
     }
 
     /// The nodes' health (for listings).
