@@ -18,7 +18,7 @@ use crate::auth::TokenAuth;
 use crate::body::{Body, BoxError};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::error::GatewayError;
-use crate::live::{Hubs, NodeSource};
+use crate::fanout::{Hubs, NodeSource};
 use crate::proxy::{self, Forward};
 use crate::redirect;
 use crate::registry::{self, Lookup, Node, Registry};

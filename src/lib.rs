@@ -15,7 +15,6 @@ pub mod demo;
 pub mod error;
 pub mod fanout;
 pub mod gateway;
-pub mod live;
 pub mod origin;
 pub mod proxy;
 pub mod redirect;

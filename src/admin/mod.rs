@@ -31,7 +31,7 @@ use tower::ServiceExt;
 use crate::body::{full, json_response, Body};
 use crate::config::Settings;
 use crate::error::GatewayError;
-use crate::live::Hubs;
+use crate::fanout::Hubs;
 use crate::registry::hooks::{self, ct_eq, HookAction, HookEvent};
 use crate::registry::{url_text, Node, Registry, RegistryError};
 use crate::router::valid_stream_name;
