@@ -19,18 +19,27 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
+/// The longest duration any setting accepts. Timers add durations to `Instant`s, which panics
+/// on overflow: a typo such as an extra dozen digits must be a config error, not a crash.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The setting `key` as a duration, `default` when absent.
 pub(super) fn duration(
     key: &str,
     v: &Option<String>,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(s) => parse_duration(s).ok_or_else(|| {
-            invalid(
-                key,
-                format!("{s:?} is not a duration (use e.g. \"500ms\", \"30s\", \"2m\")"),
-            )
-        }),
+    let Some(s) = v else {
+        return Ok(default);
+    };
+    let d = parse_duration(s).ok_or_else(|| {
+        invalid(
+            key,
+            format!("{s:?} is not a duration (use e.g. \"500ms\", \"30s\", \"2m\")"),
+        )
+    })?;
+    if d > MAX_DURATION {
+        return Err(invalid(key, format!("{s:?} is longer than 30 days")));
     }
+    Ok(d)
 }

@@ -106,6 +106,20 @@ pub(super) fn validate(l: &RawLive) -> Result<LiveSettings, ConfigError> {
             d.upstream_idle_timeout,
         )?,
     };
+    if live.linger > Duration::from_secs(3600) {
+        return Err(invalid(
+            "live.linger",
+            "must be at most 1h (an idle pull holds a node connection)",
+        ));
+    }
+    if live.reconnect_window < Duration::from_millis(100)
+        || live.reconnect_window > Duration::from_secs(3600)
+    {
+        return Err(invalid(
+            "live.reconnect_window",
+            "must be between 100ms and 1h",
+        ));
+    }
     if live.upstream_idle_timeout < Duration::from_millis(100) {
         return Err(invalid(
             "live.upstream_idle_timeout",

@@ -356,4 +356,17 @@ max_gop_bytes = 1000
         assert!(err("[admin]\ntoken = \"\"\n").starts_with("admin.token:"));
         assert!(err("[admin]\ntokne = \"x\"\n").contains("tokne"));
     }
+
+    #[test]
+    fn durations_are_bounded_where_timers_use_them() {
+        // Far past what an Instant can take: an error naming the key, not a panic later.
+        let e = err("[live]\nlinger = \"18446744073709551615s\"\n");
+        assert!(e.starts_with("live.linger:"), "{e}");
+        let e = err("[server]\ndrain_timeout = \"99999h\"\n");
+        assert!(e.starts_with("server.drain_timeout:"), "{e}");
+        assert!(err("[live]\nlinger = \"2h\"\n").starts_with("live.linger:"));
+        assert!(err("[live]\nreconnect_window = \"0s\"\n").starts_with("live.reconnect_window:"));
+        let s = parse("[live]\nlinger = \"0s\"\n").expect("no linger is a valid choice");
+        assert_eq!(s.live.linger, Duration::ZERO);
+    }
 }

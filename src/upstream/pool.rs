@@ -37,6 +37,10 @@ use super::body::Upload;
 use super::error::ErrorKind;
 use crate::body::Body;
 
+/// How long a dropped answer's connection may take to become idle before it is closed instead
+/// of checked in (it normally takes one step of the connection's task).
+const CHECK_IN_WAIT: Duration = Duration::from_secs(5);
+
 /// Idle connections to nodes, by node authority (`host:port`).
 #[derive(Clone)]
 pub(super) struct Pool {
@@ -431,11 +435,17 @@ impl Drop for PooledBody {
         let Some(mut lent) = self.lent.take() else {
             return;
         };
+        if self.upload.as_ref().is_some_and(|u| !u.is_done()) {
+            // The node answered before taking the whole upload: the connection may never be
+            // reusable, and nothing bounds the rest of that upload any more. Let it close.
+            return;
+        }
         if lent.tx.is_ready() {
             lent.check_in();
         } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if lent.tx.ready().await.is_ok() {
+                // Bounded: a connection that does not become idle soon is not worth keeping.
+                if let Ok(Ok(())) = tokio::time::timeout(CHECK_IN_WAIT, lent.tx.ready()).await {
                     lent.check_in();
                 }
             });
