@@ -34,6 +34,10 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("missing or wrong token")]
     Unauthorized,
+    #[error("missing, forged or misplaced URL signature")]
+    SignatureInvalid,
+    #[error("the signed URL has expired")]
+    SignatureExpired,
     #[error("stream {0:?} is not on any node")]
     StreamNotFound(String),
     #[error("every node holding stream {0:?} is down")]
@@ -84,6 +88,9 @@ impl GatewayError {
             Self::BadStreamName => (StatusCode::BAD_REQUEST, "bad_stream_name"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            // A signed URL is a capability, not a login: 403, as CDNs and nginx answer.
+            Self::SignatureInvalid => (StatusCode::FORBIDDEN, "signature_invalid"),
+            Self::SignatureExpired => (StatusCode::FORBIDDEN, "signature_expired"),
             Self::StreamNotFound(_) => (StatusCode::NOT_FOUND, "stream_not_found"),
             Self::NodeUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable"),
             Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
@@ -229,6 +236,14 @@ mod tests {
         assert_eq!(t.status_and_code().0, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(t.source_side(), Source::Upstream);
         assert_eq!(GatewayError::Unauthorized.source_side(), Source::Downstream);
+        assert_eq!(
+            GatewayError::SignatureInvalid.status_and_code(),
+            (StatusCode::FORBIDDEN, "signature_invalid")
+        );
+        assert_eq!(
+            GatewayError::SignatureExpired.status_and_code(),
+            (StatusCode::FORBIDDEN, "signature_expired")
+        );
         assert_eq!(
             GatewayError::ShuttingDown.status_and_code(),
             (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::TokenAuth;
+use crate::auth::{now_unix, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
 use crate::body::{Body, BoxError};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::error::GatewayError;
@@ -34,7 +34,10 @@ pub struct Gateway {
     registry: Arc<dyn Registry>,
     /// The one transport to nodes (pool, timeouts, node health).
     transport: Transport,
-    auth: TokenAuth,
+    /// Tokens, signing keys and the secure_link expression.
+    auth: ViewerAuth,
+    /// How long a `sign_location` redirect's link stays valid.
+    redirect_link_ttl: std::time::Duration,
     public_url: BaseUrl,
     /// One fan-out hub per live stream.
     hubs: Arc<Hubs>,
@@ -77,7 +80,12 @@ impl Gateway {
             routes: settings.routes.clone(),
             registry,
             transport,
-            auth: TokenAuth::new(settings.tokens.clone()),
+            auth: ViewerAuth {
+                tokens: TokenAuth::new(settings.auth.tokens.clone()),
+                signed: SignedUrls::new(settings.auth.signing_keys.clone()),
+                secure_link: settings.auth.secure_link.clone(),
+            },
+            redirect_link_ttl: settings.auth.redirect_link_ttl,
             public_url,
         }
     }
@@ -152,8 +160,24 @@ impl Gateway {
         let (route, caps) = self.find_route(req.uri().path())?;
         let caps = caps.validate()?;
         // Phase 2: auth, before anything touches a node.
-        if route.auth == AuthMode::Token {
-            self.auth.check(req.headers(), req.uri().query())?;
+        if route.auth != AuthMode::None {
+            let host = req
+                .uri()
+                .host()
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+                .unwrap_or("");
+            let facts = RequestFacts {
+                headers: req.headers(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                host,
+                peer: peer.ip(),
+            };
+            self.auth.check(route.auth, &facts, now_unix())?;
         }
         // Phase 3: choose the upstream.
         let nodes = self.choose_nodes(route, &caps)?;
@@ -168,7 +192,19 @@ impl Gateway {
                 if let Some(log) = log {
                     log.node = node.id.clone();
                 }
-                redirect::respond(route.status, &node.url, &path, query.as_deref())
+                if !route.sign_location {
+                    return redirect::respond(route.status, &node.url, &path, query.as_deref());
+                }
+                // The Location carries the node's nginx `secure_link` signature. Config makes a
+                // `sign_location` route need the expression; without it, refuse rather than
+                // hand out an unsigned link.
+                let sl = self.auth.secure_link.as_ref().ok_or_else(|| {
+                    GatewayError::Internal("sign_location without a secure_link expression".into())
+                })?;
+                let expires = now_unix().saturating_add(self.redirect_link_ttl.as_secs());
+                let remote_addr = peer.ip().to_canonical().to_string();
+                let q = sl.sign_location(&node.url, &path, query.as_deref(), &remote_addr, expires);
+                redirect::respond(route.status, &node.url, &path, Some(&q))
             }
             Action::Live => {
                 if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -208,7 +244,9 @@ impl Gateway {
                 };
                 let (mut parts, body) = req.into_parts();
                 // Every viewer credential goes, whichever Authorization line carries it.
-                self.auth.remove_viewer_credentials(&mut parts.headers);
+                self.auth
+                    .tokens
+                    .remove_viewer_credentials(&mut parts.headers);
                 let strip_authorization = route.auth == AuthMode::Token;
                 let (resp, node) = proxy::forward(
                     &self.transport,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use streamgate::{config, demo, gateway, origin, server};
+use streamgate::{auth, config, demo, gateway, origin, server};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,34 @@ enum Cmd {
         /// is the connection closing).
         #[arg(long, default_value = "chunked", value_parser = ["chunked", "close"])]
         live_framing: String,
+    },
+    /// Print a signed URL for routes with `auth = "signed"` (see docs/security.md).
+    Sign {
+        /// The path to sign, as it appears in the URL (e.g. /vod/movie.mp4).
+        #[arg(long)]
+        path: String,
+        /// Sign a path prefix instead: alone, the path itself; with a value, that prefix (which
+        /// must cover the path).
+        #[arg(long, num_args = 0..=1, value_name = "PREFIX")]
+        prefix: Option<Option<String>>,
+        /// How long the URL stays valid ("90s", "30m", "1h").
+        #[arg(long)]
+        ttl: String,
+        /// Bind the URL to this client address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Take the keys (newest first) and public_url from this config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The secret, instead of a config file (visible in `ps`: prefer --config).
+        #[arg(long)]
+        secret: Option<String>,
+        /// The key id (with --secret; with --config, picks a key other than the newest).
+        #[arg(long)]
+        kid: Option<String>,
+        /// Base URL to print in front of the path (default: the config's public_url, else none).
+        #[arg(long)]
+        base: Option<String>,
     },
     /// Start two origin nodes and a gateway in front of them, and print URLs to try.
     Demo {
@@ -92,6 +120,38 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{}: error: {e}", file.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Cmd::Sign {
+        path,
+        prefix,
+        ttl,
+        ip,
+        config,
+        secret,
+        kid,
+        base,
+    } = &cli.cmd
+    {
+        let args = auth::signed::SignArgs {
+            path: path.clone(),
+            prefix: prefix.clone(),
+            ttl: ttl.clone(),
+            ip: ip.clone(),
+            config: config.as_ref().map(|c| c.to_string_lossy().into_owned()),
+            secret: secret.clone(),
+            kid: kid.clone(),
+            base: base.clone(),
+        };
+        return match args.run() {
+            Ok(url) => {
+                println!("{url}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
                 ExitCode::from(2)
             }
         };
@@ -153,7 +213,7 @@ async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
             r
         }
         Cmd::Demo { listen, media } => demo::start(listen, media, shutdown.clone()).await?,
-        Cmd::CheckConfig { .. } => return Ok(()),
+        Cmd::CheckConfig { .. } | Cmd::Sign { .. } => return Ok(()),
     };
     use std::io::Write;
     let _ = std::io::stdout().flush();

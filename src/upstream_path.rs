@@ -4,11 +4,16 @@
 
 use percent_encoding::percent_decode_str;
 
-/// Query parameters that carry viewer credentials and never leave the gateway.
-pub const CREDENTIAL_PARAMS: &[&str] = &["token"];
+/// Query parameters that carry viewer credentials and never leave the gateway: the viewer token
+/// and the signed-URL parameters (native `expires`, `kid`, `prefix`, `ip`, `sign`; nginx
+/// `secure_link`'s `md5` and `expires`).
+pub const CREDENTIAL_PARAMS: &[&str] = &["token", "expires", "sign", "kid", "prefix", "ip", "md5"];
 
-/// Query parameters never written to a log: viewer tokens and the hooks' shared secret.
-pub const SECRET_PARAMS: &[&str] = &["token", "secret"];
+/// Query parameters never written to a log: the viewer credentials above and the hooks' shared
+/// secret.
+pub const SECRET_PARAMS: &[&str] = &[
+    "token", "expires", "sign", "kid", "prefix", "ip", "md5", "secret",
+];
 
 /// `scheme://authority` plus an optional path prefix, parsed once at config time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +163,17 @@ mod tests {
         );
         assert_eq!(strip_credentials(Some("TOKEN=x&&z")).as_deref(), Some("z"));
         assert_eq!(strip_credentials(None), None);
+        assert_eq!(
+            strip_credentials(Some(
+                "a=1&expires=1&kid=k1&prefix=/x/&ip=1.2.3.4&sign=ab&md5=cd&b=2"
+            ))
+            .as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(
+            strip_params(Some("sign=ab&secret=h&md5=x&q=1"), SECRET_PARAMS).as_deref(),
+            Some("q=1")
+        );
     }
 
     #[test]

@@ -28,11 +28,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use crate::auth::ct_eq;
 use crate::body::{full, json_response, Body};
 use crate::config::Settings;
 use crate::error::GatewayError;
 use crate::fanout::Hubs;
-use crate::registry::hooks::{self, ct_eq, HookAction, HookEvent};
+use crate::registry::hooks::{self, HookAction, HookEvent};
 use crate::registry::{url_text, Node, Registry, RegistryError};
 use crate::router::valid_stream_name;
 use crate::upstream::Health;
@@ -194,7 +195,7 @@ impl FromRequestParts<Arc<AdminState>> for AdminAuth {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim());
         match presented {
-            Some(t) if ct_eq(t, want) => Ok(AdminAuth),
+            Some(t) if ct_eq(t.as_bytes(), want.as_bytes()) => Ok(AdminAuth),
             _ => Err(GatewayError::Unauthorized.into()),
         }
     }
@@ -216,7 +217,7 @@ impl FromRequestParts<Arc<AdminState>> for HookAuth {
         };
         let query = parts.uri.query().unwrap_or("");
         match hooks::query_value(query, "secret") {
-            Some(s) if ct_eq(&s, want) => {}
+            Some(s) if ct_eq(s.as_bytes(), want.as_bytes()) => {}
             _ => return Err(GatewayError::Unauthorized.into()),
         }
         let node = hooks::query_value(query, "node").ok_or(GatewayError::BadRequest(
@@ -549,10 +550,11 @@ async fn apply_hook(
                 return Err(GatewayError::BadStreamName.into());
             }
             if !st.publish_tokens.is_empty() {
-                let good = ev
-                    .token
-                    .as_deref()
-                    .is_some_and(|t| st.publish_tokens.iter().any(|k| ct_eq(t, k)));
+                let good = ev.token.as_deref().is_some_and(|t| {
+                    st.publish_tokens
+                        .iter()
+                        .any(|k| ct_eq(t.as_bytes(), k.as_bytes()))
+                });
                 if !good {
                     tracing::warn!(server, stream = %ev.stream, node, client = %ev.client, "publish refused: bad publish token");
                     return Err(GatewayError::PublishForbidden.into());

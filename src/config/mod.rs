@@ -5,6 +5,7 @@
 //! [`Settings`] is what the rest of the program uses (durations parsed, routes compiled, nodes
 //! resolved).
 
+mod auth;
 mod duration;
 mod live;
 mod registry;
@@ -14,6 +15,7 @@ mod upstream;
 
 use serde::Deserialize;
 
+pub use auth::{AuthSettings, RawAuth, RawSigningKey, DEFAULT_REDIRECT_LINK_TTL};
 use duration::duration;
 pub use duration::parse_duration;
 pub use live::{LiveSettings, RawLive};
@@ -71,20 +73,13 @@ pub struct RawConfig {
     pub admin: RawAdmin,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuth {
-    #[serde(default)]
-    pub tokens: Vec<String>,
-}
-
 /// Validated settings: what the gateway runs on.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
-    /// Accepted viewer tokens (`?token=` or `Authorization: Bearer`).
-    pub tokens: Vec<String>,
+    /// Viewer tokens, signing keys, the secure_link expression (`[auth]`).
+    pub auth: AuthSettings,
     pub nodes: Vec<NodeSettings>,
     pub routes: Vec<RouteSettings>,
     /// The live fan-out (`[live]`).
@@ -113,17 +108,9 @@ pub fn parse(text: &str) -> Result<Settings, ConfigError> {
 fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let server = server::validate(&raw.server)?;
     let upstream = upstream::validate(&raw.upstream)?;
-    for (i, t) in raw.auth.tokens.iter().enumerate() {
-        if t.is_empty() {
-            return Err(invalid(
-                format!("auth.tokens[{i}]"),
-                "a token cannot be empty",
-            ));
-        }
-    }
-
+    let auth = auth::validate(raw.auth)?;
     let nodes = routes::validate_nodes(raw.nodes)?;
-    let routes = routes::validate_routes(&raw.routes, &nodes, !raw.auth.tokens.is_empty())?;
+    let routes = routes::validate_routes(&raw.routes, &nodes, &auth)?;
     let registry = registry::validate(&raw.registry)?;
     let admin = match &raw.admin.token {
         Some(t) if t.trim().is_empty() => return Err(invalid("admin.token", "cannot be empty")),
@@ -133,7 +120,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     Ok(Settings {
         server,
         upstream,
-        tokens: raw.auth.tokens,
+        auth,
         nodes,
         routes,
         live,

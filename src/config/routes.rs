@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{duration, invalid, ConfigError};
+use super::{duration, invalid, AuthSettings, ConfigError};
 use crate::router::{Pattern, Template};
 use crate::upstream_path::BaseUrl;
 
@@ -30,6 +30,8 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     pub status: Option<u16>,
     pub auth: Option<String>,
+    /// Redirects only: sign the `Location` for nginx `secure_link` (`md5=…&expires=…`).
+    pub sign_location: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,10 @@ pub enum Action {
 pub enum AuthMode {
     None,
     Token,
+    /// Native signed URLs: `?expires=…&kid=…&sign=…` (HMAC-SHA256).
+    Signed,
+    /// nginx `secure_link` URLs: `?md5=…&expires=…`.
+    SecureLink,
 }
 
 /// Where a route's requests go.
@@ -89,6 +95,8 @@ pub struct RouteSettings {
     pub upstream: Template,
     pub status: u16,
     pub auth: AuthMode,
+    /// Redirects: the `Location` carries an nginx `secure_link` signature.
+    pub sign_location: bool,
     /// Literal start of `upstream` and of `path`: a node's `Location` under the first is
     /// rewritten to the second.
     pub upstream_prefix: String,
@@ -175,11 +183,11 @@ pub(super) fn validate_nodes(raw: Vec<RawNode>) -> Result<Vec<NodeSettings>, Con
     Ok(nodes)
 }
 
-/// Validates `[[routes]]` against the nodes and whether any viewer token is configured.
+/// Validates `[[routes]]` against the nodes and what `[auth]` provides.
 pub(super) fn validate_routes(
     raw: &[RawRoute],
     nodes: &[NodeSettings],
-    have_tokens: bool,
+    available: &AuthSettings,
 ) -> Result<Vec<RouteSettings>, ConfigError> {
     let node_ids: HashMap<&str, ()> = nodes.iter().map(|n| (n.id.as_str(), ())).collect();
     let mut routes = Vec::new();
@@ -270,7 +278,7 @@ pub(super) fn validate_routes(
         let auth = match r.auth.as_deref() {
             None | Some("none") => AuthMode::None,
             Some("token") => {
-                if !have_tokens {
+                if available.tokens.is_empty() {
                     return Err(invalid(
                         format!("{key}.auth"),
                         "\"token\" needs at least one token in auth.tokens",
@@ -278,13 +286,46 @@ pub(super) fn validate_routes(
                 }
                 AuthMode::Token
             }
+            Some("signed") => {
+                if available.signing_keys.is_empty() {
+                    return Err(invalid(
+                        format!("{key}.auth"),
+                        "\"signed\" needs at least one key in auth.signing_keys",
+                    ));
+                }
+                AuthMode::Signed
+            }
+            Some("secure_link") => {
+                if available.secure_link.is_none() {
+                    return Err(invalid(
+                        format!("{key}.auth"),
+                        "\"secure_link\" needs auth.secure_link_secret_expression",
+                    ));
+                }
+                AuthMode::SecureLink
+            }
             Some(other) => {
                 return Err(invalid(
                     format!("{key}.auth"),
-                    format!("{other:?} is not one of none, token"),
+                    format!("{other:?} is not one of none, token, signed, secure_link"),
                 ))
             }
         };
+        let sign_location = r.sign_location.unwrap_or(false);
+        if sign_location {
+            if action != Action::Redirect {
+                return Err(invalid(
+                    format!("{key}.sign_location"),
+                    "only redirect routes have a Location to sign",
+                ));
+            }
+            if available.secure_link.is_none() {
+                return Err(invalid(
+                    format!("{key}.sign_location"),
+                    "needs auth.secure_link_secret_expression (the node's secure_link_md5)",
+                ));
+            }
+        }
         routes.push(RouteSettings {
             upstream_prefix: upstream.literal_prefix().to_string(),
             public_prefix: pattern.literal_prefix(),
@@ -294,6 +335,7 @@ pub(super) fn validate_routes(
             upstream,
             status,
             auth,
+            sign_location,
         });
     }
 

@@ -142,13 +142,6 @@ pub fn query_value(query: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Equality whose running time does not depend on where the first difference is, so a guesser
-/// learns nothing from timing (length is not secret).
-pub fn ct_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,12 +198,5 @@ mod tests {
         ));
         let e = parse_nginx_rtmp(b"call=play&name=cam1").expect("play");
         assert_eq!(e.action, HookAction::Ignore("play".into()));
-    }
-
-    #[test]
-    fn constant_time_eq() {
-        assert!(ct_eq("h00k", "h00k"));
-        assert!(!ct_eq("h00k", "h00x"));
-        assert!(!ct_eq("h00k", "h00"));
     }
 }

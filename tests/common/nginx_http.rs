@@ -1,0 +1,118 @@
+//! A real, stock nginx (HTTP only, no extra modules) for tests: one process
+//! (`master_process off`), its own config, pid, logs, temp paths and document root in a
+//! tempdir, on a free loopback port. Killed by its own PID on drop; the system nginx is never
+//! touched.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::redis::free_port;
+use super::READY_TIMEOUT;
+
+pub struct NginxHttp {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl NginxHttp {
+    /// Starts nginx with `server_body` inside its `server { … }` block (after `listen`), and
+    /// `files` (path relative to the document root, contents) written under the root, which
+    /// `{root}` in `server_body` names.
+    pub fn start(server_body: &str, files: &[(&str, &[u8])]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let root = d.join("www");
+        for (rel, data) in files {
+            let f = root.join(rel);
+            std::fs::create_dir_all(f.parent().expect("file has a parent")).expect("mkdir");
+            std::fs::write(&f, data).expect("write file");
+        }
+        std::fs::create_dir_all(d.join("tmp")).expect("tmp dir");
+        let port = free_port();
+        let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
+        let body = server_body.replace("{root}", &p(&root));
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {pid};
+error_log {err} info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {access};
+    client_body_temp_path {tmp};
+    proxy_temp_path {tmp};
+    fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp};
+    scgi_temp_path {tmp};
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        {body}
+    }}
+}}
+"#,
+            pid = p(&d.join("nginx.pid")),
+            err = p(&d.join("error.log")),
+            access = p(&d.join("access.log")),
+            tmp = p(&d.join("tmp")),
+        );
+        std::fs::write(d.join("nginx.conf"), conf).expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(d)
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nginx (is the nginx package installed?)");
+        let mut n = NginxHttp {
+            port,
+            child: Some(child),
+            dir,
+        };
+        let start = Instant::now();
+        let addr = n.addr();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
+                panic!("nginx exited ({st}); error.log:\n{}", n.error_log());
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                panic!(
+                    "nginx did not listen on {port}; error.log:\n{}",
+                    n.error_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NginxHttp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
