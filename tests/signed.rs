@@ -434,3 +434,55 @@ fn a_signed_redirect_is_served_by_stock_nginx_secure_link() {
     );
     assert_eq!(r.status, 410, "{}", nginx.error_log());
 }
+
+#[test]
+fn a_proxied_request_reaches_the_node_without_its_signature() {
+    let up = common::upstream::Upstream::start(common::upstream::echo);
+    let (gw, _dir) = gateway(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[auth]
+signing_keys = [{{ id = "k2", secret = "{NEW}" }}]
+secure_link_secret_expression = "$secure_link_expires$uri$remote_addr {SL_SECRET}"
+
+[[nodes]]
+id = "a"
+url = "{node}"
+
+[[routes]]
+path = "/private/{{*rest}}"
+action = "proxy"
+to = "a"
+upstream = "/files/{{*rest}}"
+auth = "signed"
+
+[[routes]]
+path = "/sl/{{*rest}}"
+action = "proxy"
+to = "a"
+upstream = "/files/{{*rest}}"
+auth = "secure_link"
+"#,
+        node = up.url()
+    ));
+    let t = now() + 600;
+    let q = native_query("k2", NEW, t, "prefix", "/private/hls/", "127.0.0.1");
+    let r = get(gw.addr(), &format!("/private/hls/seg1.ts?a=1&{q}&b=2"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let md5 = openssl_secure_link(&format!("{t}/sl/m.mp4127.0.0.1 {SL_SECRET}"));
+    let r = get(
+        gw.addr(),
+        &format!("/sl/m.mp4?md5={md5}&expires={t}&c=3"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A refused request never reaches the node.
+    assert_refused(
+        &get(gw.addr(), "/private/hls/seg1.ts?a=1", ""),
+        "signature_invalid",
+    );
+    let targets: Vec<String> = up.requests().into_iter().map(|s| s.target).collect();
+    assert_eq!(targets, ["/files/hls/seg1.ts?a=1&b=2", "/files/m.mp4?c=3"]);
+}
