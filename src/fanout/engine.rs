@@ -379,7 +379,12 @@ impl Core {
             return;
         }
         let inner = &mut *inner;
-        let ts = inner.clock.map(tag.kind(), tag.timestamp());
+        // Script tags and sequence headers take the current time; only media sets the anchor.
+        let ts = if tag.kind() == TagKind::Script || tag.is_sequence_header() {
+            inner.clock.current(tag.kind())
+        } else {
+            inner.clock.map(tag.kind(), tag.timestamp())
+        };
         let tag = if ts as u32 == tag.timestamp() {
             tag
         } else {
@@ -736,6 +741,58 @@ mod tests {
         let t = tags(&ev);
         assert!(t.iter().all(|t| t.kind() == TagKind::Video));
         assert_eq!(t[0].data().last(), Some(&2));
+    }
+
+    fn metadata() -> Tag {
+        let mut d = vec![2, 0, 10];
+        d.extend_from_slice(b"onMetaData");
+        d.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 9]);
+        Tag::new(TagKind::Script, 0, &d).expect("tag")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failover_to_a_node_sending_start_up_tags_at_zero_cuts_nobody() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        core.push(metadata());
+        core.push(avc_seq(1));
+        core.push(aac_seq());
+        core.push(video(4960, true, 50));
+        core.push(audio(4990));
+        core.push(video(5000, false, 50));
+        let mut v = core.attach().expect("attach");
+        drain(&mut v).await;
+        core.reconnecting();
+        core.begin(true, true, "b");
+        // Node b sends its start-up tags at 0 and its first keyframe at 8000. The viewer is
+        // not woken in between (no flush point): its new sequence header is still queued.
+        core.push(metadata());
+        core.push(avc_seq(2));
+        core.push(aac_seq());
+        core.push(video(8000, true, 50));
+        core.push(audio(8010));
+        core.push(video(8040, false, 50));
+        assert_eq!(
+            core.viewers(),
+            1,
+            "a viewer that keeps up is never cut at a splice"
+        );
+        let (ev, _) = drain(&mut v).await;
+        let t = tags(&ev);
+        let media: Vec<(TagKind, u32)> = t
+            .iter()
+            .filter(|t| !t.is_sequence_header())
+            .map(|t| (t.kind(), t.timestamp()))
+            .collect();
+        assert_eq!(
+            media,
+            vec![
+                (TagKind::Video, 5040),
+                (TagKind::Audio, 5050),
+                (TagKind::Video, 5080)
+            ],
+            "b's media continues 40 ms after a's last tag"
+        );
     }
 
     #[tokio::test(start_paused = true)]
