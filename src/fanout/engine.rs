@@ -279,7 +279,7 @@ impl Core {
             inner.gop.clear();
             inner.init.clear_tags();
             for v in inner.viewers.iter_mut() {
-                v.skipping = true;
+                v.splice();
             }
         }
         inner.spliced = true;

@@ -95,6 +95,15 @@ pub(crate) struct Slot {
     burst: u64,
     /// Timestamp of the burst's last media tag: lag is measured from there at the earliest.
     burst_end_ts: Option<u64>,
+    /// Timestamp of the last media tag queued.
+    last_ts: Option<u64>,
+    /// The source spliced (reconnect, failover): the next media tag offered starts the new
+    /// connection's media.
+    splice_pending: bool,
+    /// The latest splice: (first media timestamp after it, media time between the last tag
+    /// queued before it and that one). While the viewer has not consumed past the splice, that
+    /// gap is not lag: the viewer never had it to consume.
+    splice: Option<(u64, u64)>,
     /// The start-up tags this viewer has (metadata, video and audio sequence headers), so a
     /// changed one, or one from a node failed over to, reaches it exactly once.
     pub known: [Option<Tag>; 3],
@@ -121,6 +130,9 @@ impl Slot {
             first_ts: None,
             burst: 0,
             burst_end_ts: None,
+            last_ts: None,
+            splice_pending: false,
+            splice: None,
             known: [None, None, None],
             dirty: false,
         };
@@ -140,6 +152,7 @@ impl Slot {
         self.shared.queued.fetch_add(bytes.len(), Ordering::Relaxed);
         if let Some(t) = ts {
             self.first_ts.get_or_insert(t);
+            self.last_ts = Some(t);
         }
         self.dirty = true;
         true
@@ -173,7 +186,36 @@ impl Slot {
             c => c,
         };
         let base = self.burst_end_ts.map_or(base, |b| base.max(b));
-        (queued.saturating_sub(burst_left), ts.saturating_sub(base))
+        let mut lag = ts.saturating_sub(base);
+        if let Some((first, gap)) = self.splice {
+            if base < first {
+                lag = lag.saturating_sub(gap);
+            }
+        }
+        (queued.saturating_sub(burst_left), lag)
+    }
+
+    /// The source spliced (reconnect, failover): the viewer resumes on the new connection's
+    /// first keyframe, and the media time between the old connection's last tag and the new
+    /// one's first does not count as lag (so a viewer that keeps up is never cut at a splice).
+    pub fn splice(&mut self) {
+        self.skipping = true;
+        self.splice_pending = true;
+    }
+
+    /// Records where the new connection's media starts, at the first media tag after a splice.
+    fn note_splice(&mut self, ts: u64) {
+        if !std::mem::take(&mut self.splice_pending) {
+            return;
+        }
+        let consumed = self.shared.consumed_ts.load(Ordering::Relaxed);
+        // A previous splice the viewer has not consumed past yet: its gap still does not count.
+        let carried = match self.splice {
+            Some((first, gap)) if consumed == NONE || consumed < first => gap,
+            _ => 0,
+        };
+        let gap = self.last_ts.map_or(0, |l| ts.saturating_sub(l));
+        self.splice = Some((ts, gap + carried));
     }
 
     /// Start-up and codec-change tags: always delivered while there is room at all.
@@ -187,6 +229,7 @@ impl Slot {
 
     /// A media tag; `keyframe` marks where a skipping viewer may resume.
     pub fn offer(&mut self, bytes: &Bytes, ts: u64, keyframe: bool, budget: Budget) -> Offer {
+        self.note_splice(ts);
         let (queued, lag) = self.backlog(ts);
         if self.skipping {
             if !keyframe {
@@ -411,6 +454,46 @@ mod tests {
         );
         while consume(&shared).is_some() {}
         assert_eq!(slot.offer(&tag, 2160, true, BUDGET), Offer::Sent);
+    }
+
+    #[test]
+    fn a_splice_gap_is_not_lag_but_unconsumed_media_is() {
+        let tag = Bytes::from(vec![0u8; 1]);
+        // Keeping up: everything consumed; the new sequence header is queued, not yet read.
+        let (mut slot, shared) = Slot::new(1);
+        slot.offer(&tag, 0, true, BUDGET);
+        slot.offer(&tag, 40, false, BUDGET);
+        while consume(&shared).is_some() {}
+        slot.splice();
+        assert_eq!(slot.offer_control(&tag), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 8_040, false, BUDGET),
+            Offer::Dropped,
+            "resumes on a keyframe"
+        );
+        assert_eq!(
+            slot.offer(&tag, 8_080, true, BUDGET),
+            Offer::Sent,
+            "an 8 s splice gap is not lag"
+        );
+        assert_eq!(slot.offer(&tag, 8_120, false, BUDGET), Offer::Sent);
+        assert!(consume(&shared).is_some());
+        assert!(consume(&shared).is_some());
+        assert_eq!(slot.offer(&tag, 8_160, false, BUDGET), Offer::Sent);
+
+        // Behind: 600 ms of the old connection unconsumed (over half the 1 s budget).
+        let (mut slot, shared) = Slot::new(2);
+        slot.offer(&tag, 0, true, BUDGET);
+        assert!(consume(&shared).is_some());
+        for ts in (40..=600).step_by(40) {
+            slot.offer(&tag, ts, false, BUDGET);
+        }
+        slot.splice();
+        assert_eq!(
+            slot.offer(&tag, 9_000, true, BUDGET),
+            Offer::Cut,
+            "what it has not consumed still counts"
+        );
     }
 
     #[test]
