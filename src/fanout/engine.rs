@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::gop::{init_index, GopCache, InitCache};
 use super::timestamps::Rewriter;
-use super::viewer::{Budget, Offer, Slot, ViewerBody};
+use super::viewer::{Budget, MediaKind, Offer, Slot, ViewerBody};
 use super::{Failure, LiveCounters, Settings, StreamCounters};
 use crate::flv::{self, Tag, TagKind};
 
@@ -65,8 +65,10 @@ struct Inner {
     spliced: bool,
     /// What currently feeds the stream (node id, "file"), for listings.
     source: String,
-    /// A video tag has been seen on this connection. Until then audio frames count as
-    /// keyframes: header flags are not to be trusted (SRS announces video on audio-only streams).
+    /// A video tag has been seen on this connection. Until then audio frames are resume points:
+    /// header flags are not to be trusted (SRS announces video on audio-only streams), and a
+    /// node failed over to may have no video. Viewers that resume on audio still drop video
+    /// until a video keyframe (`Slot::video_ok`), so none gets P-frames without their IDR.
     seen_video: bool,
     /// Since when the stream has had no viewers (`None` while it has some).
     idle_since: Option<Instant>,
@@ -235,6 +237,8 @@ impl Core {
                 slot.skipping = true;
                 break;
             }
+            // The GOP keeps no video inter frame before its keyframe (see `GopCache::push`).
+            slot.video_ok |= t.kind() == TagKind::Video && t.is_keyframe();
         }
         slot.wake();
         let before = inner.viewers.len();
@@ -419,11 +423,18 @@ impl Core {
             });
             self.count_cuts(cut);
         } else {
-            let key = match tag.kind() {
-                TagKind::Video => tag.is_keyframe(),
-                TagKind::Audio => !inner.seen_video,
-                TagKind::Script => false,
+            let frame = match tag.kind() {
+                TagKind::Video if tag.is_keyframe() => MediaKind::VideoKey,
+                TagKind::Video => MediaKind::VideoInter,
+                TagKind::Audio => MediaKind::Audio {
+                    resume: !inner.seen_video,
+                },
+                TagKind::Script => MediaKind::Data,
             };
+            let key = matches!(
+                frame,
+                MediaKind::VideoKey | MediaKind::Audio { resume: true }
+            );
             if self.settings.gop_cache && tag.kind() != TagKind::Script {
                 inner.gop.push(&tag, ts, key, self.settings.max_gop_bytes);
             }
@@ -431,7 +442,7 @@ impl Core {
             let (mut dropped, mut cut) = (0u64, 0u64);
             inner
                 .viewers
-                .retain_mut(|v| match v.offer(bytes, ts, key, budget) {
+                .retain_mut(|v| match v.offer(bytes, ts, frame, budget) {
                     Offer::Sent => true,
                     Offer::Dropped => {
                         dropped += 1;
@@ -793,6 +804,53 @@ mod tests {
             ],
             "b's media continues 40 ms after a's last tag"
         );
+    }
+
+    /// The kinds and keyframe flags of the media (not start-up) tags in `t`.
+    fn media_of(t: &[Tag]) -> Vec<(TagKind, bool)> {
+        t.iter()
+            .filter(|t| init_index(t).is_none())
+            .map(|t| (t.kind(), t.kind() == TagKind::Video && t.is_keyframe()))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_splice_on_audio_no_viewer_gets_video_before_a_keyframe() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        core.push(avc_seq(1));
+        core.push(aac_seq());
+        core.push(video(1000, true, 50));
+        core.push(audio(1010));
+        let mut old = core.attach().expect("attach");
+        drain(&mut old).await;
+        core.reconnecting();
+        // Node b: audio first, then a P-frame (its IDR was before we joined), then an IDR.
+        core.begin(true, true, "b");
+        core.push(aac_seq());
+        core.push(audio(2000));
+        core.push(video(2020, false, 50));
+        // A newcomer joins on b's GOP so far.
+        let mut new = core.attach().expect("attach");
+        core.push(audio(2030));
+        core.push(video(2060, false, 50));
+        core.push(video(2100, true, 50));
+        core.push(video(2140, false, 50));
+        for (who, v) in [("attached", &mut old), ("newcomer", &mut new)] {
+            let (ev, _) = drain(v).await;
+            let media = media_of(&tags(&ev));
+            let first_video = media.iter().find(|(k, _)| *k == TagKind::Video);
+            assert_eq!(
+                first_video,
+                Some(&(TagKind::Video, true)),
+                "{who}: first video is a keyframe: {media:?}"
+            );
+            assert_eq!(
+                media.first().map(|m| m.0),
+                Some(TagKind::Audio),
+                "{who}: {media:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -75,6 +75,26 @@ pub(crate) enum Offer {
     Cut,
 }
 
+/// What a media tag is to a viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaKind {
+    /// A video keyframe: a skipping viewer resumes here, and video may follow it.
+    VideoKey,
+    /// A video frame that needs the keyframe before it: never a viewer's first video.
+    VideoInter,
+    /// An audio frame. `resume`: a skipping viewer may resume on it (the stream has shown no
+    /// video on this connection, so there is no video keyframe to wait for).
+    Audio { resume: bool },
+    /// A script tag that is not a start-up tag (a cue point): in order, never a resume point.
+    Data,
+}
+
+impl MediaKind {
+    fn resume(self) -> bool {
+        matches!(self, Self::VideoKey | Self::Audio { resume: true })
+    }
+}
+
 /// Limits a slot is held to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
@@ -89,6 +109,10 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     /// Dropping frames until the next keyframe.
     pub skipping: bool,
+    /// A video keyframe was queued since the viewer joined or last resumed: until then its
+    /// video inter frames are dropped (a viewer that resumed on audio, or joined on a GOP of
+    /// audio only, must not get P-frames without their IDR).
+    pub video_ok: bool,
     /// Timestamp of the first media tag queued: the viewer's clock before it consumed any.
     first_ts: Option<u64>,
     /// Bytes of the start-up burst (exempt from the budget until consumed).
@@ -127,6 +151,7 @@ impl Slot {
             id,
             shared: shared.clone(),
             skipping: false,
+            video_ok: false,
             first_ts: None,
             burst: 0,
             burst_end_ts: None,
@@ -227,21 +252,29 @@ impl Slot {
         }
     }
 
-    /// A media tag; `keyframe` marks where a skipping viewer may resume.
-    pub fn offer(&mut self, bytes: &Bytes, ts: u64, keyframe: bool, budget: Budget) -> Offer {
+    /// A media tag; `frame` tells where a skipping viewer may resume and which video frames it
+    /// can decode.
+    pub fn offer(&mut self, bytes: &Bytes, ts: u64, frame: MediaKind, budget: Budget) -> Offer {
         self.note_splice(ts);
         let (queued, lag) = self.backlog(ts);
         if self.skipping {
-            if !keyframe {
+            if !frame.resume() {
                 return Offer::Dropped;
             }
             if queued > budget.bytes / 2 || lag > budget.media_ms / 2 {
                 return self.cut();
             }
             self.skipping = false;
+            // Frames were skipped: video needs a keyframe again (this one, if it is one).
+            self.video_ok = false;
         } else if queued + bytes.len() > budget.bytes || lag > budget.media_ms {
             self.skipping = true;
             return Offer::Dropped;
+        }
+        match frame {
+            MediaKind::VideoKey => self.video_ok = true,
+            MediaKind::VideoInter if !self.video_ok => return Offer::Dropped,
+            _ => {}
         }
         if self.push(bytes, Some(ts)) {
             Offer::Sent
@@ -382,30 +415,51 @@ mod tests {
     fn slow_viewer_skips_to_keyframe_then_is_cut() {
         let (mut slot, _shared) = Slot::new(1);
         let tag = Bytes::from(vec![0u8; 40]);
-        assert_eq!(slot.offer(&tag, 0, true, BUDGET), Offer::Sent);
-        assert_eq!(slot.offer(&tag, 40, false, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
+        assert_eq!(
+            slot.offer(&tag, 40, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
         // Third tag would exceed 100 bytes: skip until a keyframe.
-        assert_eq!(slot.offer(&tag, 80, false, BUDGET), Offer::Dropped);
+        assert_eq!(
+            slot.offer(&tag, 80, MediaKind::VideoInter, BUDGET),
+            Offer::Dropped
+        );
         assert!(slot.skipping);
-        assert_eq!(slot.offer(&tag, 120, false, BUDGET), Offer::Dropped);
+        assert_eq!(
+            slot.offer(&tag, 120, MediaKind::VideoInter, BUDGET),
+            Offer::Dropped
+        );
         // Keyframe while still backed up (80 > 50): cut.
-        assert_eq!(slot.offer(&tag, 160, true, BUDGET), Offer::Cut);
+        assert_eq!(
+            slot.offer(&tag, 160, MediaKind::VideoKey, BUDGET),
+            Offer::Cut
+        );
     }
 
     #[test]
     fn a_viewer_that_drains_resumes_on_a_keyframe() {
         let (mut slot, shared) = Slot::new(1);
         let tag = Bytes::from(vec![0u8; 40]);
-        slot.offer(&tag, 0, true, BUDGET);
-        slot.offer(&tag, 40, false, BUDGET);
-        assert_eq!(slot.offer(&tag, 80, false, BUDGET), Offer::Dropped);
+        slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
+        slot.offer(&tag, 40, MediaKind::VideoInter, BUDGET);
+        assert_eq!(
+            slot.offer(&tag, 80, MediaKind::VideoInter, BUDGET),
+            Offer::Dropped
+        );
         while consume(&shared).is_some() {}
         assert_eq!(
-            slot.offer(&tag, 120, false, BUDGET),
+            slot.offer(&tag, 120, MediaKind::VideoInter, BUDGET),
             Offer::Dropped,
             "still waits for a keyframe"
         );
-        assert_eq!(slot.offer(&tag, 160, true, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 160, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
         assert!(!slot.skipping);
     }
 
@@ -413,14 +467,17 @@ mod tests {
     fn media_time_budget_applies() {
         let (mut slot, _shared) = Slot::new(1);
         let tag = Bytes::from(vec![0u8; 1]);
-        assert_eq!(slot.offer(&tag, 500, true, BUDGET), Offer::Sent);
         assert_eq!(
-            slot.offer(&tag, 1500, false, BUDGET),
+            slot.offer(&tag, 500, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
+        assert_eq!(
+            slot.offer(&tag, 1500, MediaKind::VideoInter, BUDGET),
             Offer::Sent,
             "exactly 1 s behind"
         );
         assert_eq!(
-            slot.offer(&tag, 1600, false, BUDGET),
+            slot.offer(&tag, 1600, MediaKind::VideoInter, BUDGET),
             Offer::Dropped,
             "1.1 s behind a 1 s budget"
         );
@@ -433,9 +490,15 @@ mod tests {
         let small = Bytes::from(vec![0u8; 1]);
         assert_eq!(slot.offer_control(&small), Offer::Sent);
         slot.skipping = true; // waiting for a keyframe, as a joiner without GOP cache does
-        assert_eq!(slot.offer(&small, 3_600_000, true, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&small, 3_600_000, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
         assert!(consume(&shared).is_some());
-        assert_eq!(slot.offer(&small, 3_600_040, false, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&small, 3_600_040, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
     }
 
     #[test]
@@ -444,16 +507,26 @@ mod tests {
         let big = Bytes::from(vec![0u8; 400]); // 4x the byte budget
         assert!(slot.push_burst(&big, Some(0)));
         assert!(slot.push_burst(&big, Some(2000))); // 2 s of GOP, over the 1 s budget too
+        slot.video_ok = true; // the GOP started on a video keyframe
         let tag = Bytes::from(vec![0u8; 40]);
-        assert_eq!(slot.offer(&tag, 2040, false, BUDGET), Offer::Sent);
-        assert_eq!(slot.offer(&tag, 2080, false, BUDGET), Offer::Sent);
         assert_eq!(
-            slot.offer(&tag, 2120, false, BUDGET),
+            slot.offer(&tag, 2040, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
+        assert_eq!(
+            slot.offer(&tag, 2080, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
+        assert_eq!(
+            slot.offer(&tag, 2120, MediaKind::VideoInter, BUDGET),
             Offer::Dropped,
             "live tags beyond the burst are held to the budget"
         );
         while consume(&shared).is_some() {}
-        assert_eq!(slot.offer(&tag, 2160, true, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 2160, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
     }
 
     #[test]
@@ -461,36 +534,42 @@ mod tests {
         let tag = Bytes::from(vec![0u8; 1]);
         // Keeping up: everything consumed; the new sequence header is queued, not yet read.
         let (mut slot, shared) = Slot::new(1);
-        slot.offer(&tag, 0, true, BUDGET);
-        slot.offer(&tag, 40, false, BUDGET);
+        slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
+        slot.offer(&tag, 40, MediaKind::VideoInter, BUDGET);
         while consume(&shared).is_some() {}
         slot.splice();
         assert_eq!(slot.offer_control(&tag), Offer::Sent);
         assert_eq!(
-            slot.offer(&tag, 8_040, false, BUDGET),
+            slot.offer(&tag, 8_040, MediaKind::VideoInter, BUDGET),
             Offer::Dropped,
             "resumes on a keyframe"
         );
         assert_eq!(
-            slot.offer(&tag, 8_080, true, BUDGET),
+            slot.offer(&tag, 8_080, MediaKind::VideoKey, BUDGET),
             Offer::Sent,
             "an 8 s splice gap is not lag"
         );
-        assert_eq!(slot.offer(&tag, 8_120, false, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 8_120, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
         assert!(consume(&shared).is_some());
         assert!(consume(&shared).is_some());
-        assert_eq!(slot.offer(&tag, 8_160, false, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 8_160, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
 
         // Behind: 600 ms of the old connection unconsumed (over half the 1 s budget).
         let (mut slot, shared) = Slot::new(2);
-        slot.offer(&tag, 0, true, BUDGET);
+        slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
         assert!(consume(&shared).is_some());
         for ts in (40..=600).step_by(40) {
-            slot.offer(&tag, ts, false, BUDGET);
+            slot.offer(&tag, ts, MediaKind::VideoInter, BUDGET);
         }
         slot.splice();
         assert_eq!(
-            slot.offer(&tag, 9_000, true, BUDGET),
+            slot.offer(&tag, 9_000, MediaKind::VideoKey, BUDGET),
             Offer::Cut,
             "what it has not consumed still counts"
         );
