@@ -58,6 +58,22 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// ... and it let go because the viewer was too slow.
     cut: AtomicBool,
+    /// Tests: runs once right after the body found the queue empty, before it looks at
+    /// `closed` (where the engine's last push and close can fall).
+    #[cfg(test)]
+    after_empty: Hook,
+}
+
+/// A test's code run at one point of the body's poll.
+#[cfg(test)]
+#[derive(Default)]
+struct Hook(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+#[cfg(test)]
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl Shared {
@@ -146,6 +162,8 @@ impl Slot {
             taken: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             cut: AtomicBool::new(false),
+            #[cfg(test)]
+            after_empty: Hook::default(),
         });
         let slot = Self {
             id,
@@ -347,6 +365,25 @@ impl HttpBody for ViewerBody {
             this.shared.waker.register(cx.waker());
             item = this.pop();
         }
+        #[cfg(test)]
+        if item.is_none() {
+            let hook = this
+                .shared
+                .after_empty
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(f) = hook {
+                f();
+            }
+        }
+        let closed = item.is_none() && this.shared.closed.load(Ordering::Acquire);
+        if closed {
+            // The engine may have queued its last tags and let go between the look above and
+            // this one: `closed` is stored (Release) after them, so one more look sees them.
+            item = this.pop();
+        }
         match item {
             Some(item) => {
                 let len = item.bytes.len();
@@ -361,7 +398,7 @@ impl HttpBody for ViewerBody {
                 this.core.count_bytes_out(len);
                 Poll::Ready(Some(Ok(Frame::data(item.bytes))))
             }
-            None if this.shared.closed.load(Ordering::Acquire) => {
+            None if closed => {
                 if this.shared.cut.load(Ordering::Relaxed) {
                     // An error, not an end: hyper then closes without the final chunk, so the
                     // player knows the stream broke rather than ended.
@@ -573,6 +610,44 @@ mod tests {
             Offer::Cut,
             "what it has not consumed still counts"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tags_pushed_just_before_a_clean_end_are_delivered() {
+        use crate::fanout::{LiveCounters, Settings, StreamCounters};
+        use crate::flv::{Tag, TagKind};
+        use http_body_util::BodyExt;
+
+        let core = Core::new(
+            "t",
+            Settings {
+                gop_cache: false,
+                linger: std::time::Duration::from_secs(5),
+                viewer_queue_bytes: 1 << 20,
+                viewer_queue_duration: std::time::Duration::from_secs(10),
+                max_viewers: 10,
+                max_gop_bytes: 1 << 20,
+            },
+            Arc::new(LiveCounters::default()),
+            Some(Arc::new(StreamCounters::default())),
+        );
+        core.begin(false, true, "n1");
+        let mut body = core.attach().expect("attach");
+        while body.shared.lock().pop_front().is_some() {} // the header: not what is tested
+        body.shared.queued.store(0, Ordering::Relaxed);
+        // The race: the body has found its queue empty; the engine then pushes its last tag
+        // and ends the stream before the body looks at `closed`.
+        let c = core.clone();
+        *body.shared.after_empty.0.lock().expect("hook") = Some(Box::new(move || {
+            c.push(Tag::new(TagKind::Video, 0, &[0x17, 1, 0, 0, 0, 5]).expect("tag"));
+            c.end("test");
+        }));
+        let frame = body.frame().await;
+        assert!(
+            matches!(&frame, Some(Ok(f)) if f.data_ref().is_some()),
+            "the last tag is delivered, not lost at the end: {frame:?}"
+        );
+        assert!(body.frame().await.is_none(), "then a clean end");
     }
 
     #[test]
