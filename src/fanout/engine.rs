@@ -72,6 +72,27 @@ struct Inner {
     seen_video: bool,
     /// Since when the stream has had no viewers (`None` while it has some).
     idle_since: Option<Instant>,
+    /// Joins in flight (one [`Joining`] guard each): between finding the stream and attaching,
+    /// a joiner waits for the first connection; the stream is not idle meanwhile.
+    joiners: usize,
+}
+
+/// A join in flight: while it lives, [`Core::idle`] does not end the stream. Dropped once the
+/// joiner attached (or gave up); a joiner that gave up counts as a viewer leaving.
+pub struct Joining {
+    core: Arc<Core>,
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        let mut inner = self.core.lock();
+        inner.joiners = inner.joiners.saturating_sub(1);
+        if inner.joiners == 0 && inner.viewers.is_empty() {
+            inner.idle_since = Some(Instant::now());
+            drop(inner);
+            self.core.viewer_left.notify_waiters();
+        }
+    }
 }
 
 /// One stream's fan-out.
@@ -111,6 +132,7 @@ impl Core {
                 source: String::new(),
                 seen_video: false,
                 idle_since: Some(Instant::now()),
+                joiners: 0,
             }),
             changed: Notify::new(),
             viewer_left: Notify::new(),
@@ -178,6 +200,17 @@ impl Core {
     fn set_phase(&self, inner: &mut Inner, phase: Phase) {
         inner.phase = phase;
         self.changed.notify_waiters();
+    }
+
+    /// Registers a join in flight, unless the stream is over (then `None`: start a new one).
+    /// Hold the guard until [`Core::attach`] returned: the stream does not linger out meanwhile.
+    pub fn joining(self: &Arc<Self>) -> Option<Joining> {
+        let mut inner = self.lock();
+        if inner.phase.is_over() {
+            return None;
+        }
+        inner.joiners += 1;
+        Some(Joining { core: self.clone() })
     }
 
     /// Waits until the stream is past `Connecting` and returns its phase. Unbounded on purpose:
@@ -289,10 +322,6 @@ impl Core {
         inner.spliced = true;
         inner.seen_video = false;
         inner.source = source.to_string();
-        if inner.idle_since.is_some() {
-            // Joiners waiting for the first connection get `linger` to attach.
-            inner.idle_since = Some(Instant::now());
-        }
         self.set_phase(&mut inner, Phase::Live);
     }
 
@@ -332,7 +361,8 @@ impl Core {
     }
 
     /// Resolves once the stream has had no viewers for `linger`, having ended it (decided under
-    /// the lock, so no viewer can attach to a stream about to end).
+    /// the lock, so no viewer can attach to a stream about to end). Never while a join is in
+    /// flight ([`Core::joining`]): linger counts from the last viewer or joiner leaving.
     pub async fn idle(&self) {
         loop {
             let notified = self.viewer_left.notified();
@@ -344,6 +374,7 @@ impl Core {
                     return;
                 }
                 match inner.idle_since {
+                    _ if inner.joiners > 0 => None,
                     Some(t) if Instant::now() >= t + self.settings.linger => {
                         tracing::debug!(stream = %self.name, "no viewers for linger");
                         self.close(&mut inner, Phase::Ended);
@@ -608,6 +639,47 @@ mod tests {
         assert!(matches!(core.phase(), Phase::Ended));
         // Exactly at expiry the answer is "ended: start a new stream", never "full".
         assert_eq!(core.attach().err(), Some(AttachError::Ended));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_someone_is_joining_never_lingers_out() {
+        let core = core_with(settings()); // linger 5 s
+        let joiner = core.joining().expect("joining");
+        let idle = {
+            let c = core.clone();
+            tokio::spawn(async move { c.idle().await })
+        };
+        // The first connection takes longer than linger (a silent first node).
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(!idle.is_finished(), "not idle while the first viewer waits");
+        core.begin(true, true, "n1");
+        // The joiner's task is slow to run after `ready()`.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(!idle.is_finished());
+        let v = core.attach().expect("the joiner attaches");
+        drop(joiner);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(!idle.is_finished(), "a viewer watches");
+        drop(v);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!idle.is_finished(), "within linger of the last leave");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(idle.is_finished() && core.is_over());
+
+        // A joiner that gives up counts as a leave: linger from then.
+        let core = core_with(settings());
+        let joiner = core.joining().expect("joining");
+        let idle = {
+            let c = core.clone();
+            tokio::spawn(async move { c.idle().await })
+        };
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        drop(joiner);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!idle.is_finished());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(idle.is_finished());
+        assert!(core.joining().is_none(), "an ended stream takes no joiner");
     }
 
     #[tokio::test(start_paused = true)]

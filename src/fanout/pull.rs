@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{AttachError, Core, Phase};
+use super::engine::{AttachError, Core, Joining, Phase};
 use super::viewer::ViewerBody;
 use super::{Failure, LiveCounters, LiveSettings, Settings};
 use crate::backoff::Backoff;
@@ -157,7 +157,8 @@ impl Hubs {
             if self.shutdown.is_cancelled() {
                 return Err(GatewayError::ShuttingDown);
             }
-            let hub = self.hub_for(stream, upstream_path, &source)?;
+            // The guard keeps the hub from lingering out while this join waits to attach.
+            let (hub, _joining) = self.hub_for(stream, upstream_path, &source)?;
             match hub.core.ready().await {
                 Phase::Failed(f) => return Err(f.to_error()),
                 Phase::Ended => continue,
@@ -179,17 +180,19 @@ impl Hubs {
         ))
     }
 
+    /// The running hub for the stream, or a new one with its pull started; with the join
+    /// registered on it (so it cannot linger out before the caller attaches).
     fn hub_for(
         self: &Arc<Self>,
         stream: &str,
         upstream_path: &str,
         source: &NodeSource,
-    ) -> Result<Arc<Hub>, GatewayError> {
+    ) -> Result<(Arc<Hub>, Joining), GatewayError> {
         let key = format!("{}\n{upstream_path}", source.key());
         let mut map = self.lock();
         if let Some(h) = map.get(&key) {
-            if !h.core.is_over() {
-                return Ok(h.clone());
+            if let Some(joining) = h.core.joining() {
+                return Ok((h.clone(), joining));
             }
         }
         map.retain(|_, h| !h.core.is_over());
@@ -210,6 +213,10 @@ impl Hubs {
             ),
             bytes_in: AtomicU64::new(0),
         });
+        // Registered before the pull starts: a new core is connecting, never over.
+        let joining = hub.core.joining().ok_or(GatewayError::Overloaded(
+            "the stream ended while joining; retry",
+        ))?;
         let pull = Pull {
             hub: hub.clone(),
             source: source.clone(),
@@ -222,7 +229,7 @@ impl Hubs {
         tokio::spawn(pull.run_and_forget(hubs));
         self.counters.pulls.fetch_add(1, Ordering::Relaxed);
         map.insert(key, hub.clone());
-        Ok(hub)
+        Ok((hub, joining))
     }
 
     /// Forgets `hub` once it has ended (called by its pull task).
