@@ -353,6 +353,12 @@ impl Core {
     }
 
     fn close(&self, inner: &mut Inner, phase: Phase) {
+        if matches!(phase, Phase::Failed(_)) {
+            // The stream broke rather than ended: players should see an error and retry.
+            for v in inner.viewers.iter_mut() {
+                v.fail();
+            }
+        }
         let before = inner.viewers.len();
         inner.viewers.clear(); // dropping a slot ends its body after its queue
         inner.gop.clear();

@@ -232,8 +232,14 @@ impl Hubs {
             counters: self.counters.clone(),
             stop: self.shutdown.child_token(),
         };
-        let hubs = Arc::downgrade(self);
-        tokio::spawn(pull.run_and_forget(hubs));
+        // Owned by the task's future from the start: even a task aborted before its first poll
+        // ends the hub.
+        let guard = PullGuard {
+            hub: hub.clone(),
+            hubs: Arc::downgrade(self),
+            finished: false,
+        };
+        tokio::spawn(pull.run_and_forget(guard));
         self.counters.pulls.fetch_add(1, Ordering::Relaxed);
         map.insert(key, hub.clone());
         Ok((hub, joining))
@@ -342,13 +348,36 @@ enum Round {
     Stop,
 }
 
-impl Pull {
-    async fn run_and_forget(self, hubs: Weak<Hubs>) {
-        let hub = self.hub.clone();
-        self.run().await;
-        if let Some(hubs) = hubs.upgrade() {
-            hubs.remove(&hub);
+/// Held by a pull task: when the task goes, by finishing or by dying (panic, abort), the hub
+/// leaves [`Hubs`]; if it died, its core fails first, so attached viewers get an end (an error:
+/// the stream broke) instead of hanging and joiners start a new pull instead of attaching to a
+/// dead one.
+struct PullGuard {
+    hub: Arc<Hub>,
+    hubs: Weak<Hubs>,
+    /// `run()` returned: the core was ended or failed there.
+    finished: bool,
+}
+
+impl Drop for PullGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::error!(stream = %self.hub.stream, "live pull task died; failing the stream");
+            self.hub.core.fail(Failure::Upstream {
+                node: self.hub.core.source(),
+                msg: "the live pull stopped unexpectedly".into(),
+            });
         }
+        if let Some(hubs) = self.hubs.upgrade() {
+            hubs.remove(&self.hub);
+        }
+    }
+}
+
+impl Pull {
+    async fn run_and_forget(self, mut guard: PullGuard) {
+        self.run().await;
+        guard.finished = true;
     }
 
     async fn run(self) {
@@ -731,6 +760,52 @@ mod tests {
             "the outage dates from the last media: the stream is over"
         );
         feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_pull_task_that_dies_fails_its_stream_and_leaves_hubs() {
+        let hubs = Arc::new(Hubs::new(
+            live_settings(),
+            Transport::new(&UpstreamSettings::default()),
+            CancellationToken::new(),
+        ));
+        // A node that accepts and never answers: the pull is mid-connect when its task dies.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let node = Arc::new(Node {
+            id: "n1".into(),
+            url: crate::upstream_path::BaseUrl::parse(&format!("http://{addr}")).expect("url"),
+            expires: None,
+        });
+        let mut pull = test_pull(Some(&hubs));
+        pull.source = NodeSource::Fixed(vec![node]);
+        let core = pull.hub.core.clone();
+        let guard = PullGuard {
+            hub: pull.hub.clone(),
+            hubs: Arc::downgrade(&hubs),
+            finished: false,
+        };
+        let task = tokio::spawn(pull.run_and_forget(guard));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!core.is_over() && hubs.streams().len() == 1, "pulling");
+        let mut viewer = core.attach().expect("attach");
+        task.abort();
+        assert!(task.await.is_err_and(|e| e.is_cancelled()));
+        assert!(
+            matches!(core.phase(), Phase::Failed(_)),
+            "joiners waiting get an answer"
+        );
+        assert!(hubs.streams().is_empty(), "new joiners start a new pull");
+        let end = viewer.frame().await;
+        assert!(
+            matches!(end, Some(Err(_))),
+            "the attached viewer sees a broken stream, not a hang"
+        );
+        drop(listener);
     }
 
     #[tokio::test(start_paused = true)]

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// ... and it let go because the viewer was too slow.
     cut: AtomicBool,
+    /// ... or because the stream failed under it (its source died): the body ends in an error.
+    failed: AtomicBool,
     /// Tests: runs once right after the body found the queue empty, before it looks at
     /// `closed` (where the engine's last push and close can fall).
     #[cfg(test)]
@@ -162,6 +164,7 @@ impl Slot {
             taken: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             cut: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             #[cfg(test)]
             after_empty: Hook::default(),
         });
@@ -309,6 +312,11 @@ impl Slot {
         }
     }
 
+    /// The stream failed: the body ends in an error after its queue, not a clean end.
+    pub fn fail(&mut self) {
+        self.shared.failed.store(true, Ordering::Relaxed);
+    }
+
     fn cut(&mut self) -> Offer {
         self.shared.cut.store(true, Ordering::Relaxed);
         Offer::Cut
@@ -403,6 +411,8 @@ impl HttpBody for ViewerBody {
                     // An error, not an end: hyper then closes without the final chunk, so the
                     // player knows the stream broke rather than ended.
                     Poll::Ready(Some(Err("viewer too slow: cut off".into())))
+                } else if this.shared.failed.load(Ordering::Relaxed) {
+                    Poll::Ready(Some(Err("the live source failed".into())))
                 } else {
                     Poll::Ready(None)
                 }
