@@ -527,8 +527,8 @@ impl Pull {
     /// Reads one upstream connection until it ends, feeding the core. Media (audio or video
     /// frames) must flow within `reconnect_window` (from the running outage's start, else from
     /// the connection's, then from the last media): a connection that stays open with only
-    /// metadata, or trickles bytes that never complete a tag, is a break, and `outage` then
-    /// dates from the last media.
+    /// metadata, or trickles bytes that never complete a tag, is a break, and, if it went live,
+    /// `outage` then dates from the last media.
     async fn pump<B>(&self, mut body: B, node: &str, outage: &mut Outage) -> Pumped
     where
         B: http_body::Body<Data = bytes::Bytes> + Unpin,
@@ -553,7 +553,11 @@ impl Pull {
                 _ = self.stop.cancelled() => return out,
                 _ = core.idle() => return out,
                 _ = tokio::time::sleep_until(media_by) => {
-                    outage.stalled_since(media_by - window);
+                    if out.live {
+                        // A connection that never went live is the node's fault only: the
+                        // next candidate gets its own window unless an outage already runs.
+                        outage.stalled_since(media_by - window);
+                    }
                     out.end = PumpEnd::Broken(format!("no media from the node for {window:?}"));
                     return out;
                 }
@@ -806,6 +810,34 @@ mod tests {
             "the attached viewer sees a broken stream, not a hang"
         );
         drop(listener);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_goes_live_breaks_without_starting_an_outage() {
+        let pull = test_pull(None);
+        let _joining = pull.hub.core.joining().expect("joining");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let feeder = tokio::spawn(async move {
+            for b in FLV_HEADER.iter() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tx.send(Bytes::copy_from_slice(&[*b])).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut outage = Outage::new(pull.settings.reconnect_window);
+        let p = tokio::time::timeout(
+            Duration::from_secs(60),
+            pull.pump(Feed(rx), "n1", &mut outage),
+        )
+        .await
+        .expect("the pump breaks");
+        assert!(!p.live && matches!(p.end, PumpEnd::Broken(_)));
+        assert!(
+            outage.since.is_none(),
+            "the next candidate gets a whole window"
+        );
+        feeder.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -276,7 +276,10 @@ impl Slot {
     /// A media tag; `frame` tells where a skipping viewer may resume and which video frames it
     /// can decode.
     pub fn offer(&mut self, bytes: &Bytes, ts: u64, frame: MediaKind, budget: Budget) -> Offer {
-        self.note_splice(ts);
+        if frame != MediaKind::Data {
+            // Media, not a cue point, marks where the new connection's media starts.
+            self.note_splice(ts);
+        }
         let (queued, lag) = self.backlog(ts);
         if self.skipping {
             if !frame.resume() {
