@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::gop::{init_index, GopCache, InitCache};
 use super::timestamps::Rewriter;
-use super::viewer::{Budget, Offer, Slot, ViewerBody};
+use super::viewer::{Budget, MediaKind, Offer, Slot, ViewerBody};
 use super::{Failure, LiveCounters, Settings, StreamCounters};
 use crate::flv::{self, Tag, TagKind};
 
@@ -65,11 +65,34 @@ struct Inner {
     spliced: bool,
     /// What currently feeds the stream (node id, "file"), for listings.
     source: String,
-    /// A video tag has been seen on this connection. Until then audio frames count as
-    /// keyframes: header flags are not to be trusted (SRS announces video on audio-only streams).
+    /// A video tag has been seen on this connection. Until then audio frames are resume points:
+    /// header flags are not to be trusted (SRS announces video on audio-only streams), and a
+    /// node failed over to may have no video. Viewers that resume on audio still drop video
+    /// until a video keyframe (`Slot::video_ok`), so none gets P-frames without their IDR.
     seen_video: bool,
     /// Since when the stream has had no viewers (`None` while it has some).
     idle_since: Option<Instant>,
+    /// Joins in flight (one [`Joining`] guard each): between finding the stream and attaching,
+    /// a joiner waits for the first connection; the stream is not idle meanwhile.
+    joiners: usize,
+}
+
+/// A join in flight: while it lives, [`Core::idle`] does not end the stream. Dropped once the
+/// joiner attached (or gave up); a joiner that gave up counts as a viewer leaving.
+pub struct Joining {
+    core: Arc<Core>,
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        let mut inner = self.core.lock();
+        inner.joiners = inner.joiners.saturating_sub(1);
+        if inner.joiners == 0 && inner.viewers.is_empty() {
+            inner.idle_since = Some(Instant::now());
+            drop(inner);
+            self.core.viewer_left.notify_waiters();
+        }
+    }
 }
 
 /// One stream's fan-out.
@@ -109,6 +132,7 @@ impl Core {
                 source: String::new(),
                 seen_video: false,
                 idle_since: Some(Instant::now()),
+                joiners: 0,
             }),
             changed: Notify::new(),
             viewer_left: Notify::new(),
@@ -178,6 +202,17 @@ impl Core {
         self.changed.notify_waiters();
     }
 
+    /// Registers a join in flight, unless the stream is over (then `None`: start a new one).
+    /// Hold the guard until [`Core::attach`] returned: the stream does not linger out meanwhile.
+    pub fn joining(self: &Arc<Self>) -> Option<Joining> {
+        let mut inner = self.lock();
+        if inner.phase.is_over() {
+            return None;
+        }
+        inner.joiners += 1;
+        Some(Joining { core: self.clone() })
+    }
+
     /// Waits until the stream is past `Connecting` and returns its phase. Unbounded on purpose:
     /// the source's connect sequence is bounded by its own per-attempt timeouts and ends in
     /// `Live` or `Failed`.
@@ -235,6 +270,8 @@ impl Core {
                 slot.skipping = true;
                 break;
             }
+            // The GOP keeps no video inter frame before its keyframe (see `GopCache::push`).
+            slot.video_ok |= t.kind() == TagKind::Video && t.is_keyframe();
         }
         slot.wake();
         let before = inner.viewers.len();
@@ -279,16 +316,12 @@ impl Core {
             inner.gop.clear();
             inner.init.clear_tags();
             for v in inner.viewers.iter_mut() {
-                v.skipping = true;
+                v.splice();
             }
         }
         inner.spliced = true;
         inner.seen_video = false;
         inner.source = source.to_string();
-        if inner.idle_since.is_some() {
-            // Joiners waiting for the first connection get `linger` to attach.
-            inner.idle_since = Some(Instant::now());
-        }
         self.set_phase(&mut inner, Phase::Live);
     }
 
@@ -320,6 +353,12 @@ impl Core {
     }
 
     fn close(&self, inner: &mut Inner, phase: Phase) {
+        if matches!(phase, Phase::Failed(_)) {
+            // The stream broke rather than ended: players should see an error and retry.
+            for v in inner.viewers.iter_mut() {
+                v.fail();
+            }
+        }
         let before = inner.viewers.len();
         inner.viewers.clear(); // dropping a slot ends its body after its queue
         inner.gop.clear();
@@ -328,7 +367,8 @@ impl Core {
     }
 
     /// Resolves once the stream has had no viewers for `linger`, having ended it (decided under
-    /// the lock, so no viewer can attach to a stream about to end).
+    /// the lock, so no viewer can attach to a stream about to end). Never while a join is in
+    /// flight ([`Core::joining`]): linger counts from the last viewer or joiner leaving.
     pub async fn idle(&self) {
         loop {
             let notified = self.viewer_left.notified();
@@ -340,6 +380,7 @@ impl Core {
                     return;
                 }
                 match inner.idle_since {
+                    _ if inner.joiners > 0 => None,
                     Some(t) if Instant::now() >= t + self.settings.linger => {
                         tracing::debug!(stream = %self.name, "no viewers for linger");
                         self.close(&mut inner, Phase::Ended);
@@ -379,7 +420,12 @@ impl Core {
             return;
         }
         let inner = &mut *inner;
-        let ts = inner.clock.map(tag.kind(), tag.timestamp());
+        // Script tags and sequence headers take the current time; only media sets the anchor.
+        let ts = if tag.kind() == TagKind::Script || tag.is_sequence_header() {
+            inner.clock.current(tag.kind())
+        } else {
+            inner.clock.map(tag.kind(), tag.timestamp())
+        };
         let tag = if ts as u32 == tag.timestamp() {
             tag
         } else {
@@ -414,11 +460,18 @@ impl Core {
             });
             self.count_cuts(cut);
         } else {
-            let key = match tag.kind() {
-                TagKind::Video => tag.is_keyframe(),
-                TagKind::Audio => !inner.seen_video,
-                TagKind::Script => false,
+            let frame = match tag.kind() {
+                TagKind::Video if tag.is_keyframe() => MediaKind::VideoKey,
+                TagKind::Video => MediaKind::VideoInter,
+                TagKind::Audio => MediaKind::Audio {
+                    resume: !inner.seen_video,
+                },
+                TagKind::Script => MediaKind::Data,
             };
+            let key = matches!(
+                frame,
+                MediaKind::VideoKey | MediaKind::Audio { resume: true }
+            );
             if self.settings.gop_cache && tag.kind() != TagKind::Script {
                 inner.gop.push(&tag, ts, key, self.settings.max_gop_bytes);
             }
@@ -426,7 +479,7 @@ impl Core {
             let (mut dropped, mut cut) = (0u64, 0u64);
             inner
                 .viewers
-                .retain_mut(|v| match v.offer(bytes, ts, key, budget) {
+                .retain_mut(|v| match v.offer(bytes, ts, frame, budget) {
                     Offer::Sent => true,
                     Offer::Dropped => {
                         dropped += 1;
@@ -595,6 +648,47 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_stream_someone_is_joining_never_lingers_out() {
+        let core = core_with(settings()); // linger 5 s
+        let joiner = core.joining().expect("joining");
+        let idle = {
+            let c = core.clone();
+            tokio::spawn(async move { c.idle().await })
+        };
+        // The first connection takes longer than linger (a silent first node).
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(!idle.is_finished(), "not idle while the first viewer waits");
+        core.begin(true, true, "n1");
+        // The joiner's task is slow to run after `ready()`.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(!idle.is_finished());
+        let v = core.attach().expect("the joiner attaches");
+        drop(joiner);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(!idle.is_finished(), "a viewer watches");
+        drop(v);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!idle.is_finished(), "within linger of the last leave");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(idle.is_finished() && core.is_over());
+
+        // A joiner that gives up counts as a leave: linger from then.
+        let core = core_with(settings());
+        let joiner = core.joining().expect("joining");
+        let idle = {
+            let c = core.clone();
+            tokio::spawn(async move { c.idle().await })
+        };
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        drop(joiner);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!idle.is_finished());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(idle.is_finished());
+        assert!(core.joining().is_none(), "an ended stream takes no joiner");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn slow_viewer_skips_to_the_keyframe_then_is_cut() {
         let mut s = settings();
         s.viewer_queue_bytes = 1000;
@@ -736,6 +830,105 @@ mod tests {
         let t = tags(&ev);
         assert!(t.iter().all(|t| t.kind() == TagKind::Video));
         assert_eq!(t[0].data().last(), Some(&2));
+    }
+
+    fn metadata() -> Tag {
+        let mut d = vec![2, 0, 10];
+        d.extend_from_slice(b"onMetaData");
+        d.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 9]);
+        Tag::new(TagKind::Script, 0, &d).expect("tag")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failover_to_a_node_sending_start_up_tags_at_zero_cuts_nobody() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        core.push(metadata());
+        core.push(avc_seq(1));
+        core.push(aac_seq());
+        core.push(video(4960, true, 50));
+        core.push(audio(4990));
+        core.push(video(5000, false, 50));
+        let mut v = core.attach().expect("attach");
+        drain(&mut v).await;
+        core.reconnecting();
+        core.begin(true, true, "b");
+        // Node b sends its start-up tags at 0 and its first keyframe at 8000. The viewer is
+        // not woken in between (no flush point): its new sequence header is still queued.
+        core.push(metadata());
+        core.push(avc_seq(2));
+        core.push(aac_seq());
+        core.push(video(8000, true, 50));
+        core.push(audio(8010));
+        core.push(video(8040, false, 50));
+        assert_eq!(
+            core.viewers(),
+            1,
+            "a viewer that keeps up is never cut at a splice"
+        );
+        let (ev, _) = drain(&mut v).await;
+        let t = tags(&ev);
+        let media: Vec<(TagKind, u32)> = t
+            .iter()
+            .filter(|t| !t.is_sequence_header())
+            .map(|t| (t.kind(), t.timestamp()))
+            .collect();
+        assert_eq!(
+            media,
+            vec![
+                (TagKind::Video, 5040),
+                (TagKind::Audio, 5050),
+                (TagKind::Video, 5080)
+            ],
+            "b's media continues 40 ms after a's last tag"
+        );
+    }
+
+    /// The kinds and keyframe flags of the media (not start-up) tags in `t`.
+    fn media_of(t: &[Tag]) -> Vec<(TagKind, bool)> {
+        t.iter()
+            .filter(|t| init_index(t).is_none())
+            .map(|t| (t.kind(), t.kind() == TagKind::Video && t.is_keyframe()))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_splice_on_audio_no_viewer_gets_video_before_a_keyframe() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        core.push(avc_seq(1));
+        core.push(aac_seq());
+        core.push(video(1000, true, 50));
+        core.push(audio(1010));
+        let mut old = core.attach().expect("attach");
+        drain(&mut old).await;
+        core.reconnecting();
+        // Node b: audio first, then a P-frame (its IDR was before we joined), then an IDR.
+        core.begin(true, true, "b");
+        core.push(aac_seq());
+        core.push(audio(2000));
+        core.push(video(2020, false, 50));
+        // A newcomer joins on b's GOP so far.
+        let mut new = core.attach().expect("attach");
+        core.push(audio(2030));
+        core.push(video(2060, false, 50));
+        core.push(video(2100, true, 50));
+        core.push(video(2140, false, 50));
+        for (who, v) in [("attached", &mut old), ("newcomer", &mut new)] {
+            let (ev, _) = drain(v).await;
+            let media = media_of(&tags(&ev));
+            let first_video = media.iter().find(|(k, _)| *k == TagKind::Video);
+            assert_eq!(
+                first_video,
+                Some(&(TagKind::Video, true)),
+                "{who}: first video is a keyframe: {media:?}"
+            );
+            assert_eq!(
+                media.first().map(|m| m.0),
+                Some(TagKind::Audio),
+                "{who}: {media:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

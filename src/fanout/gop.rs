@@ -70,18 +70,31 @@ pub struct GopCache {
     bytes: usize,
     /// False while the current GOP outgrew the bound: newcomers then wait for a keyframe.
     valid: bool,
+    /// The current GOP holds a video keyframe: video inter frames may follow. A GOP that
+    /// started on audio (no video yet on the connection) keeps no video until a keyframe.
+    video_key: bool,
 }
 
 impl GopCache {
-    /// Adds a media tag. `keyframe` starts a new GOP.
+    /// Adds a media tag. `keyframe` (a resume point: a video keyframe, or audio on a stream that
+    /// has shown no video) starts a new GOP. A video inter frame is kept only after a video
+    /// keyframe, so a newcomer's first video is always a keyframe.
     pub fn push(&mut self, tag: &Tag, ts: u64, keyframe: bool, max_bytes: usize) {
         if keyframe {
             self.tags.clear();
             self.bytes = 0;
             self.valid = true;
+            self.video_key = false;
         }
         if !self.valid {
             return;
+        }
+        if tag.kind() == TagKind::Video {
+            if tag.is_keyframe() {
+                self.video_key = true;
+            } else if !self.video_key {
+                return;
+            }
         }
         if self.bytes + tag.len() > max_bytes {
             self.tags.clear();
@@ -112,6 +125,7 @@ impl GopCache {
         self.tags.clear();
         self.bytes = 0;
         self.valid = false;
+        self.video_key = false;
     }
 }
 
@@ -140,6 +154,19 @@ mod tests {
         assert!(g.tags().is_empty());
         g.push(&video(200, true), 200, true, 1000);
         assert_eq!(g.tags().len(), 1);
+    }
+
+    #[test]
+    fn a_gop_started_on_audio_keeps_no_video_before_a_keyframe() {
+        let audio = Tag::new(TagKind::Audio, 0, &[0xAF, 1, 9]).expect("tag");
+        let mut g = GopCache::default();
+        g.push(&audio, 0, true, 1000); // no video yet: audio is a resume point
+        g.push(&video(40, false), 40, false, 1000);
+        assert_eq!(g.tags().len(), 1, "a P-frame without its IDR is not cached");
+        assert!(g.tags().iter().all(|(t, _)| t.kind() == TagKind::Audio));
+        g.push(&video(80, true), 80, true, 1000);
+        g.push(&video(120, false), 120, false, 1000);
+        assert_eq!(g.tags().len(), 2);
     }
 
     #[test]

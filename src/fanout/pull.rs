@@ -6,7 +6,9 @@
 //! When a stream ends, and when it only broke:
 //! - **End** (viewers get a clean end) only when the stream is known to be over: the registry no
 //!   longer lists it at a re-pull (unpublish hook or API), every candidate node answers 404 when
-//!   the pull is re-established, or `reconnect_window` passed without media.
+//!   the pull is re-established, or `reconnect_window` passed without media (audio or video
+//!   frames; metadata and sequence headers do not count), across connections or on one that
+//!   stays open.
 //! - **Break** (reconnect or fail over; viewers keep their connection) for every other end of a
 //!   pull: a close-delimited EOF (a node killed with `kill -9` looks exactly like a clean close),
 //!   a chunked end while the stream is still registered, a reset, bad FLV, or silence past
@@ -24,13 +26,13 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{AttachError, Core, Phase};
+use super::engine::{AttachError, Core, Joining, Phase};
 use super::viewer::ViewerBody;
 use super::{Failure, LiveCounters, LiveSettings, Settings};
 use crate::backoff::Backoff;
 use crate::body::empty;
 use crate::error::GatewayError;
-use crate::flv::{Event, Parser};
+use crate::flv::{Event, Parser, TagKind};
 use crate::registry::{Lookup, Node, Registry};
 use crate::upstream::{PooledBody, Transport};
 
@@ -57,6 +59,11 @@ impl Outage {
     /// A connection delivered media: the outage (if any) is over.
     fn media(&mut self) {
         self.since = None;
+    }
+
+    /// Media stopped flowing at `t` (if no outage is running yet).
+    fn stalled_since(&mut self, t: Instant) {
+        self.since.get_or_insert(t);
     }
 
     /// A round ended with no media flowing: starts the outage if needed, and tells whether it
@@ -157,7 +164,8 @@ impl Hubs {
             if self.shutdown.is_cancelled() {
                 return Err(GatewayError::ShuttingDown);
             }
-            let hub = self.hub_for(stream, upstream_path, &source)?;
+            // The guard keeps the hub from lingering out while this join waits to attach.
+            let (hub, _joining) = self.hub_for(stream, upstream_path, &source)?;
             match hub.core.ready().await {
                 Phase::Failed(f) => return Err(f.to_error()),
                 Phase::Ended => continue,
@@ -179,17 +187,19 @@ impl Hubs {
         ))
     }
 
+    /// The running hub for the stream, or a new one with its pull started; with the join
+    /// registered on it (so it cannot linger out before the caller attaches).
     fn hub_for(
         self: &Arc<Self>,
         stream: &str,
         upstream_path: &str,
         source: &NodeSource,
-    ) -> Result<Arc<Hub>, GatewayError> {
+    ) -> Result<(Arc<Hub>, Joining), GatewayError> {
         let key = format!("{}\n{upstream_path}", source.key());
         let mut map = self.lock();
         if let Some(h) = map.get(&key) {
-            if !h.core.is_over() {
-                return Ok(h.clone());
+            if let Some(joining) = h.core.joining() {
+                return Ok((h.clone(), joining));
             }
         }
         map.retain(|_, h| !h.core.is_over());
@@ -210,6 +220,10 @@ impl Hubs {
             ),
             bytes_in: AtomicU64::new(0),
         });
+        // Registered before the pull starts: a new core is connecting, never over.
+        let joining = hub.core.joining().ok_or(GatewayError::Overloaded(
+            "the stream ended while joining; retry",
+        ))?;
         let pull = Pull {
             hub: hub.clone(),
             source: source.clone(),
@@ -218,11 +232,17 @@ impl Hubs {
             counters: self.counters.clone(),
             stop: self.shutdown.child_token(),
         };
-        let hubs = Arc::downgrade(self);
-        tokio::spawn(pull.run_and_forget(hubs));
+        // Owned by the task's future from the start: even a task aborted before its first poll
+        // ends the hub.
+        let guard = PullGuard {
+            hub: hub.clone(),
+            hubs: Arc::downgrade(self),
+            finished: false,
+        };
+        tokio::spawn(pull.run_and_forget(guard));
         self.counters.pulls.fetch_add(1, Ordering::Relaxed);
         map.insert(key, hub.clone());
-        Ok(hub)
+        Ok((hub, joining))
     }
 
     /// Forgets `hub` once it has ended (called by its pull task).
@@ -328,13 +348,36 @@ enum Round {
     Stop,
 }
 
-impl Pull {
-    async fn run_and_forget(self, hubs: Weak<Hubs>) {
-        let hub = self.hub.clone();
-        self.run().await;
-        if let Some(hubs) = hubs.upgrade() {
-            hubs.remove(&hub);
+/// Held by a pull task: when the task goes, by finishing or by dying (panic, abort), the hub
+/// leaves [`Hubs`]; if it died, its core fails first, so attached viewers get an end (an error:
+/// the stream broke) instead of hanging and joiners start a new pull instead of attaching to a
+/// dead one.
+struct PullGuard {
+    hub: Arc<Hub>,
+    hubs: Weak<Hubs>,
+    /// `run()` returned: the core was ended or failed there.
+    finished: bool,
+}
+
+impl Drop for PullGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::error!(stream = %self.hub.stream, "live pull task died; failing the stream");
+            self.hub.core.fail(Failure::Upstream {
+                node: self.hub.core.source(),
+                msg: "the live pull stopped unexpectedly".into(),
+            });
         }
+        if let Some(hubs) = self.hubs.upgrade() {
+            hubs.remove(&self.hub);
+        }
+    }
+}
+
+impl Pull {
+    async fn run_and_forget(self, mut guard: PullGuard) {
+        self.run().await;
+        guard.finished = true;
     }
 
     async fn run(self) {
@@ -450,13 +493,12 @@ impl Pull {
                 }
             };
             all_gone = false;
-            let p = self.pump(resp.into_body(), &node.id).await;
+            // Only media ends an outage (the pump tells it): a node that accepts and fails at
+            // once, or stays open sending no media, must not keep viewers waiting forever.
+            let p = self.pump(resp.into_body(), &node.id, outage).await;
             self.hub.core.flush(); // what the last frames queued, before any wait
             *ever_live |= p.live;
             if p.progressed {
-                // Only a connection that delivered media ends an outage: a node that accepts
-                // and fails at once must not keep viewers waiting forever.
-                outage.media();
                 backoff.reset();
             }
             match p.end {
@@ -482,9 +524,19 @@ impl Pull {
         }
     }
 
-    /// Reads one upstream connection until it ends, feeding the core.
-    async fn pump(&self, mut body: PooledBody, node: &str) -> Pumped {
+    /// Reads one upstream connection until it ends, feeding the core. Media (audio or video
+    /// frames) must flow within `reconnect_window` (from the running outage's start, else from
+    /// the connection's, then from the last media): a connection that stays open with only
+    /// metadata, or trickles bytes that never complete a tag, is a break, and, if it went live,
+    /// `outage` then dates from the last media.
+    async fn pump<B>(&self, mut body: B, node: &str, outage: &mut Outage) -> Pumped
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         let core = &self.hub.core;
+        let window = self.settings.reconnect_window;
+        let mut media_by = outage.since.unwrap_or_else(Instant::now) + window;
         let mut out = Pumped {
             end: PumpEnd::Stop,
             live: false,
@@ -500,6 +552,15 @@ impl Pull {
             let frame = tokio::select! {
                 _ = self.stop.cancelled() => return out,
                 _ = core.idle() => return out,
+                _ = tokio::time::sleep_until(media_by) => {
+                    if out.live {
+                        // A connection that never went live is the node's fault only: the
+                        // next candidate gets its own window unless an outage already runs.
+                        outage.stalled_since(media_by - window);
+                    }
+                    out.end = PumpEnd::Broken(format!("no media from the node for {window:?}"));
+                    return out;
+                }
                 _ = tokio::time::sleep_until(flush_at.unwrap_or(last_flush)), if flush_at.is_some() => {
                     core.flush();
                     last_flush = Instant::now();
@@ -546,6 +607,7 @@ impl Pull {
                 out.end = PumpEnd::Broken(format!("bad FLV from node: {e}"));
                 return out;
             }
+            let mut media = false;
             loop {
                 match parser.next_event() {
                     Ok(None) => break,
@@ -556,7 +618,7 @@ impl Pull {
                         }
                     }
                     Ok(Some(Event::Tag(t))) => {
-                        out.progressed = true;
+                        media |= t.kind() != TagKind::Script && !t.is_sequence_header();
                         core.push(t);
                     }
                     Err(e) => {
@@ -566,6 +628,11 @@ impl Pull {
                 }
             }
             let now = Instant::now();
+            if media {
+                out.progressed = true;
+                outage.media();
+                media_by = now + window;
+            }
             if now >= last_flush + interval {
                 core.flush();
                 last_flush = now;
@@ -579,9 +646,227 @@ impl Pull {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
     use std::time::Duration;
 
+    use bytes::Bytes;
+    use http_body::Frame;
+    use tokio::sync::mpsc;
+
     use super::*;
+    use crate::config::UpstreamSettings;
+    use crate::flv::{Tag, FLV_HEADER};
+
+    /// An upstream body fed by the test.
+    struct Feed(mpsc::UnboundedReceiver<Bytes>);
+
+    impl http_body::Body for Feed {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn live_settings() -> LiveSettings {
+        LiveSettings {
+            reconnect_window: Duration::from_secs(5),
+            upstream_idle_timeout: Duration::from_secs(10),
+            ..LiveSettings::default()
+        }
+    }
+
+    fn test_pull(hubs: Option<&Arc<Hubs>>) -> Pull {
+        let settings = live_settings();
+        let counters = Arc::new(LiveCounters::default());
+        let hub = Arc::new(Hub {
+            key: "k".into(),
+            stream: "s".into(),
+            upstream_path: "/live/s.flv".into(),
+            core: Core::new("s", Settings::from_live(&settings), counters.clone(), None),
+            bytes_in: AtomicU64::new(0),
+        });
+        if let Some(hubs) = hubs {
+            hubs.lock().insert(hub.key.clone(), hub.clone());
+        }
+        Pull {
+            hub,
+            source: NodeSource::Fixed(Vec::new()),
+            transport: Transport::new(&UpstreamSettings::default()),
+            settings,
+            counters,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    fn metadata(ts: u32) -> Bytes {
+        let mut d = vec![2, 0, 10];
+        d.extend_from_slice(b"onMetaData");
+        d.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 9]);
+        Tag::new(TagKind::Script, ts, &d)
+            .expect("tag")
+            .bytes()
+            .clone()
+    }
+
+    fn video(ts: u32, key: bool) -> Bytes {
+        let first = if key { 0x17 } else { 0x27 };
+        Tag::new(TagKind::Video, ts, &[first, 1, 0, 0, 0, 5])
+            .expect("tag")
+            .bytes()
+            .clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_sending_only_metadata_breaks_after_the_window_and_the_stream_ends() {
+        let pull = test_pull(None);
+        let _joining = pull.hub.core.joining().expect("joining"); // no linger meanwhile
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The node: FLV header, two seconds of media, then metadata every second, forever.
+        let feeder = tokio::spawn(async move {
+            let _ = tx.send(Bytes::from_static(&FLV_HEADER));
+            let _ = tx.send(metadata(0));
+            for i in 0..50u32 {
+                let _ = tx.send(video(i * 40, i % 25 == 0));
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if tx.send(metadata(2000)).is_err() {
+                    return;
+                }
+            }
+        });
+        let t0 = Instant::now();
+        let mut outage = Outage::new(pull.settings.reconnect_window);
+        let p = tokio::time::timeout(
+            Duration::from_secs(60),
+            pull.pump(Feed(rx), "n1", &mut outage),
+        )
+        .await
+        .expect("the pump breaks a connection that sends no media");
+        assert!(p.live && p.progressed);
+        assert!(matches!(p.end, PumpEnd::Broken(_)));
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(6_960) && took < Duration::from_millis(7_100),
+            "the window counts from the last media: {took:?}"
+        );
+        assert!(
+            outage.expired(),
+            "the outage dates from the last media: the stream is over"
+        );
+        feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_pull_task_that_dies_fails_its_stream_and_leaves_hubs() {
+        let hubs = Arc::new(Hubs::new(
+            live_settings(),
+            Transport::new(&UpstreamSettings::default()),
+            CancellationToken::new(),
+        ));
+        // A node that accepts and never answers: the pull is mid-connect when its task dies.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let node = Arc::new(Node {
+            id: "n1".into(),
+            url: crate::upstream_path::BaseUrl::parse(&format!("http://{addr}")).expect("url"),
+            expires: None,
+        });
+        let mut pull = test_pull(Some(&hubs));
+        pull.source = NodeSource::Fixed(vec![node]);
+        let core = pull.hub.core.clone();
+        let guard = PullGuard {
+            hub: pull.hub.clone(),
+            hubs: Arc::downgrade(&hubs),
+            finished: false,
+        };
+        let task = tokio::spawn(pull.run_and_forget(guard));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!core.is_over() && hubs.streams().len() == 1, "pulling");
+        let mut viewer = core.attach().expect("attach");
+        task.abort();
+        assert!(task.await.is_err_and(|e| e.is_cancelled()));
+        assert!(
+            matches!(core.phase(), Phase::Failed(_)),
+            "joiners waiting get an answer"
+        );
+        assert!(hubs.streams().is_empty(), "new joiners start a new pull");
+        let end = viewer.frame().await;
+        assert!(
+            matches!(end, Some(Err(_))),
+            "the attached viewer sees a broken stream, not a hang"
+        );
+        drop(listener);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_goes_live_breaks_without_starting_an_outage() {
+        let pull = test_pull(None);
+        let _joining = pull.hub.core.joining().expect("joining");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let feeder = tokio::spawn(async move {
+            for b in FLV_HEADER.iter() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tx.send(Bytes::copy_from_slice(&[*b])).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut outage = Outage::new(pull.settings.reconnect_window);
+        let p = tokio::time::timeout(
+            Duration::from_secs(60),
+            pull.pump(Feed(rx), "n1", &mut outage),
+        )
+        .await
+        .expect("the pump breaks");
+        assert!(!p.live && matches!(p.end, PumpEnd::Broken(_)));
+        assert!(
+            outage.since.is_none(),
+            "the next candidate gets a whole window"
+        );
+        feeder.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_trickling_bytes_that_never_make_a_tag_breaks() {
+        let pull = test_pull(None);
+        let _joining = pull.hub.core.joining().expect("joining");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let feeder = tokio::spawn(async move {
+            let _ = tx.send(Bytes::from_static(&FLV_HEADER));
+            let tag = video(0, true);
+            for b in tag.iter() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tx.send(Bytes::copy_from_slice(&[*b])).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut outage = Outage::new(pull.settings.reconnect_window);
+        let p = tokio::time::timeout(
+            Duration::from_secs(60),
+            pull.pump(Feed(rx), "n1", &mut outage),
+        )
+        .await
+        .expect("the pump breaks");
+        assert!(p.live && !p.progressed);
+        assert!(matches!(p.end, PumpEnd::Broken(_)));
+        assert!(outage.expired());
+        feeder.abort();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_reconnect_window_counts_only_time_without_media() {

@@ -58,6 +58,24 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// ... and it let go because the viewer was too slow.
     cut: AtomicBool,
+    /// ... or because the stream failed under it (its source died): the body ends in an error.
+    failed: AtomicBool,
+    /// Tests: runs once right after the body found the queue empty, before it looks at
+    /// `closed` (where the engine's last push and close can fall).
+    #[cfg(test)]
+    after_empty: Hook,
+}
+
+/// A test's code run at one point of the body's poll.
+#[cfg(test)]
+#[derive(Default)]
+struct Hook(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+#[cfg(test)]
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl Shared {
@@ -75,6 +93,26 @@ pub(crate) enum Offer {
     Cut,
 }
 
+/// What a media tag is to a viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaKind {
+    /// A video keyframe: a skipping viewer resumes here, and video may follow it.
+    VideoKey,
+    /// A video frame that needs the keyframe before it: never a viewer's first video.
+    VideoInter,
+    /// An audio frame. `resume`: a skipping viewer may resume on it (the stream has shown no
+    /// video on this connection, so there is no video keyframe to wait for).
+    Audio { resume: bool },
+    /// A script tag that is not a start-up tag (a cue point): in order, never a resume point.
+    Data,
+}
+
+impl MediaKind {
+    fn resume(self) -> bool {
+        matches!(self, Self::VideoKey | Self::Audio { resume: true })
+    }
+}
+
 /// Limits a slot is held to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
@@ -89,12 +127,25 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     /// Dropping frames until the next keyframe.
     pub skipping: bool,
+    /// A video keyframe was queued since the viewer joined or last resumed: until then its
+    /// video inter frames are dropped (a viewer that resumed on audio, or joined on a GOP of
+    /// audio only, must not get P-frames without their IDR).
+    pub video_ok: bool,
     /// Timestamp of the first media tag queued: the viewer's clock before it consumed any.
     first_ts: Option<u64>,
     /// Bytes of the start-up burst (exempt from the budget until consumed).
     burst: u64,
     /// Timestamp of the burst's last media tag: lag is measured from there at the earliest.
     burst_end_ts: Option<u64>,
+    /// Timestamp of the last media tag queued.
+    last_ts: Option<u64>,
+    /// The source spliced (reconnect, failover): the next media tag offered starts the new
+    /// connection's media.
+    splice_pending: bool,
+    /// The latest splice: (first media timestamp after it, media time between the last tag
+    /// queued before it and that one). While the viewer has not consumed past the splice, that
+    /// gap is not lag: the viewer never had it to consume.
+    splice: Option<(u64, u64)>,
     /// The start-up tags this viewer has (metadata, video and audio sequence headers), so a
     /// changed one, or one from a node failed over to, reaches it exactly once.
     pub known: [Option<Tag>; 3],
@@ -113,14 +164,21 @@ impl Slot {
             taken: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             cut: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            #[cfg(test)]
+            after_empty: Hook::default(),
         });
         let slot = Self {
             id,
             shared: shared.clone(),
             skipping: false,
+            video_ok: false,
             first_ts: None,
             burst: 0,
             burst_end_ts: None,
+            last_ts: None,
+            splice_pending: false,
+            splice: None,
             known: [None, None, None],
             dirty: false,
         };
@@ -140,6 +198,7 @@ impl Slot {
         self.shared.queued.fetch_add(bytes.len(), Ordering::Relaxed);
         if let Some(t) = ts {
             self.first_ts.get_or_insert(t);
+            self.last_ts = Some(t);
         }
         self.dirty = true;
         true
@@ -173,7 +232,36 @@ impl Slot {
             c => c,
         };
         let base = self.burst_end_ts.map_or(base, |b| base.max(b));
-        (queued.saturating_sub(burst_left), ts.saturating_sub(base))
+        let mut lag = ts.saturating_sub(base);
+        if let Some((first, gap)) = self.splice {
+            if base < first {
+                lag = lag.saturating_sub(gap);
+            }
+        }
+        (queued.saturating_sub(burst_left), lag)
+    }
+
+    /// The source spliced (reconnect, failover): the viewer resumes on the new connection's
+    /// first keyframe, and the media time between the old connection's last tag and the new
+    /// one's first does not count as lag (so a viewer that keeps up is never cut at a splice).
+    pub fn splice(&mut self) {
+        self.skipping = true;
+        self.splice_pending = true;
+    }
+
+    /// Records where the new connection's media starts, at the first media tag after a splice.
+    fn note_splice(&mut self, ts: u64) {
+        if !std::mem::take(&mut self.splice_pending) {
+            return;
+        }
+        let consumed = self.shared.consumed_ts.load(Ordering::Relaxed);
+        // A previous splice the viewer has not consumed past yet: its gap still does not count.
+        let carried = match self.splice {
+            Some((first, gap)) if consumed == NONE || consumed < first => gap,
+            _ => 0,
+        };
+        let gap = self.last_ts.map_or(0, |l| ts.saturating_sub(l));
+        self.splice = Some((ts, gap + carried));
     }
 
     /// Start-up and codec-change tags: always delivered while there is room at all.
@@ -185,20 +273,32 @@ impl Slot {
         }
     }
 
-    /// A media tag; `keyframe` marks where a skipping viewer may resume.
-    pub fn offer(&mut self, bytes: &Bytes, ts: u64, keyframe: bool, budget: Budget) -> Offer {
+    /// A media tag; `frame` tells where a skipping viewer may resume and which video frames it
+    /// can decode.
+    pub fn offer(&mut self, bytes: &Bytes, ts: u64, frame: MediaKind, budget: Budget) -> Offer {
+        if frame != MediaKind::Data {
+            // Media, not a cue point, marks where the new connection's media starts.
+            self.note_splice(ts);
+        }
         let (queued, lag) = self.backlog(ts);
         if self.skipping {
-            if !keyframe {
+            if !frame.resume() {
                 return Offer::Dropped;
             }
             if queued > budget.bytes / 2 || lag > budget.media_ms / 2 {
                 return self.cut();
             }
             self.skipping = false;
+            // Frames were skipped: video needs a keyframe again (this one, if it is one).
+            self.video_ok = false;
         } else if queued + bytes.len() > budget.bytes || lag > budget.media_ms {
             self.skipping = true;
             return Offer::Dropped;
+        }
+        match frame {
+            MediaKind::VideoKey => self.video_ok = true,
+            MediaKind::VideoInter if !self.video_ok => return Offer::Dropped,
+            _ => {}
         }
         if self.push(bytes, Some(ts)) {
             Offer::Sent
@@ -213,6 +313,11 @@ impl Slot {
         if std::mem::take(&mut self.dirty) {
             self.shared.waker.wake();
         }
+    }
+
+    /// The stream failed: the body ends in an error after its queue, not a clean end.
+    pub fn fail(&mut self) {
+        self.shared.failed.store(true, Ordering::Relaxed);
     }
 
     fn cut(&mut self) -> Offer {
@@ -271,6 +376,25 @@ impl HttpBody for ViewerBody {
             this.shared.waker.register(cx.waker());
             item = this.pop();
         }
+        #[cfg(test)]
+        if item.is_none() {
+            let hook = this
+                .shared
+                .after_empty
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(f) = hook {
+                f();
+            }
+        }
+        let closed = item.is_none() && this.shared.closed.load(Ordering::Acquire);
+        if closed {
+            // The engine may have queued its last tags and let go between the look above and
+            // this one: `closed` is stored (Release) after them, so one more look sees them.
+            item = this.pop();
+        }
         match item {
             Some(item) => {
                 let len = item.bytes.len();
@@ -285,11 +409,13 @@ impl HttpBody for ViewerBody {
                 this.core.count_bytes_out(len);
                 Poll::Ready(Some(Ok(Frame::data(item.bytes))))
             }
-            None if this.shared.closed.load(Ordering::Acquire) => {
+            None if closed => {
                 if this.shared.cut.load(Ordering::Relaxed) {
                     // An error, not an end: hyper then closes without the final chunk, so the
                     // player knows the stream broke rather than ended.
                     Poll::Ready(Some(Err("viewer too slow: cut off".into())))
+                } else if this.shared.failed.load(Ordering::Relaxed) {
+                    Poll::Ready(Some(Err("the live source failed".into())))
                 } else {
                     Poll::Ready(None)
                 }
@@ -339,30 +465,51 @@ mod tests {
     fn slow_viewer_skips_to_keyframe_then_is_cut() {
         let (mut slot, _shared) = Slot::new(1);
         let tag = Bytes::from(vec![0u8; 40]);
-        assert_eq!(slot.offer(&tag, 0, true, BUDGET), Offer::Sent);
-        assert_eq!(slot.offer(&tag, 40, false, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
+        assert_eq!(
+            slot.offer(&tag, 40, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
         // Third tag would exceed 100 bytes: skip until a keyframe.
-        assert_eq!(slot.offer(&tag, 80, false, BUDGET), Offer::Dropped);
+        assert_eq!(
+            slot.offer(&tag, 80, MediaKind::VideoInter, BUDGET),
+            Offer::Dropped
+        );
         assert!(slot.skipping);
-        assert_eq!(slot.offer(&tag, 120, false, BUDGET), Offer::Dropped);
+        assert_eq!(
+            slot.offer(&tag, 120, MediaKind::VideoInter, BUDGET),
+            Offer::Dropped
+        );
         // Keyframe while still backed up (80 > 50): cut.
-        assert_eq!(slot.offer(&tag, 160, true, BUDGET), Offer::Cut);
+        assert_eq!(
+            slot.offer(&tag, 160, MediaKind::VideoKey, BUDGET),
+            Offer::Cut
+        );
     }
 
     #[test]
     fn a_viewer_that_drains_resumes_on_a_keyframe() {
         let (mut slot, shared) = Slot::new(1);
         let tag = Bytes::from(vec![0u8; 40]);
-        slot.offer(&tag, 0, true, BUDGET);
-        slot.offer(&tag, 40, false, BUDGET);
-        assert_eq!(slot.offer(&tag, 80, false, BUDGET), Offer::Dropped);
+        slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
+        slot.offer(&tag, 40, MediaKind::VideoInter, BUDGET);
+        assert_eq!(
+            slot.offer(&tag, 80, MediaKind::VideoInter, BUDGET),
+            Offer::Dropped
+        );
         while consume(&shared).is_some() {}
         assert_eq!(
-            slot.offer(&tag, 120, false, BUDGET),
+            slot.offer(&tag, 120, MediaKind::VideoInter, BUDGET),
             Offer::Dropped,
             "still waits for a keyframe"
         );
-        assert_eq!(slot.offer(&tag, 160, true, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 160, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
         assert!(!slot.skipping);
     }
 
@@ -370,14 +517,17 @@ mod tests {
     fn media_time_budget_applies() {
         let (mut slot, _shared) = Slot::new(1);
         let tag = Bytes::from(vec![0u8; 1]);
-        assert_eq!(slot.offer(&tag, 500, true, BUDGET), Offer::Sent);
         assert_eq!(
-            slot.offer(&tag, 1500, false, BUDGET),
+            slot.offer(&tag, 500, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
+        assert_eq!(
+            slot.offer(&tag, 1500, MediaKind::VideoInter, BUDGET),
             Offer::Sent,
             "exactly 1 s behind"
         );
         assert_eq!(
-            slot.offer(&tag, 1600, false, BUDGET),
+            slot.offer(&tag, 1600, MediaKind::VideoInter, BUDGET),
             Offer::Dropped,
             "1.1 s behind a 1 s budget"
         );
@@ -390,9 +540,15 @@ mod tests {
         let small = Bytes::from(vec![0u8; 1]);
         assert_eq!(slot.offer_control(&small), Offer::Sent);
         slot.skipping = true; // waiting for a keyframe, as a joiner without GOP cache does
-        assert_eq!(slot.offer(&small, 3_600_000, true, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&small, 3_600_000, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
         assert!(consume(&shared).is_some());
-        assert_eq!(slot.offer(&small, 3_600_040, false, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&small, 3_600_040, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
     }
 
     #[test]
@@ -401,16 +557,110 @@ mod tests {
         let big = Bytes::from(vec![0u8; 400]); // 4x the byte budget
         assert!(slot.push_burst(&big, Some(0)));
         assert!(slot.push_burst(&big, Some(2000))); // 2 s of GOP, over the 1 s budget too
+        slot.video_ok = true; // the GOP started on a video keyframe
         let tag = Bytes::from(vec![0u8; 40]);
-        assert_eq!(slot.offer(&tag, 2040, false, BUDGET), Offer::Sent);
-        assert_eq!(slot.offer(&tag, 2080, false, BUDGET), Offer::Sent);
         assert_eq!(
-            slot.offer(&tag, 2120, false, BUDGET),
+            slot.offer(&tag, 2040, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
+        assert_eq!(
+            slot.offer(&tag, 2080, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
+        assert_eq!(
+            slot.offer(&tag, 2120, MediaKind::VideoInter, BUDGET),
             Offer::Dropped,
             "live tags beyond the burst are held to the budget"
         );
         while consume(&shared).is_some() {}
-        assert_eq!(slot.offer(&tag, 2160, true, BUDGET), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 2160, MediaKind::VideoKey, BUDGET),
+            Offer::Sent
+        );
+    }
+
+    #[test]
+    fn a_splice_gap_is_not_lag_but_unconsumed_media_is() {
+        let tag = Bytes::from(vec![0u8; 1]);
+        // Keeping up: everything consumed; the new sequence header is queued, not yet read.
+        let (mut slot, shared) = Slot::new(1);
+        slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
+        slot.offer(&tag, 40, MediaKind::VideoInter, BUDGET);
+        while consume(&shared).is_some() {}
+        slot.splice();
+        assert_eq!(slot.offer_control(&tag), Offer::Sent);
+        assert_eq!(
+            slot.offer(&tag, 8_040, MediaKind::VideoInter, BUDGET),
+            Offer::Dropped,
+            "resumes on a keyframe"
+        );
+        assert_eq!(
+            slot.offer(&tag, 8_080, MediaKind::VideoKey, BUDGET),
+            Offer::Sent,
+            "an 8 s splice gap is not lag"
+        );
+        assert_eq!(
+            slot.offer(&tag, 8_120, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
+        assert!(consume(&shared).is_some());
+        assert!(consume(&shared).is_some());
+        assert_eq!(
+            slot.offer(&tag, 8_160, MediaKind::VideoInter, BUDGET),
+            Offer::Sent
+        );
+
+        // Behind: 600 ms of the old connection unconsumed (over half the 1 s budget).
+        let (mut slot, shared) = Slot::new(2);
+        slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
+        assert!(consume(&shared).is_some());
+        for ts in (40..=600).step_by(40) {
+            slot.offer(&tag, ts, MediaKind::VideoInter, BUDGET);
+        }
+        slot.splice();
+        assert_eq!(
+            slot.offer(&tag, 9_000, MediaKind::VideoKey, BUDGET),
+            Offer::Cut,
+            "what it has not consumed still counts"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tags_pushed_just_before_a_clean_end_are_delivered() {
+        use crate::fanout::{LiveCounters, Settings, StreamCounters};
+        use crate::flv::{Tag, TagKind};
+        use http_body_util::BodyExt;
+
+        let core = Core::new(
+            "t",
+            Settings {
+                gop_cache: false,
+                linger: std::time::Duration::from_secs(5),
+                viewer_queue_bytes: 1 << 20,
+                viewer_queue_duration: std::time::Duration::from_secs(10),
+                max_viewers: 10,
+                max_gop_bytes: 1 << 20,
+            },
+            Arc::new(LiveCounters::default()),
+            Some(Arc::new(StreamCounters::default())),
+        );
+        core.begin(false, true, "n1");
+        let mut body = core.attach().expect("attach");
+        while body.shared.lock().pop_front().is_some() {} // the header: not what is tested
+        body.shared.queued.store(0, Ordering::Relaxed);
+        // The race: the body has found its queue empty; the engine then pushes its last tag
+        // and ends the stream before the body looks at `closed`.
+        let c = core.clone();
+        *body.shared.after_empty.0.lock().expect("hook") = Some(Box::new(move || {
+            c.push(Tag::new(TagKind::Video, 0, &[0x17, 1, 0, 0, 0, 5]).expect("tag"));
+            c.end("test");
+        }));
+        let frame = body.frame().await;
+        assert!(
+            matches!(&frame, Some(Ok(f)) if f.data_ref().is_some()),
+            "the last tag is delivered, not lost at the end: {frame:?}"
+        );
+        assert!(body.frame().await.is_none(), "then a clean end");
     }
 
     #[test]
