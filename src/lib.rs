@@ -1,29 +1,33 @@
 //! streamgate: the front door of a live and on-demand video cluster.
 //!
-//! A request walks one way: listener ([`server`]) → [`router`] → [`auth`] → action
-//! ([`redirect`], [`proxy`], live: [`fanout`]). The [`registry`] answers which node holds a stream; it is
-//! asked by the request path, never pushed into by it. [`origin`] is the media node used by the
-//! demo, the tests and the benchmarks.
+//! A request walks one way: listener (`server`) → `router` → `auth` → action (`redirect`,
+//! `proxy`, live through `fanout`); every request to a node goes through the one transport
+//! (`upstream`). The [`registry`] answers which node holds a stream; it is asked by the request
+//! path, never pushed into by it. [`origin`] is the media node used by the demo, the tests and
+//! the benchmarks.
+//!
+//! Only what the binary, the benchmark tool and the integration tests use is public; the
+//! request path's modules are the crate's own.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod body;
 pub mod config;
 pub mod demo;
-pub mod error;
-pub mod fanout;
+pub(crate) mod error;
+pub(crate) mod fanout;
 pub mod gateway;
 pub mod origin;
-pub mod proxy;
-pub mod redirect;
+pub(crate) mod proxy;
+pub(crate) mod redirect;
 pub mod registry;
-pub mod request_id;
-pub mod router;
+pub(crate) mod request_id;
+pub(crate) mod router;
 pub mod server;
-pub mod stall_timeout;
-pub mod upstream;
+pub(crate) mod stall_timeout;
+pub(crate) mod upstream;
 pub mod upstream_path;
 
 /// The FLV codec lives in its own crate (`crates/flv`, with its fuzz target).

@@ -39,6 +39,7 @@ impl InitCache {
     }
 
     /// The start-up tags in the order a player expects them.
+    #[cfg(test)]
     pub fn tags(&self) -> impl Iterator<Item = &Tag> {
         [&self.metadata, &self.video_seq, &self.audio_seq]
             .into_iter()
@@ -113,11 +114,6 @@ impl GopCache {
         } else {
             &[]
         }
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 
     /// Forgets everything (the upstream changed: old frames must not precede new headers).

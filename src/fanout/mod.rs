@@ -21,8 +21,8 @@ pub mod viewer;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-pub use engine::{AttachError, Core, Phase};
-pub use pull::{Hubs, NodeSource, StreamStats};
+pub use engine::Core;
+pub use pull::{Hubs, NodeSource};
 pub use viewer::ViewerBody;
 
 pub use crate::config::LiveSettings;

@@ -1,8 +1,8 @@
 //! `GET /live/NAME.flv`: every `NAME.flv` at the top of the media directory replayed forever,
 //! in real time, as an HTTP-FLV live stream.
 //!
-//! Each stream is the one fan-out engine ([`crate::fanout::Core`]) fed by a file looper
-//! ([`crate::fanout::looper`]), started by its first viewer: the same start-up and GOP cache,
+//! Each stream is the one fan-out engine (`crate::fanout::Core`) fed by a file looper
+//! (`crate::fanout::looper`), started by its first viewer: the same start-up and GOP cache,
 //! slow-viewer policy (skip to the next keyframe, then cut), timestamps and lifecycle as the
 //! gateway's hubs. Cut-off viewers, departed viewers and ended streams are uncounted at once, so
 //! `/stats` stays exact.
@@ -54,7 +54,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Names of the `NAME.flv` files at the top of `root`, at most [`MAX_LISTED`].
+/// Names of the `NAME.flv` files at the top of `root`, at most `MAX_LISTED`.
 pub async fn list_streams(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(mut dir) = tokio::fs::read_dir(root).await else {
