@@ -3,18 +3,15 @@
 //! tempdir, on a free loopback port. Killed by its own PID on drop; the system nginx is never
 //! touched.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use super::nginx::NginxProc;
 use super::redis::free_port;
-use super::READY_TIMEOUT;
 
 pub struct NginxHttp {
     pub port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    proc: NginxProc,
 }
 
 impl NginxHttp {
@@ -60,39 +57,8 @@ http {{
             access = p(&d.join("access.log")),
             tmp = p(&d.join("tmp")),
         );
-        std::fs::write(d.join("nginx.conf"), conf).expect("write nginx.conf");
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(d)
-            .arg("-e")
-            .arg(d.join("error.log"))
-            .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nginx (is the nginx package installed?)");
-        let mut n = NginxHttp {
-            port,
-            child: Some(child),
-            dir,
-        };
-        let start = Instant::now();
-        let addr = n.addr();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
-                panic!("nginx exited ({st}); error.log:\n{}", n.error_log());
-            }
-            if start.elapsed() > READY_TIMEOUT {
-                panic!(
-                    "nginx did not listen on {port}; error.log:\n{}",
-                    n.error_log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        n
+        let proc = NginxProc::start(dir, &conf, &[port], "nginx");
+        NginxHttp { port, proc }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -104,15 +70,6 @@ http {{
     }
 
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NginxHttp {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.error_log()
     }
 }

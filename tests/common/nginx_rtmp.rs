@@ -2,13 +2,10 @@
 //! config, pid, logs and temp paths in a tempdir, RTMP and HTTP (HLS) on free loopback ports,
 //! hooks pointing at a gateway. Killed by its own PID on drop; the system nginx is never touched.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use super::nginx::NginxProc;
 use super::redis::free_port;
-use super::READY_TIMEOUT;
 
 /// Where Debian's libnginx-mod-rtmp installs the module.
 pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
@@ -16,8 +13,7 @@ pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 pub struct NginxRtmp {
     pub rtmp_port: u16,
     pub http_port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    proc: NginxProc,
 }
 
 impl NginxRtmp {
@@ -83,46 +79,21 @@ http {{
             tmp = p("tmp"),
             root = d.to_str().expect("utf-8 path"),
         );
-        std::fs::write(d.join("nginx.conf"), conf).expect("write nginx.conf");
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(d)
-            .arg("-e")
-            .arg(d.join("error.log"))
-            .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nginx (is nginx with libnginx-mod-rtmp installed?)");
-        let mut n = NginxRtmp {
+        let proc = NginxProc::start(
+            dir,
+            &conf,
+            &[rtmp_port, http_port],
+            "nginx with libnginx-mod-rtmp",
+        );
+        NginxRtmp {
             rtmp_port,
             http_port,
-            child: Some(child),
-            dir,
-        };
-        let start = Instant::now();
-        for port in [rtmp_port, http_port] {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                if let Some(Ok(Some(st))) = n.child.as_mut().map(|c| c.try_wait()) {
-                    panic!("nginx exited ({st}); error.log:\n{}", n.error_log());
-                }
-                if start.elapsed() > READY_TIMEOUT {
-                    panic!(
-                        "nginx did not listen on {port}; error.log:\n{}",
-                        n.error_log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            proc,
         }
-        n
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.proc.dir()
     }
 
     /// The HTTP base URL serving `/hls/...` (the node's URL in the registry).
@@ -136,19 +107,10 @@ http {{
 
     /// Where nginx writes a stream's HLS.
     pub fn hls_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join("hls").join(name)
+        self.proc.dir().join("hls").join(name)
     }
 
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NginxRtmp {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.error_log()
     }
 }
