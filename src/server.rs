@@ -205,8 +205,10 @@ async fn accept_loop<H: Handler>(
             let refused = refused.clone();
             async move {
                 if let Some(e) = refused {
+                    let rid = crate::request_id::from_headers(req.headers());
                     drop(req);
-                    let mut resp = e.to_response("");
+                    let mut resp = e.to_response(rid.to_str().unwrap_or_default());
+                    resp.headers_mut().insert(crate::request_id::HEADER, rid);
                     resp.headers_mut().insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),

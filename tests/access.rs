@@ -272,6 +272,7 @@ fn connections_over_the_per_ip_cap_are_answered_429_while_other_clients_are_serv
                 assert_eq!(r.json()["error"], "too_many_requests");
                 assert_eq!(r.header("retry-after"), Some("1"));
                 assert_eq!(r.header("connection"), Some("close"));
+                assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
                 let mut rest = Vec::new();
                 let _ = c.read_to_end(&mut rest);
                 assert!(rest.is_empty(), "closed after the 429");
@@ -293,7 +294,7 @@ fn connections_over_the_per_ip_cap_are_answered_429_while_other_clients_are_serv
 #[test]
 fn the_request_rate_per_ip_answers_429_with_retry_after() {
     let (gw, _d) = gateway(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[limits]\nrequests_per_second_per_ip = 1\nburst = 3\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\ntoken = \"adm1n\"\n[limits]\nrequests_per_second_per_ip = 1\nburst = 3\n\
          [[routes]]\npath = \"/r/{*rest}\"\naction = \"redirect\"\nto = \"https://cdn.example\"\n",
     );
     let addr = gw.addr();
@@ -318,6 +319,11 @@ fn the_request_rate_per_ip_answers_429_with_retry_after() {
     // Another address has its own bucket.
     let r = exchange(connect_from(OTHER_CLIENT, addr), &get_req("/r/x", ""));
     assert_eq!(r.status, 302);
+    // The registry's writers are not viewers: not rate limited.
+    for _ in 0..5 {
+        let r = get(addr, "/api/v1/live", "Authorization: Bearer adm1n\r\n");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
 }
 
 #[test]
