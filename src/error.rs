@@ -52,6 +52,15 @@ pub enum GatewayError {
     RequestBodyTimeout { secs: f64 },
     #[error("this route only serves GET and HEAD")]
     MethodNotAllowed,
+    #[error("too many {what} from this address; retry in {retry_after}s")]
+    TooManyRequests {
+        /// Which per-client limit was hit (`requests`, `connections`, `live viewers`).
+        what: &'static str,
+        /// Whole seconds until a retry can succeed (the `Retry-After` header), at least 1.
+        retry_after: u64,
+    },
+    #[error("origin not allowed by this route's CORS policy")]
+    CorsForbidden,
     #[error("over capacity: {0}")]
     Overloaded(&'static str),
     #[error("the gateway is shutting down")]
@@ -98,6 +107,8 @@ impl GatewayError {
             Self::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
             Self::RequestBodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Self::CorsForbidden => (StatusCode::FORBIDDEN, "cors_forbidden"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -160,6 +171,10 @@ impl GatewayError {
                 http::header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Self::TooManyRequests { retry_after, .. } = self {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         resp
     }
@@ -236,6 +251,13 @@ mod tests {
         assert_eq!(t.status_and_code().0, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(t.source_side(), Source::Upstream);
         assert_eq!(GatewayError::Unauthorized.source_side(), Source::Downstream);
+        let r = GatewayError::TooManyRequests {
+            what: "requests",
+            retry_after: 3,
+        }
+        .to_response("r");
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "3");
         assert_eq!(
             GatewayError::SignatureInvalid.status_and_code(),
             (StatusCode::FORBIDDEN, "signature_invalid")

@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{now_unix, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
 use crate::body::{Body, BoxError};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
+use crate::cors;
 use crate::error::GatewayError;
 use crate::fanout::{Hubs, NodeSource};
+use crate::limits::{Counter, RateLimit};
 use crate::proxy::{self, Forward};
 use crate::redirect;
 use crate::registry::{self, Lookup, Node, Registry};
@@ -43,6 +45,10 @@ pub struct Gateway {
     hubs: Arc<Hubs>,
     /// The registry's writers (REST API, media-server hooks), served before the route table.
     admin: crate::admin::Admin,
+    /// `[limits] requests_per_second_per_ip`: one token bucket per client address.
+    rate: Option<Arc<RateLimit>>,
+    /// `[limits] live_viewers_per_ip`: open live bodies per client address.
+    viewers: Option<Arc<Counter>>,
 }
 
 /// Why the gateway could not start.
@@ -69,7 +75,30 @@ impl Gateway {
             transport.clone(),
             shutdown.clone(),
         ));
+        let rate = settings.limits.rate.map(|r| Arc::new(RateLimit::new(r)));
+        if let Some(rate) = &rate {
+            // Full buckets are dropped periodically so the map holds only recent clients.
+            let rate = Arc::downgrade(rate);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::limits::PRUNE_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tick.tick() => match rate.upgrade() {
+                            Some(r) => r.prune(),
+                            None => return,
+                        },
+                    }
+                }
+            });
+        }
         Self {
+            rate,
+            viewers: settings
+                .limits
+                .live_viewers_per_ip
+                .map(|n| Counter::new(n, "live viewers")),
             admin: crate::admin::Admin::new(
                 settings,
                 registry.clone(),
@@ -179,12 +208,70 @@ impl Gateway {
             };
             self.auth.check(route.auth, &facts, now_unix())?;
         }
+        // A fixed-node live route serves only the names it lists: anything else is refused here,
+        // before a pull could start on the node.
+        if let Some(list) = &route.streams {
+            let stream = caps.get(STREAM).unwrap_or_default();
+            if !list.allows(stream) {
+                return Err(GatewayError::StreamNotFound(stream.to_string()));
+            }
+        }
         // Phase 3: choose the upstream.
         let nodes = self.choose_nodes(route, &caps)?;
         let path = route.upstream.render(&caps);
         let query = strip_credentials(req.uri().query());
-        // Phase 4: act.
-        match route.action {
+        // Phase 4: act (an `auto` route picks redirect or proxy for this client).
+        let action = match route.action {
+            Action::Auto if follows_redirects(req.headers()) => Action::Redirect,
+            Action::Auto => Action::Proxy,
+            a => a,
+        };
+        if let Some(log) = log {
+            log.decision = match action {
+                Action::Redirect => "redirect",
+                Action::Proxy => "proxy",
+                Action::Live => "live",
+                Action::Auto => "",
+            };
+        }
+        let mut resp = self
+            .act(
+                action,
+                route,
+                &caps,
+                req,
+                peer,
+                rid,
+                log,
+                Upstream { nodes, path, query },
+            )
+            .await?;
+        if route.action == Action::Auto {
+            // The answer depends on this header: a cache must not serve one client's to another.
+            resp.headers_mut().append(
+                http::header::VARY,
+                HeaderValue::from_static("Sec-Fetch-Dest"),
+            );
+        }
+        Ok(resp)
+    }
+
+    /// Phase 4: redirect, serve live, or proxy.
+    #[allow(clippy::too_many_arguments)]
+    async fn act(
+        &self,
+        action: Action,
+        route: &RouteSettings,
+        caps: &Captures,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        rid: &HeaderValue,
+        log: &mut Option<AccessLog>,
+        upstream: Upstream,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Upstream { nodes, path, query } = upstream;
+        match action {
+            Action::Auto => Err(GatewayError::Internal("auto not resolved".into())),
             Action::Redirect => {
                 let node = nodes
                     .first()
@@ -219,12 +306,23 @@ impl Gateway {
                     // Headers only: no reason to start (and linger) a pull for a probe.
                     Response::new(crate::body::empty())
                 } else {
+                    // The viewer's slot is held by its body: given back when the viewer goes.
+                    let slot = match &self.viewers {
+                        Some(c) => Some(c.acquire(peer.ip())?),
+                        None => None,
+                    };
                     // The pull is shared by every viewer, so it carries no viewer's query.
                     let (body, node) = self.hubs.join(stream, &path, source).await?;
                     if let Some(log) = log {
                         log.node = node;
                     }
-                    Response::new(body.boxed())
+                    Response::new(
+                        body.map_frame(move |f| {
+                            let _held = &slot;
+                            f
+                        })
+                        .boxed(),
+                    )
                 };
                 let h = resp.headers_mut();
                 h.insert(
@@ -293,10 +391,39 @@ impl Handler for Gateway {
                 request_id: rid.to_str().unwrap_or_default().to_string(),
                 error: None,
                 side: "",
+                decision: "",
                 bytes: 0,
                 finished: false,
             });
-        let resp = match self.handle(req, peer, &rid, &mut log).await {
+        // The route's CORS policy covers every answer on its paths, errors included.
+        let path = req.uri().path();
+        let admin = crate::admin::handles(path);
+        let cors = if admin {
+            None
+        } else {
+            self.find_route(path)
+                .ok()
+                .and_then(|(r, _)| r.cors.as_ref().map(|c| (c, r.action)))
+        };
+        let origin = cors
+            .and_then(|_| req.headers().get(http::header::ORIGIN))
+            .cloned();
+        let preflight = cors.is_some() && cors::is_preflight(req.method(), req.headers());
+        // The request rate is a viewer limit: the registry's writers (media-server hooks, the
+        // REST API) carry their own secrets, and one media node may send a burst of hooks.
+        let limited = match &self.rate {
+            Some(r) if !admin => r.check(peer.ip()).err(),
+            _ => None,
+        };
+        let result = match (limited, cors) {
+            (Some(e), _) => Err(e),
+            // A preflight carries no credentials and never reaches a node.
+            (None, Some((policy, action))) if preflight => {
+                cors::preflight(policy, origin.as_ref(), action)
+            }
+            (None, _) => self.handle(req, peer, &rid, &mut log).await,
+        };
+        let resp = match result {
             Ok(r) => r,
             Err(e) => {
                 if let Some(log) = &mut log {
@@ -311,6 +438,10 @@ impl Handler for Gateway {
         };
         let (mut parts, body) = resp.into_parts();
         parts.headers.insert(request_id::HEADER, rid);
+        if let Some((policy, _)) = cors {
+            let ours = preflight && parts.status == http::StatusCode::NO_CONTENT;
+            cors::apply(policy, origin.as_ref(), &mut parts.headers, ours);
+        }
         match log {
             Some(mut log) => {
                 log.status = parts.status.as_u16();
@@ -334,6 +465,8 @@ struct AccessLog {
     error: Option<String>,
     /// Where the error came from (`downstream`, `upstream`, `internal`); empty without one.
     side: &'static str,
+    /// What the route did: `redirect`, `proxy` or `live` (an `auto` route's choice shows here).
+    decision: &'static str,
     bytes: u64,
     finished: bool,
 }
@@ -352,8 +485,33 @@ impl Drop for AccessLog {
             complete = self.finished,
             error = self.error.as_deref().unwrap_or(""),
             side = self.side,
+            decision = %self.decision,
         );
     }
+}
+
+/// Phase 3's answer: where the request goes.
+struct Upstream {
+    /// Candidate nodes, healthy first.
+    nodes: Vec<Arc<Node>>,
+    /// The rendered path on the node.
+    path: String,
+    /// The viewer's query without credentials.
+    query: Option<String>,
+}
+
+/// Whether the client follows a redirect by itself: a browser loading an `<img>`, `<video>`,
+/// `<audio>` or a page does; `fetch`/XHR players (`Sec-Fetch-Dest: empty`) and clients that do
+/// not say are proxied, since a cross-origin redirect would need CORS on the node.
+fn follows_redirects(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-dest")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|d| {
+            ["image", "video", "audio", "document"]
+                .iter()
+                .any(|n| d.trim().eq_ignore_ascii_case(n))
+        })
 }
 
 /// Counts body bytes into the access log.
@@ -430,6 +588,7 @@ pub async fn start_with_registry(
         public_url,
         shutdown.clone(),
     ));
-    let opts = ServeOptions::from(&settings.server);
+    let mut opts = ServeOptions::from(&settings.server);
+    opts.connections_per_ip = settings.limits.connections_per_ip;
     Ok(server::run(listeners, gw, opts, shutdown)?)
 }

@@ -52,6 +52,8 @@ pub struct ServeOptions {
     /// Kernel send buffer per client socket (`SO_SNDBUF`); `None` keeps the kernel's
     /// autotuning, which on loopback can hold megabytes for a client that stopped reading.
     pub send_buffer: Option<usize>,
+    /// `[limits] connections_per_ip`: connections past it are answered 429 and closed.
+    pub connections_per_ip: Option<std::num::NonZeroU32>,
 }
 
 /// Most bytes hyper buffers per connection on each side before it waits for the socket. It
@@ -73,6 +75,7 @@ impl From<&crate::config::ServerSettings> for ServeOptions {
             drain_timeout: s.drain_timeout,
             send_timeout: s.send_timeout,
             send_buffer: s.send_buffer,
+            connections_per_ip: None,
         }
     }
 }
@@ -100,11 +103,18 @@ pub async fn serve<H: Handler>(
     // Cancelled when the drain window is over: connection tasks then drop their connections.
     let force_close = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    // One count for every listener: the cap is per client, not per port.
+    let per_ip = opts
+        .connections_per_ip
+        .map(|n| crate::limits::Counter::new(n, "connections"));
     let mut accept_tasks = Vec::new();
     for listener in listeners {
         let handler = handler.clone();
         let graceful = graceful.clone();
-        let permits = permits.clone();
+        let slots = Slots {
+            permits: permits.clone(),
+            per_ip: per_ip.clone(),
+        };
         let shutdown = shutdown.clone();
         let opts = opts.clone();
         let force_close = force_close.clone();
@@ -113,7 +123,7 @@ pub async fn serve<H: Handler>(
                 listener,
                 handler,
                 graceful,
-                permits,
+                slots,
                 opts,
                 shutdown,
                 force_close,
@@ -141,11 +151,19 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// The connection caps every listener shares.
+struct Slots {
+    /// `max_connections`: accept waits for a permit.
+    permits: Arc<Semaphore>,
+    /// `connections_per_ip`: past it, a connection only gets a 429.
+    per_ip: Option<Arc<crate::limits::Counter>>,
+}
+
 async fn accept_loop<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     graceful: Arc<GracefulShutdown>,
-    permits: Arc<Semaphore>,
+    slots: Slots,
     opts: ServeOptions,
     shutdown: CancellationToken,
     force_close: CancellationToken,
@@ -153,7 +171,7 @@ async fn accept_loop<H: Handler>(
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = slots.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -173,10 +191,30 @@ async fn accept_loop<H: Handler>(
                 tracing::debug!(error = %e, "cannot set SO_SNDBUF");
             }
         }
+        // Over the per-address cap, the connection is still served, but only to say 429 and
+        // close: the client learns why (a refused or reset socket says nothing), and the slot
+        // it holds meanwhile is bounded by the header read timeout and the global cap.
+        let (ip_slot, refused) = match slots.per_ip.as_ref().map(|c| c.acquire(peer.ip())) {
+            None => (None, None),
+            Some(Ok(slot)) => (Some(slot), None),
+            Some(Err(e)) => (None, Some(Arc::new(e))),
+        };
         let handler = handler.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
+            let refused = refused.clone();
             async move {
+                if let Some(e) = refused {
+                    let rid = crate::request_id::from_headers(req.headers());
+                    drop(req);
+                    let mut resp = e.to_response(rid.to_str().unwrap_or_default());
+                    resp.headers_mut().insert(crate::request_id::HEADER, rid);
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                    return Ok::<_, std::convert::Infallible>(resp);
+                }
                 let resp = AssertUnwindSafe(handler.call(req, peer))
                     .catch_unwind()
                     .await
@@ -208,6 +246,7 @@ async fn accept_loop<H: Handler>(
                 // Dropping the connection closes its socket.
                 _ = force_close.cancelled() => tracing::debug!(%peer, "closed at the drain deadline"),
             }
+            drop(ip_slot);
             drop(permit);
         });
     }

@@ -365,7 +365,7 @@ fn sigterm_drains_finite_requests_and_ends_live_streams() {
     let up = Upstream::start(|req| Reply::Delayed(Duration::from_millis(800), Box::new(echo(req))));
     let origin = common::origin(&common::media_dir());
     let extra = format!(
-        "[[nodes]]\nid = \"o\"\nurl = \"{}\"\n[[routes]]\npath = \"/olive/{{stream}}.flv\"\naction = \"live\"\nto = \"o\"\nupstream = \"/live/{{stream}}.flv\"\n",
+        "[[nodes]]\nid = \"o\"\nurl = \"{}\"\n[[routes]]\npath = \"/olive/{{stream}}.flv\"\naction = \"live\"\nto = \"o\"\nstreams = [\"cam1\"]\nupstream = \"/live/{{stream}}.flv\"\n",
         origin.url("")
     );
     let (mut gw, _dir) = gateway(&config(&up.url(), &extra));

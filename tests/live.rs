@@ -319,7 +319,7 @@ fn routes_naming_different_nodes_never_share_a_pull() {
     let b = origin(&media());
     let mut cfg = gw_config(&[("a", &a)], "");
     cfg.push_str(&format!(
-        "[[nodes]]\nid = \"b\"\nurl = \"http://{}\"\n[[routes]]\npath = \"/bflv/{{stream}}.flv\"\naction = \"live\"\nto = \"b\"\nupstream = \"/live/{{stream}}.flv\"\n",
+        "[[nodes]]\nid = \"b\"\nurl = \"http://{}\"\n[[routes]]\npath = \"/bflv/{{stream}}.flv\"\naction = \"live\"\nto = \"b\"\nstreams = [\"cam*\"]\nupstream = \"/live/{{stream}}.flv\"\n",
         b.addr()
     ));
     let (gw, _d) = gateway(&cfg);

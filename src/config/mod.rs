@@ -7,6 +7,7 @@
 
 mod auth;
 mod duration;
+mod limits;
 mod live;
 mod registry;
 mod routes;
@@ -18,11 +19,12 @@ use serde::Deserialize;
 pub use auth::{AuthSettings, RawAuth, RawSigningKey, DEFAULT_REDIRECT_LINK_TTL};
 use duration::duration;
 pub use duration::parse_duration;
+pub use limits::{LimitSettings, RateSettings, RawLimits};
 pub use live::{LiveSettings, RawLive};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
 pub use routes::{
-    Action, AuthMode, HealthCheck, NodeSettings, RawNode, RawRoute, RouteSettings, Target,
-    DEFAULT_HEALTH_INTERVAL,
+    Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
+    RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
 pub use server::{OneOrMany, RawServer, ServerSettings};
 pub use upstream::{RawUpstream, UpstreamSettings};
@@ -71,6 +73,8 @@ pub struct RawConfig {
     pub registry: RawRegistry,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -88,6 +92,8 @@ pub struct Settings {
     pub registry: RegistrySettings,
     /// The REST API (`[admin]`).
     pub admin: AdminSettings,
+    /// Per-client limits (`[limits]`), all off by default.
+    pub limits: LimitSettings,
 }
 
 /// Reads and validates a config file.
@@ -117,7 +123,9 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         t => AdminSettings { token: t.clone() },
     };
     let live = live::validate(&raw.live)?;
+    let limits = limits::validate(&raw.limits)?;
     Ok(Settings {
+        limits,
         server,
         upstream,
         auth,
@@ -304,6 +312,112 @@ max_gop_bytes = 1000
             e.contains("viewer_queue_bytes"),
             "the error explains the relation: {e}"
         );
+    }
+
+    #[test]
+    fn a_fixed_node_live_route_needs_a_stream_list() {
+        let node = "[[nodes]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n";
+        let route = "[[routes]]\npath = \"/f/{stream}.flv\"\naction = \"live\"\nto = \"a\"\n";
+        let e = err(&format!("{node}{route}"));
+        assert!(e.starts_with("routes[0].streams:"), "{e}");
+        assert!(e.contains("any name would start a pull"), "says why: {e}");
+        let s = parse(&format!("{node}{route}streams = [\"cam1\", \"lobby-*\"]\n")).expect("valid");
+        let list = s.routes[0].streams.as_ref().expect("list");
+        assert!(list.allows("cam1") && list.allows("lobby-3") && list.allows("lobby-"));
+        assert!(!list.allows("cam2") && !list.allows("cam1x") && !list.allows("lobby"));
+        // A base URL is a fixed node too.
+        let url_route = route.replace("to = \"a\"", "to = \"http://127.0.0.1:2\"");
+        assert!(err(&url_route).starts_with("routes[0].streams:"));
+        for bad in ["[]", "[\"*\"]", "[\"../x\"]", "[\"a*b\"]", "[\"cam**\"]"] {
+            let e = err(&format!("{node}{route}streams = {bad}\n"));
+            assert!(e.starts_with("routes[0].streams"), "{bad}: {e}");
+        }
+        // Registry routes take their names from the registry: a list there is a mistake.
+        let e =
+            err("[[routes]]\npath = \"/f/{stream}.flv\"\naction = \"live\"\nstreams = [\"x\"]\n");
+        assert!(e.starts_with("routes[0].streams:"), "{e}");
+        assert!(
+            parse("[[routes]]\npath = \"/f/{stream}.flv\"\naction = \"live\"\n")
+                .expect("registry live route")
+                .routes[0]
+                .streams
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn cors_keys() {
+        let route = "[[routes]]\npath = \"/v/{*rest}\"\naction = \"redirect\"\nto = \"http://cdn.example\"\n";
+        let s = parse(&format!("{route}cors = \"*\"\n")).expect("valid");
+        assert_eq!(s.routes[0].cors, Some(CorsPolicy::Any));
+        let s = parse(&format!(
+            "{route}cors = [\"https://A.example\", \"http://localhost:3000\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            s.routes[0].cors,
+            Some(CorsPolicy::List(vec![
+                "https://a.example".into(),
+                "http://localhost:3000".into()
+            ]))
+        );
+        assert!(parse(route).expect("valid").routes[0].cors.is_none());
+        assert!(err(&format!("{route}cors = \"yes\"\n")).starts_with("routes[0].cors:"));
+        assert!(err(&format!("{route}cors = []\n")).starts_with("routes[0].cors:"));
+        for bad in [
+            "https://a.example/",
+            "a.example",
+            "ftp://a.example",
+            "https://a.example/x",
+        ] {
+            let e = err(&format!("{route}cors = [\"{bad}\"]\n"));
+            assert!(e.starts_with("routes[0].cors[0]:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_keys() {
+        let s = parse("").expect("defaults");
+        assert_eq!(s.limits, LimitSettings::default(), "all off by default");
+        let s = parse("[limits]\nconnections_per_ip = 50\nrequests_per_second_per_ip = 10\nlive_viewers_per_ip = 4\n")
+            .expect("valid");
+        assert_eq!(s.limits.connections_per_ip.map(|n| n.get()), Some(50));
+        let r = s.limits.rate.expect("rate");
+        assert_eq!(
+            (r.per_second.get(), r.burst.get()),
+            (10, 10),
+            "burst defaults to the rate"
+        );
+        assert_eq!(s.limits.live_viewers_per_ip.map(|n| n.get()), Some(4));
+        let s = parse("[limits]\nrequests_per_second_per_ip = 10\nburst = 40\n").expect("valid");
+        assert_eq!(s.limits.rate.map(|r| r.burst.get()), Some(40));
+        assert!(err("[limits]\nburst = 5\n").starts_with("limits.burst:"));
+        assert!(
+            err("[limits]\nrequests_per_second_per_ip = 10\nburst = 5\n")
+                .starts_with("limits.burst:")
+        );
+        assert!(err("[limits]\nconnections_per_ip = 0\n").starts_with("limits.connections_per_ip:"));
+        assert!(
+            err("[limits]\nlive_viewers_per_ip = 0\n").starts_with("limits.live_viewers_per_ip:")
+        );
+        assert!(err("[limits]\nrps = 1\n").contains("rps"));
+    }
+
+    #[test]
+    fn auto_routes() {
+        let node = "[[nodes]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n";
+        let route = "[[routes]]\npath = \"/m/{*rest}\"\naction = \"auto\"\nto = \"a\"\n";
+        let s = parse(&format!("{node}{route}")).expect("valid");
+        assert_eq!(
+            (s.routes[0].action, s.routes[0].status),
+            (Action::Auto, 302)
+        );
+        let s = parse(&format!("{node}{route}status = 307\n")).expect("valid");
+        assert_eq!(s.routes[0].status, 307);
+        assert!(err(&format!("{node}{route}status = 200\n")).starts_with("routes[0].status:"));
+        // It may proxy, so it reaches nodes over plain http.
+        let https = route.replace("to = \"a\"", "to = \"https://cdn.example\"");
+        assert!(err(&https).starts_with("routes[0].to:"));
     }
 
     #[test]

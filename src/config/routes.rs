@@ -32,6 +32,43 @@ pub struct RawRoute {
     pub auth: Option<String>,
     /// Redirects only: sign the `Location` for nginx `secure_link` (`md5=…&expires=…`).
     pub sign_location: Option<bool>,
+    /// Live routes with a fixed node: the stream names a viewer may ask for.
+    pub streams: Option<Vec<String>>,
+    /// Browser origins allowed to read this route's answers: a list, or `"*"`.
+    pub cors: Option<RawCors>,
+}
+
+/// `cors` may be `"*"` or a list of origins.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCors {
+    Any(String),
+    List(Vec<String>),
+}
+
+/// A fixed-node live route's allow-list: exact names and `prefix*` patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamList {
+    /// Names allowed as written.
+    pub exact: HashSet<String>,
+    /// Literal starts of allowed names (from `prefix*`).
+    pub prefixes: Vec<String>,
+}
+
+impl StreamList {
+    /// Whether a viewer may start or join `stream` on this route.
+    pub fn allows(&self, stream: &str) -> bool {
+        self.exact.contains(stream) || self.prefixes.iter().any(|p| stream.starts_with(p.as_str()))
+    }
+}
+
+/// Which browser origins may read a route's answers (`cors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsPolicy {
+    /// `"*"`: any origin; answers carry `Access-Control-Allow-Origin: *`.
+    Any,
+    /// These origins (`scheme://host[:port]`, lower-cased), echoed back with `Vary: Origin`.
+    List(Vec<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +100,9 @@ pub enum Action {
     Proxy,
     /// A live stream: proxy with a registry lookup; the response watches shutdown.
     Live,
+    /// Per request: redirect clients that follow redirects natively (`Sec-Fetch-Dest` image,
+    /// video, audio, document), proxy the others (fetch/XHR players, unknown clients).
+    Auto,
 }
 
 /// How a route authenticates viewers.
@@ -101,6 +141,10 @@ pub struct RouteSettings {
     /// rewritten to the second.
     pub upstream_prefix: String,
     pub public_prefix: String,
+    /// Fixed-node live routes: the stream names allowed (`None` elsewhere).
+    pub streams: Option<StreamList>,
+    /// Cross-origin access for browsers (`None`: the gateway adds no CORS headers).
+    pub cors: Option<CorsPolicy>,
 }
 
 /// Validates `[[nodes]]`.
@@ -199,10 +243,11 @@ pub(super) fn validate_routes(
             "redirect" => Action::Redirect,
             "proxy" => Action::Proxy,
             "live" => Action::Live,
+            "auto" => Action::Auto,
             other => {
                 return Err(invalid(
                     format!("{key}.action"),
-                    format!("{other:?} is not one of redirect, proxy, live"),
+                    format!("{other:?} is not one of redirect, proxy, live, auto"),
                 ))
             }
         };
@@ -258,20 +303,21 @@ pub(super) fn validate_routes(
                 ));
             }
         }
-        let status = match (action, r.status) {
-            (Action::Redirect, None) => 302,
-            (Action::Redirect, Some(s @ (301 | 302 | 303 | 307 | 308))) => s,
-            (Action::Redirect, Some(s)) => {
+        let redirects = matches!(action, Action::Redirect | Action::Auto);
+        let status = match (redirects, r.status) {
+            (true, None) => 302,
+            (true, Some(s @ (301 | 302 | 303 | 307 | 308))) => s,
+            (true, Some(s)) => {
                 return Err(invalid(
                     format!("{key}.status"),
                     format!("{s} is not a redirect status (use 301, 302, 303, 307 or 308)"),
                 ))
             }
-            (_, None) => 0,
-            (_, Some(_)) => {
+            (false, None) => 0,
+            (false, Some(_)) => {
                 return Err(invalid(
                     format!("{key}.status"),
-                    "only redirect routes take a status",
+                    "only redirect and auto routes take a status",
                 ))
             }
         };
@@ -326,7 +372,14 @@ pub(super) fn validate_routes(
                 ));
             }
         }
+        let streams = validate_streams(&key, r, action, &target)?;
+        let cors = match &r.cors {
+            None => None,
+            Some(c) => Some(validate_cors(&key, c)?),
+        };
         routes.push(RouteSettings {
+            streams,
+            cors,
             upstream_prefix: upstream.literal_prefix().to_string(),
             public_prefix: pattern.literal_prefix(),
             pattern,
@@ -340,4 +393,104 @@ pub(super) fn validate_routes(
     }
 
     Ok(routes)
+}
+
+/// `routes[i].streams`: required on a live route with a fixed node (`to`), refused elsewhere.
+fn validate_streams(
+    key: &str,
+    r: &RawRoute,
+    action: Action,
+    target: &Target,
+) -> Result<Option<StreamList>, ConfigError> {
+    let fixed_live = action == Action::Live && !matches!(target, Target::Registry);
+    let raw = match (&r.streams, fixed_live) {
+        (None, false) => return Ok(None),
+        (Some(_), false) => {
+            return Err(invalid(
+                format!("{key}.streams"),
+                "only a live route with a fixed node (`to`) takes a stream list; registry routes serve what the registry holds",
+            ))
+        }
+        (None, true) => {
+            return Err(invalid(
+                format!("{key}.streams"),
+                "missing: a live route with a fixed node needs the list of stream names viewers may ask for (exact names or \"prefix*\"); without it any name would start a pull on the node",
+            ))
+        }
+        (Some(v), true) => v,
+    };
+    if raw.is_empty() {
+        return Err(invalid(
+            format!("{key}.streams"),
+            "empty: list at least one stream name or \"prefix*\" pattern",
+        ));
+    }
+    let mut list = StreamList::default();
+    for (j, s) in raw.iter().enumerate() {
+        match s.strip_suffix('*') {
+            Some(prefix) => {
+                if prefix.is_empty() {
+                    return Err(invalid(
+                        format!("{key}.streams[{j}]"),
+                        "a bare \"*\" would let any name start a pull; give a prefix (\"cam*\")",
+                    ));
+                }
+                if !crate::router::valid_stream_name(prefix) || prefix.ends_with('.') {
+                    return Err(invalid(
+                        format!("{key}.streams[{j}]"),
+                        format!("{s:?}: a pattern is a stream name's start ([A-Za-z0-9_.-]) then one '*' at the end"),
+                    ));
+                }
+                list.prefixes.push(prefix.to_string());
+            }
+            None => {
+                if !crate::router::valid_stream_name(s) {
+                    return Err(invalid(
+                        format!("{key}.streams[{j}]"),
+                        format!("{s:?} is not a stream name ([A-Za-z0-9_.-]{{1,128}}, no \"..\") nor a \"prefix*\" pattern"),
+                    ));
+                }
+                list.exact.insert(s.clone());
+            }
+        }
+    }
+    Ok(Some(list))
+}
+
+/// `routes[i].cors`: `"*"` or a non-empty list of `scheme://host[:port]` origins.
+fn validate_cors(key: &str, raw: &RawCors) -> Result<CorsPolicy, ConfigError> {
+    let list = match raw {
+        RawCors::Any(s) if s == "*" => return Ok(CorsPolicy::Any),
+        RawCors::Any(s) => {
+            return Err(invalid(
+                format!("{key}.cors"),
+                format!("{s:?}: use \"*\" or a list of origins ([\"https://player.example\"])"),
+            ))
+        }
+        RawCors::List(v) => v,
+    };
+    if list.is_empty() {
+        return Err(invalid(
+            format!("{key}.cors"),
+            "empty: list at least one origin, or leave `cors` out",
+        ));
+    }
+    let mut out = Vec::new();
+    for (j, o) in list.iter().enumerate() {
+        let ok = o.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && rest.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        });
+        if !ok {
+            return Err(invalid(
+                format!("{key}.cors[{j}]"),
+                format!("{o:?} is not an origin: scheme://host[:port], no path or trailing '/'"),
+            ));
+        }
+        out.push(o.to_ascii_lowercase());
+    }
+    Ok(CorsPolicy::List(out))
 }
