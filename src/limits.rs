@@ -75,6 +75,7 @@ impl Counter {
     }
 
     /// Addresses currently holding at least one slot.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.lock().len()
     }
@@ -153,6 +154,7 @@ impl<C: Clock + Clone> RateLimit<C> {
     }
 
     /// Addresses tracked now.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.limiter.len()
     }
