@@ -1,8 +1,10 @@
 //! Viewer authentication. A token arrives as `?token=…` or `Authorization: Bearer …`; it is
 //! compared in constant time so response timing does not leak how much of a guess was right.
 //! Signed URLs: [`signed`] (native, HMAC-SHA256) and [`secure_link`] (nginx-compatible MD5);
-//! every secret comparison goes through the one [`ct_eq`].
+//! every secret comparison goes through the one [`ct_eq`]. An external service decides for
+//! `auth = "hook"` routes: [`hook`].
 
+pub mod hook;
 pub mod secure_link;
 pub mod signed;
 
@@ -14,6 +16,7 @@ use crate::config::AuthMode;
 use crate::error::GatewayError;
 use crate::upstream_path::query_param;
 
+pub use hook::{AuthHook, HookQuery};
 pub use secure_link::SecureLink;
 pub use signed::{SignedUrls, SigningKey};
 
@@ -26,6 +29,8 @@ pub struct ViewerAuth {
     pub signed: SignedUrls,
     /// `auth = "secure_link"` and `sign_location`: the nginx `secure_link_md5` expression.
     pub secure_link: Option<SecureLink>,
+    /// `auth = "hook"`: the external service, asked asynchronously ([`AuthHook::check`]).
+    pub hook: Option<AuthHook>,
 }
 
 /// The parts of a request that authentication looks at.
@@ -71,7 +76,18 @@ impl ViewerAuth {
                     now,
                 )
             }
+            // The hook is asked with `.await` by the gateway; reaching this is a bug.
+            AuthMode::Hook => Err(GatewayError::Internal(
+                "auth hook checked synchronously".into(),
+            )),
         }
+    }
+
+    /// The credential a viewer presented: `?token=`, else `Authorization: Bearer`.
+    pub fn presented_credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        query_param(query, "token")
+            .or_else(|| bearer(headers))
+            .filter(|t| !t.is_empty())
     }
 }
 

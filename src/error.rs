@@ -34,6 +34,9 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("missing or wrong token")]
     Unauthorized,
+    /// Refused by the auth hook (or the hook could not be asked and `fail_open` is off).
+    #[error("access refused: {0}")]
+    Forbidden(&'static str),
     #[error("missing, forged or misplaced URL signature")]
     SignatureInvalid,
     #[error("the signed URL has expired")]
@@ -97,6 +100,7 @@ impl GatewayError {
             Self::BadStreamName => (StatusCode::BAD_REQUEST, "bad_stream_name"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             // A signed URL is a capability, not a login: 403, as CDNs and nginx answer.
             Self::SignatureInvalid => (StatusCode::FORBIDDEN, "signature_invalid"),
             Self::SignatureExpired => (StatusCode::FORBIDDEN, "signature_expired"),
@@ -265,6 +269,10 @@ mod tests {
         assert_eq!(
             GatewayError::SignatureExpired.status_and_code(),
             (StatusCode::FORBIDDEN, "signature_expired")
+        );
+        assert_eq!(
+            GatewayError::Forbidden("no").status_and_code(),
+            (StatusCode::FORBIDDEN, "forbidden")
         );
         assert_eq!(
             GatewayError::ShuttingDown.status_and_code(),

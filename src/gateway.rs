@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{now_unix, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
+use crate::auth::{now_unix, AuthHook, HookQuery, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
 use crate::body::{Body, BoxError};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::cors;
@@ -75,6 +75,11 @@ impl Gateway {
             transport.clone(),
             shutdown.clone(),
         ));
+        let hook = settings
+            .auth
+            .hook
+            .as_ref()
+            .map(|h| AuthHook::new(h, transport.clone()));
         let rate = settings.limits.rate.map(|r| Arc::new(RateLimit::new(r)));
         if let Some(rate) = &rate {
             // Full buckets are dropped periodically so the map holds only recent clients.
@@ -113,6 +118,7 @@ impl Gateway {
                 tokens: TokenAuth::new(settings.auth.tokens.clone()),
                 signed: SignedUrls::new(settings.auth.signing_keys.clone()),
                 secure_link: settings.auth.secure_link.clone(),
+                hook,
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
             public_url,
@@ -206,7 +212,12 @@ impl Gateway {
                 host,
                 peer: peer.ip(),
             };
-            self.auth.check(route.auth, &facts, now_unix())?;
+            match (&self.auth.hook, route.auth) {
+                (Some(hook), AuthMode::Hook) => {
+                    hook.check(hook_query(route, &caps, &facts, rid)).await?
+                }
+                _ => self.auth.check(route.auth, &facts, now_unix())?,
+            }
         }
         // A fixed-node live route serves only the names it lists: anything else is refused here,
         // before a pull could start on the node.
@@ -345,7 +356,8 @@ impl Gateway {
                 self.auth
                     .tokens
                     .remove_viewer_credentials(&mut parts.headers);
-                let strip_authorization = route.auth == AuthMode::Token;
+                // A token or hook route's `Authorization` is the viewer's credential.
+                let strip_authorization = matches!(route.auth, AuthMode::Token | AuthMode::Hook);
                 let (resp, node) = proxy::forward(
                     &self.transport,
                     parts,
@@ -487,6 +499,37 @@ impl Drop for AccessLog {
             side = self.side,
             decision = %self.decision,
         );
+    }
+}
+
+/// What the auth hook is told about a request: never the credential-bearing query as is.
+fn hook_query(
+    route: &RouteSettings,
+    caps: &Captures,
+    facts: &RequestFacts<'_>,
+    rid: &HeaderValue,
+) -> HookQuery {
+    let query = strip_credentials(facts.query);
+    let mut params = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        params
+            .entry(k.into_owned())
+            .or_insert_with(|| serde_json::Value::String(v.into_owned()));
+    }
+    HookQuery {
+        route: route.public_prefix.clone(),
+        stream: caps.get(STREAM).map(str::to_string),
+        path: facts.path.to_string(),
+        client_ip: Some(facts.peer),
+        params,
+        query,
+        token: ViewerAuth::presented_credential(facts.headers, facts.query),
+        referer: facts
+            .headers
+            .get(http::header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        request_id: rid.to_str().unwrap_or_default().to_string(),
     }
 }
 

@@ -1,5 +1,5 @@
-//! `[auth]`: viewer tokens, signing keys for signed URLs, and the nginx `secure_link`
-//! expression.
+//! `[auth]`: viewer tokens, signing keys for signed URLs, the nginx `secure_link`
+//! expression, and the auth hook (`[auth.hook]`).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{duration, invalid, ConfigError};
 use crate::auth::{SecureLink, SigningKey};
+use crate::upstream_path::BaseUrl;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +22,61 @@ pub struct RawAuth {
     pub secure_link_secret_expression: Option<String>,
     /// Lifetime of the links that `sign_location` routes hand out.
     pub redirect_link_ttl: Option<String>,
+    /// `[auth.hook]`: the external service asked by `auth = "hook"` routes.
+    pub hook: Option<RawHook>,
 }
+
+/// `[auth.hook]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    pub url: String,
+    pub format: Option<String>,
+    pub timeout: Option<String>,
+    pub cache_ttl: Option<String>,
+    pub deny_ttl: Option<String>,
+    pub cache_size: Option<usize>,
+    pub max_concurrent: Option<usize>,
+    pub fail_open: Option<bool>,
+}
+
+/// What the hook is sent and how its answer is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookFormat {
+    /// Our own JSON; any 2xx allows.
+    Json,
+    /// SRS `on_play`-shaped JSON; only 200 with body `0` or `{"code":0}` allows.
+    Srs,
+}
+
+/// Validated `[auth.hook]`.
+#[derive(Debug, Clone)]
+pub struct HookSettings {
+    /// Where the check is POSTed (`http://host:port/path`).
+    pub url: BaseUrl,
+    pub format: HookFormat,
+    /// Bounds one check: waiting for a call slot, the call and reading the answer.
+    pub timeout: Duration,
+    /// How long an allow is remembered per (credential, stream or path).
+    pub cache_ttl: Duration,
+    /// How long a denial (or a failed call) is remembered; shorter, so a fix shows soon.
+    pub deny_ttl: Duration,
+    /// Most decisions remembered; the oldest goes first past it. 0: no cache.
+    pub cache_size: usize,
+    /// Most calls to the hook at once; more wait (within `timeout`) for a slot.
+    pub max_concurrent: usize,
+    /// Allow when the hook cannot answer (down, timeout, garbage) instead of refusing.
+    pub fail_open: bool,
+}
+
+/// `auth.hook` defaults.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_HOOK_CACHE_TTL: Duration = Duration::from_secs(30);
+pub const DEFAULT_HOOK_DENY_TTL: Duration = Duration::from_secs(5);
+pub const DEFAULT_HOOK_CACHE_SIZE: usize = 10_000;
+pub const DEFAULT_HOOK_MAX_CONCURRENT: usize = 64;
+/// Largest `cache_size` accepted (about 100 bytes an entry).
+pub const MAX_HOOK_CACHE_SIZE: usize = 1_000_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +96,8 @@ pub struct AuthSettings {
     pub secure_link: Option<SecureLink>,
     /// How long a signed `Location` stays valid.
     pub redirect_link_ttl: Duration,
+    /// For `auth = "hook"`.
+    pub hook: Option<HookSettings>,
 }
 
 /// `redirect_link_ttl` unless set: long enough to follow a redirect on a slow phone, short
@@ -113,11 +170,65 @@ pub(super) fn validate(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
     if redirect_link_ttl < Duration::from_secs(1) {
         return Err(invalid("auth.redirect_link_ttl", "must be at least 1s"));
     }
+    let hook = raw.hook.as_ref().map(validate_hook).transpose()?;
     Ok(AuthSettings {
         tokens: raw.tokens,
         signing_keys,
         secure_link,
         redirect_link_ttl,
+        hook,
+    })
+}
+
+fn validate_hook(raw: &RawHook) -> Result<HookSettings, ConfigError> {
+    let url = BaseUrl::parse(&raw.url)
+        .map_err(|why| invalid("auth.hook.url", format!("{:?}: {why}", raw.url)))?;
+    if url.scheme != "http" {
+        return Err(invalid(
+            "auth.hook.url",
+            "the hook is reached over plain http, like the nodes",
+        ));
+    }
+    let format = match raw.format.as_deref() {
+        None | Some("json") => HookFormat::Json,
+        Some("srs") => HookFormat::Srs,
+        Some(other) => {
+            return Err(invalid(
+                "auth.hook.format",
+                format!("{other:?} is not one of json, srs"),
+            ))
+        }
+    };
+    let timeout = duration("auth.hook.timeout", &raw.timeout, DEFAULT_HOOK_TIMEOUT)?;
+    if timeout < Duration::from_millis(10) {
+        return Err(invalid("auth.hook.timeout", "must be at least 10ms"));
+    }
+    let cache_ttl = duration(
+        "auth.hook.cache_ttl",
+        &raw.cache_ttl,
+        DEFAULT_HOOK_CACHE_TTL,
+    )?;
+    let deny_ttl = duration("auth.hook.deny_ttl", &raw.deny_ttl, DEFAULT_HOOK_DENY_TTL)?;
+    let cache_size = raw.cache_size.unwrap_or(DEFAULT_HOOK_CACHE_SIZE);
+    if cache_size > MAX_HOOK_CACHE_SIZE {
+        return Err(invalid(
+            "auth.hook.cache_size",
+            format!("at most {MAX_HOOK_CACHE_SIZE}"),
+        ));
+    }
+    let max_concurrent = raw.max_concurrent.unwrap_or(DEFAULT_HOOK_MAX_CONCURRENT);
+    if !(1..=10_000).contains(&max_concurrent) {
+        return Err(invalid("auth.hook.max_concurrent", "must be 1 to 10000"));
+    }
+    Ok(HookSettings {
+        url,
+        format,
+        timeout,
+        cache_ttl,
+        deny_ttl,
+        cache_size,
+        max_concurrent,
+        fail_open: raw.fail_open.unwrap_or(false),
     })
 }
 
@@ -151,6 +262,54 @@ mod tests {
         assert_eq!(s.routes[0].auth, AuthMode::SecureLink);
         assert!(s.routes[0].sign_location);
         assert_eq!(s.auth.redirect_link_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn hook_settings() {
+        let hook = "[auth.hook]\nurl = \"http://127.0.0.1:9/check\"\n";
+        let s = parse(&format!("{hook}{ROUTE}auth = \"hook\"\n")).expect("valid");
+        assert_eq!(s.routes[0].auth, AuthMode::Hook);
+        let h = s.auth.hook.expect("hook");
+        assert_eq!(h.url.join("", None), "http://127.0.0.1:9/check");
+        assert_eq!(h.format, HookFormat::Json);
+        assert_eq!(h.timeout, DEFAULT_HOOK_TIMEOUT);
+        assert_eq!(h.cache_ttl, DEFAULT_HOOK_CACHE_TTL);
+        assert_eq!(h.deny_ttl, DEFAULT_HOOK_DENY_TTL);
+        assert_eq!(h.cache_size, DEFAULT_HOOK_CACHE_SIZE);
+        assert_eq!(h.max_concurrent, DEFAULT_HOOK_MAX_CONCURRENT);
+        assert!(!h.fail_open);
+        let full = "[auth.hook]\nurl = \"http://127.0.0.1:9/on_play\"\nformat = \"srs\"\ntimeout = \"500ms\"\ncache_ttl = \"1m\"\ndeny_ttl = \"0s\"\ncache_size = 10\nmax_concurrent = 2\nfail_open = true\n";
+        let h = parse(full).expect("valid").auth.hook.expect("hook");
+        assert_eq!(h.format, HookFormat::Srs);
+        assert_eq!(h.timeout, Duration::from_millis(500));
+        assert_eq!(h.deny_ttl, Duration::ZERO);
+        assert_eq!((h.cache_size, h.max_concurrent, h.fail_open), (10, 2, true));
+
+        assert!(err(&format!("{ROUTE}auth = \"hook\"\n")).starts_with("routes[0].auth:"));
+        for (bad, key) in [
+            ("url = \"https://a/x\"", "auth.hook.url:"),
+            ("url = \"nope\"", "auth.hook.url:"),
+            (
+                "url = \"http://a/x\"\nformat = \"xml\"",
+                "auth.hook.format:",
+            ),
+            (
+                "url = \"http://a/x\"\ntimeout = \"0s\"",
+                "auth.hook.timeout:",
+            ),
+            (
+                "url = \"http://a/x\"\nmax_concurrent = 0",
+                "auth.hook.max_concurrent:",
+            ),
+            (
+                "url = \"http://a/x\"\ncache_size = 99999999",
+                "auth.hook.cache_size:",
+            ),
+        ] {
+            let e = err(&format!("[auth.hook]\n{bad}\n"));
+            assert!(e.starts_with(key), "{e}");
+        }
+        assert!(err("[auth.hook]\nurl = \"http://a/x\"\nsecret = 1\n").contains("secret"));
     }
 
     #[test]

@@ -16,7 +16,10 @@ mod upstream;
 
 use serde::Deserialize;
 
-pub use auth::{AuthSettings, RawAuth, RawSigningKey, DEFAULT_REDIRECT_LINK_TTL};
+pub use auth::{
+    AuthSettings, HookFormat, HookSettings, RawAuth, RawHook, RawSigningKey,
+    DEFAULT_REDIRECT_LINK_TTL,
+};
 use duration::duration;
 pub use duration::parse_duration;
 pub use limits::{LimitSettings, RateSettings, RawLimits};

@@ -114,6 +114,8 @@ pub enum AuthMode {
     Signed,
     /// nginx `secure_link` URLs: `?md5=…&expires=…`.
     SecureLink,
+    /// Asks the external service in `[auth.hook]` (decisions cached).
+    Hook,
 }
 
 /// Where a route's requests go.
@@ -350,10 +352,19 @@ pub(super) fn validate_routes(
                 }
                 AuthMode::SecureLink
             }
+            Some("hook") => {
+                if available.hook.is_none() {
+                    return Err(invalid(
+                        format!("{key}.auth"),
+                        "\"hook\" needs [auth.hook] with the hook's url",
+                    ));
+                }
+                AuthMode::Hook
+            }
             Some(other) => {
                 return Err(invalid(
                     format!("{key}.auth"),
-                    format!("{other:?} is not one of none, token, signed, secure_link"),
+                    format!("{other:?} is not one of none, token, signed, secure_link, hook"),
                 ))
             }
         };

@@ -135,6 +135,23 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookEvent, HookError> {
     })
 }
 
+/// Whether an SRS-style hook answer accepts: SRS itself takes a hook's 200 answer as "go on"
+/// only when its body is `0` or a JSON object whose `code` is 0 (whitespace around either is
+/// fine); anything else, including an empty body, refuses. Used where *we* ask an SRS-style
+/// hook (`auth.hook.format = "srs"`); our own hook endpoints answer `{"code":0}`.
+pub fn srs_accepts(status: u16, body: &[u8]) -> bool {
+    if status != 200 {
+        return false;
+    }
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t.trim(),
+        Err(_) => return false,
+    };
+    text == "0"
+        || serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v.is_object() && v.get("code").and_then(|c| c.as_i64()) == Some(0))
+}
+
 /// The first value of `key` in a query string, percent-decoded.
 pub fn query_value(query: &str, key: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
@@ -173,6 +190,28 @@ mod tests {
             parse_srs(b"{\"stream\":\"x\"}"),
             Err(HookError::SrsJson(_))
         ));
+    }
+
+    #[test]
+    fn srs_answers() {
+        for ok in ["0", " 0\n", r#"{"code":0}"#, r#"{"code": 0, "data": "x"}"#] {
+            assert!(srs_accepts(200, ok.as_bytes()), "{ok}");
+        }
+        for no in [
+            "",
+            "1",
+            "00",
+            r#"{"code":1}"#,
+            r#"{"code":"0"}"#,
+            "{}",
+            "[0]",
+            "ok",
+        ] {
+            assert!(!srs_accepts(200, no.as_bytes()), "{no}");
+        }
+        assert!(!srs_accepts(201, b"0"));
+        assert!(!srs_accepts(500, br#"{"code":0}"#));
+        assert!(!srs_accepts(200, b"\xff"));
     }
 
     #[test]

@@ -100,6 +100,25 @@ impl Transport {
         node: &Node,
         req: Request<Body>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
+        self.send_with(node, req, true).await
+    }
+
+    /// [`Transport::send`] to a host that is not a media node (the auth hook): same pool and
+    /// timers, but its failures never count toward any node's health.
+    pub async fn send_unrecorded(
+        &self,
+        host: &Node,
+        req: Request<Body>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        self.send_with(host, req, false).await
+    }
+
+    async fn send_with(
+        &self,
+        node: &Node,
+        req: Request<Body>,
+        record_health: bool,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         let replayable = is_replayable(&req);
         let copy = replayable.then(|| {
             (
@@ -126,14 +145,16 @@ impl Transport {
         }
         match result {
             Ok(mut resp) => {
-                self.health.record_success(&node.id);
+                if record_health {
+                    self.health.record_success(&node.id);
+                }
                 if resp.headers().contains_key(header::TRANSFER_ENCODING) {
                     resp.headers_mut().remove(header::CONTENT_LENGTH);
                 }
                 Ok(resp)
             }
             Err(kind) => {
-                if kind.is_node_failure() {
+                if record_health && kind.is_node_failure() {
                     self.health.record_failure(&node.id, &kind.to_string());
                 }
                 Err(UpstreamError {
@@ -377,6 +398,21 @@ mod tests {
         let e = t.send(&n, post).await.expect_err("closed");
         assert!(matches!(e.kind, ErrorKind::Closed(_)), "{e}");
         assert!(!e.retryable());
+        assert_eq!(t.health().snapshot("n").consecutive_fails, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unrecorded_host_never_touches_node_health() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        drop(l); // nothing listens: connections are refused
+        let t = Transport::new(&UpstreamSettings::default());
+        let n = node(addr);
+        for _ in 0..5 {
+            assert!(t.send_unrecorded(&n, get(addr)).await.is_err());
+        }
+        assert_eq!(t.health().snapshot("n").consecutive_fails, 0);
+        assert!(t.send(&n, get(addr)).await.is_err());
         assert_eq!(t.health().snapshot("n").consecutive_fails, 1);
     }
 
