@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by callgrind: repeatable whatever else the machine is doing,
+# unlike req/s. For each gateway binary given (default: target/release/streamgate), runs it under
+# valgrind twice, fronting one `streamgate origin`, with N1 and N2 keep-alive requests on one
+# connection, and prints (Ir(N2) - Ir(N1)) / (N2 - N1) for a proxied 32 KB object and a redirect:
+# start-up and shutdown cancel out.
+#
+#   bash bench/instructions.sh                                  # this tree's release build
+#   bash bench/instructions.sh OLD_BIN target/release/streamgate # two builds side by side
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+[ $# -gt 0 ] || { cargo build --release --bin streamgate >&2; set -- target/release/streamgate; }
+N1=${N1:-200}; N2=${N2:-1200}
+D=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$D"; }
+trap cleanup EXIT
+mkdir -p "$D/media"; head -c 32229 /dev/urandom > "$D/media/small.jpg"
+wait_url() { for _ in $(seq 300); do grep -q listening "$1" && break; sleep 0.1; done; grep -o 'http://[0-9.:]*' "$1" | head -1; }
+RUST_LOG=warn "$1" origin --media "$D/media" --listen 127.0.0.1:0 --name ins > "$D/origin.out" 2>/dev/null &
+pids+=($!)
+ORIGIN=$(wait_url "$D/origin.out")
+cat > "$D/gw.toml" <<T
+[server]
+listen = "127.0.0.1:0"
+[[nodes]]
+id = "origin"
+url = "$ORIGIN"
+[[routes]]
+path = "/files/{*rest}"
+action = "proxy"
+to = "origin"
+upstream = "/files/{*rest}"
+[[routes]]
+path = "/r/{*rest}"
+action = "redirect"
+to = "origin"
+upstream = "/files/{*rest}"
+T
+total() { # BIN N PATH -> instructions of the whole run
+  rm -f "$D"/cg.*
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$D/cg.%p" "$1" serve --config "$D/gw.toml" > "$D/gw.out" 2>/dev/null &
+  local vp=$!
+  local url; url=$(wait_url "$D/gw.out")
+  local args=(); for _ in $(seq "$2"); do args+=("$url$3"); done
+  curl -fs "${args[@]}" > /dev/null
+  kill -INT "$vp"; wait "$vp" 2>/dev/null || true
+  callgrind_annotate "$D"/cg.* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}'
+}
+for bin in "$@"; do
+  for path in /files/small.jpg /r/small.jpg; do
+    a=$(total "$bin" "$N1" "$path"); b=$(total "$bin" "$N2" "$path")
+    echo "$bin $path: $(( (b - a) / (N2 - N1) )) instructions per request"
+  done
+done
