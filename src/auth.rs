@@ -1,8 +1,9 @@
 //! Viewer authentication. A token arrives as `?token=…` or `Authorization: Bearer …`; it is
 //! compared in constant time so response timing does not leak how much of a guess was right.
 //! Signed URLs: [`signed`] (native, HMAC-SHA256) and [`secure_link`] (nginx-compatible MD5);
-//! every secret comparison goes through the one [`ct_eq`].
+//! every secret comparison goes through the one [`ct_eq`]. JWTs: [`jwt`].
 
+pub mod jwt;
 pub mod secure_link;
 pub mod signed;
 
@@ -14,6 +15,7 @@ use crate::config::AuthMode;
 use crate::error::GatewayError;
 use crate::upstream_path::query_param;
 
+pub use jwt::JwtAuth;
 pub use secure_link::SecureLink;
 pub use signed::{SignedUrls, SigningKey};
 
@@ -26,6 +28,8 @@ pub struct ViewerAuth {
     pub signed: SignedUrls,
     /// `auth = "secure_link"` and `sign_location`: the nginx `secure_link_md5` expression.
     pub secure_link: Option<SecureLink>,
+    /// `auth = "jwt"`: the `[auth.jwt]` keys and claim rules.
+    pub jwt: Option<JwtAuth>,
 }
 
 /// The parts of a request that authentication looks at.
@@ -39,6 +43,8 @@ pub struct RequestFacts<'a> {
     pub host: &'a str,
     /// The TCP peer: what `ip=` and `$remote_addr` are about.
     pub peer: IpAddr,
+    /// The route's `{stream}` capture, when it has one (what a JWT's `streams` claim lists).
+    pub stream: Option<&'a str>,
 }
 
 impl ViewerAuth {
@@ -70,6 +76,13 @@ impl ViewerAuth {
                     },
                     now,
                 )
+            }
+            AuthMode::Jwt => {
+                // Config validation makes a `jwt` route need `[auth.jwt]`.
+                let jwt = self.jwt.as_ref().ok_or(GatewayError::Unauthorized)?;
+                let token =
+                    query_param(req.query, jwt::QUERY_PARAM).or_else(|| bearer(req.headers));
+                jwt.check(token.as_deref(), req.stream, req.path)
             }
         }
     }

@@ -113,6 +113,11 @@ impl Gateway {
                 tokens: TokenAuth::new(settings.auth.tokens.clone()),
                 signed: SignedUrls::new(settings.auth.signing_keys.clone()),
                 secure_link: settings.auth.secure_link.clone(),
+                jwt: settings.auth.jwt.clone().map(|s| {
+                    let jwt = crate::auth::JwtAuth::new(s);
+                    jwt.spawn_refresh(&shutdown);
+                    jwt
+                }),
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
             public_url,
@@ -205,6 +210,7 @@ impl Gateway {
                 query: req.uri().query(),
                 host,
                 peer: peer.ip(),
+                stream: caps.get(STREAM),
             };
             self.auth.check(route.auth, &facts, now_unix())?;
         }
@@ -345,7 +351,8 @@ impl Gateway {
                 self.auth
                     .tokens
                     .remove_viewer_credentials(&mut parts.headers);
-                let strip_authorization = route.auth == AuthMode::Token;
+                // On token and JWT routes the Authorization header is the viewer's credential.
+                let strip_authorization = matches!(route.auth, AuthMode::Token | AuthMode::Jwt);
                 let (resp, node) = proxy::forward(
                     &self.transport,
                     parts,
