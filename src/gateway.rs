@@ -93,6 +93,13 @@ impl Gateway {
                 }
             });
         }
+        // `auth = "jwt"`: the key set, with its JWKS file or URL refreshed in the background.
+        let jwt = settings.auth.jwt.clone().map(|s| {
+            let jwt = crate::auth::JwtAuth::new(s);
+            jwt.spawn_refresh(&shutdown);
+            jwt.spawn_url_refresh(transport.clone(), &shutdown);
+            jwt
+        });
         Self {
             rate,
             viewers: settings
@@ -113,11 +120,7 @@ impl Gateway {
                 tokens: TokenAuth::new(settings.auth.tokens.clone()),
                 signed: SignedUrls::new(settings.auth.signing_keys.clone()),
                 secure_link: settings.auth.secure_link.clone(),
-                jwt: settings.auth.jwt.clone().map(|s| {
-                    let jwt = crate::auth::JwtAuth::new(s);
-                    jwt.spawn_refresh(&shutdown);
-                    jwt
-                }),
+                jwt,
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
             public_url,

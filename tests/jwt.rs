@@ -321,3 +321,88 @@ printf '%s' "$H.$P.$S"
     assert_eq!(r.status, 200, "{t}: {}", r.text());
     assert_eq!(bearer(f.gw.addr(), "/v/cam2.flv", &t).status, 403);
 }
+
+/// `jwks_url`: fetched at start and every `jwks_refresh`; a failing identity provider keeps the
+/// last good keys; a rotated set is picked up.
+#[test]
+fn jwks_url_fetch_failure_and_rotation() {
+    use common::upstream::Reply;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r1 = rsa_key(dir.path(), "r1");
+    let (e2, _) = ec_key(dir.path(), "e2");
+    let served: Arc<Mutex<Option<Vec<u8>>>> = Arc::new(Mutex::new(Some(
+        serde_json::to_vec(&JwkSet {
+            keys: vec![jwk(&r1, Algorithm::RS256, "r1")],
+        })
+        .expect("json"),
+    )));
+    let idp = {
+        let served = served.clone();
+        Upstream::start(move |_| match served.lock().expect("lock").clone() {
+            Some(body) => Reply::Ok {
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body,
+            },
+            None => Reply::Status {
+                status: 500,
+                headers: vec![],
+                body: b"down".to_vec(),
+            },
+        })
+    };
+    let node = Upstream::start(echo);
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[auth.jwt]
+jwks_url = "{idp}/.well-known/jwks.json"
+jwks_refresh = "200ms"
+
+[[nodes]]
+id = "n1"
+url = "{node}"
+
+[[routes]]
+path = "/v/{{stream}}.flv"
+action = "proxy"
+to = "n1"
+auth = "jwt"
+"#,
+        idp = idp.url(),
+        node = node.url(),
+    );
+    let (gw, _cfg) = gateway(&toml);
+    let addr = gw.addr();
+    let t1 = token(Algorithm::RS256, Some("r1"), &r1, claims(&["cam1"]));
+    wait_until("the JWKS fetched at start", Duration::from_secs(10), || {
+        bearer(addr, "/v/cam1.flv", &t1).status == 200
+    });
+    assert_eq!(idp.requests()[0].target, "/.well-known/jwks.json");
+
+    // The identity provider fails: the keys stay.
+    *served.lock().expect("lock") = None;
+    let before = idp.requests().len();
+    wait_until("failed fetches", Duration::from_secs(10), || {
+        idp.requests().len() >= before + 2
+    });
+    assert_eq!(bearer(addr, "/v/cam1.flv", &t1).status, 200);
+
+    // Rotation to an ES256 key: picked up once the provider is back.
+    *served.lock().expect("lock") = Some(
+        serde_json::to_vec(&JwkSet {
+            keys: vec![jwk(&e2, Algorithm::ES256, "e2")],
+        })
+        .expect("json"),
+    );
+    let t2 = token(Algorithm::ES256, Some("e2"), &e2, claims(&["cam1"]));
+    wait_until(
+        "the rotated JWKS from the URL",
+        Duration::from_secs(10),
+        || bearer(addr, "/v/cam1.flv", &t2).status == 200,
+    );
+    assert_eq!(bearer(addr, "/v/cam1.flv", &t1).status, 401, "r1 is gone");
+}

@@ -2,8 +2,8 @@
 //! `?jwt=`, verified with the `jsonwebtoken` crate (pure-Rust RustCrypto backend).
 //!
 //! Keys come from the config (`hs256_secret`, `public_keys` PEM files) and from a JWKS file that
-//! a background task re-reads when its modification time changes; a bad file keeps the last
-//! good keys. A token's `kid` selects the key when it names one. `exp` and `nbf` are checked with
+//! a background task re-reads when its modification time changes, or a JWKS URL fetched in the
+//! background; a bad file or a failed fetch keeps the last good keys. A token's `kid` selects the key when it names one. `exp` and `nbf` are checked with
 //! a small leeway, `iss` and `aud` when configured. A valid token must also list the stream (or
 //! the path prefix) being asked for: otherwise 403 `forbidden_stream`.
 //!
@@ -136,6 +136,8 @@ pub struct JwtSettings {
     pub static_keys: Vec<JwtKey>,
     /// `jwks_file`, with the keys it held at start.
     pub jwks_file: Option<PathBuf>,
+    /// `jwks_url` (`http://`), fetched in the background from start.
+    pub jwks_url: Option<String>,
     pub jwks_keys: Vec<JwtKey>,
     /// How often the JWKS file's modification time is looked at.
     pub jwks_refresh: Duration,
@@ -166,6 +168,65 @@ impl JwtAuth {
             settings: Arc::new(settings),
             jwks,
         }
+    }
+
+    /// Starts fetching `jwks_url` at once and again every `jwks_refresh`; a failed fetch keeps
+    /// the last good keys and is retried with the one jittered [`Backoff`](crate::backoff::Backoff).
+    pub fn spawn_url_refresh(
+        &self,
+        transport: crate::upstream::Transport,
+        shutdown: &CancellationToken,
+    ) {
+        let Some(url) = self.settings.jwks_url.clone() else {
+            return;
+        };
+        let every = self.settings.jwks_refresh;
+        let jwks = Arc::downgrade(&self.jwks);
+        let room = MAX_KEYS.saturating_sub(self.settings.static_keys.len());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut backoff = crate::backoff::Backoff::new(
+                Duration::from_millis(200),
+                every.max(Duration::from_secs(1)),
+            );
+            loop {
+                let fetched = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    f = transport.get_small(&url, MAX_JWKS_BYTES as usize) => f,
+                };
+                let Some(jwks) = jwks.upgrade() else { return };
+                let parsed = fetched.and_then(|b| parse_jwks(&b)).and_then(|keys| {
+                    if keys.len() <= room {
+                        Ok(keys)
+                    } else {
+                        Err(format!(
+                            "{} keys, more than allowed with the config's keys",
+                            keys.len()
+                        ))
+                    }
+                });
+                let wait = match parsed {
+                    Ok(keys) => {
+                        tracing::debug!(%url, keys = keys.len(), "JWKS fetched");
+                        if let Ok(mut w) = jwks.write() {
+                            *w = Arc::new(keys);
+                        }
+                        backoff.reset();
+                        every
+                    }
+                    Err(e) => {
+                        let wait = backoff.next_delay();
+                        tracing::warn!(%url, error = %e, retry_in = ?wait, "JWKS fetch failed; keeping the last good keys");
+                        wait
+                    }
+                };
+                drop(jwks);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        });
     }
 
     /// Starts the JWKS file refresh (when a file is configured); it ends with `shutdown`.
@@ -357,6 +418,7 @@ mod tests {
         JwtSettings {
             static_keys: vec![JwtKey::hs256(SECRET).expect("key")],
             jwks_file: None,
+            jwks_url: None,
             jwks_keys: Vec::new(),
             jwks_refresh: Duration::from_secs(300),
             leeway: 30,

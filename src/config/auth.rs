@@ -36,7 +36,9 @@ pub struct RawJwt {
     pub public_keys: Vec<String>,
     /// A JWKS file, re-read when its modification time changes.
     pub jwks_file: Option<String>,
-    /// How often the JWKS file is looked at (default 5m).
+    /// A JWKS URL (`http://`), fetched at start and every `jwks_refresh`.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS file is looked at, or the URL fetched (default 5m).
     pub jwks_refresh: Option<String>,
     /// Clock skew allowed on `exp` / `nbf` (default 30s).
     pub leeway: Option<String>,
@@ -195,16 +197,34 @@ fn validate_jwt(raw: RawJwt) -> Result<JwtSettings, ConfigError> {
         static_keys
             .push(JwtKey::from_pem(&pem).map_err(|e| invalid(&key, format!("{path:?}: {e}")))?);
     }
+    if let Some(url) = &raw.jwks_url {
+        if raw.jwks_file.is_some() {
+            return Err(invalid(
+                "auth.jwt.jwks_url",
+                "give jwks_file or jwks_url, not both",
+            ));
+        }
+        let base = crate::upstream_path::BaseUrl::parse(url.split('?').next().unwrap_or(url))
+            .map_err(|e| invalid("auth.jwt.jwks_url", format!("{url:?}: {e}")))?;
+        if base.scheme != "http" {
+            return Err(invalid(
+                "auth.jwt.jwks_url",
+                "only http:// for now (no TLS client)",
+            ));
+        }
+        url.parse::<http::Uri>()
+            .map_err(|e| invalid("auth.jwt.jwks_url", format!("{url:?}: {e}")))?;
+    }
     let jwks_keys = match &raw.jwks_file {
         Some(path) => {
             read_jwks_file(path.as_ref()).map_err(|e| invalid("auth.jwt.jwks_file", e))?
         }
         None => Vec::new(),
     };
-    if static_keys.is_empty() && raw.jwks_file.is_none() {
+    if static_keys.is_empty() && raw.jwks_file.is_none() && raw.jwks_url.is_none() {
         return Err(invalid(
             "auth.jwt",
-            "needs a key: hs256_secret, public_keys or jwks_file",
+            "needs a key: hs256_secret, public_keys, jwks_file or jwks_url",
         ));
     }
     if static_keys.len() + jwks_keys.len() > MAX_KEYS {
@@ -232,6 +252,7 @@ fn validate_jwt(raw: RawJwt) -> Result<JwtSettings, ConfigError> {
     Ok(JwtSettings {
         static_keys,
         jwks_file: raw.jwks_file.map(Into::into),
+        jwks_url: raw.jwks_url,
         jwks_keys,
         jwks_refresh,
         leeway: leeway.as_secs(),
@@ -354,6 +375,12 @@ mod tests {
         assert!(err(&format!("{s}leeway = \"1h\"\n")).starts_with("auth.jwt.leeway:"));
         assert!(err(&format!("{s}jwks_refresh = \"1ms\"\n")).starts_with("auth.jwt.jwks_refresh:"));
         assert!(err(&format!("{s}streams_claim = \"\"\n")).starts_with("auth.jwt.streams_claim:"));
-        assert!(err(&format!("{s}jwks_url = \"http://x\"\n")).contains("jwks_url"));
+        let e = err(&format!("{s}jwks_url = \"https://idp/jwks\"\n"));
+        assert!(e.starts_with("auth.jwt.jwks_url:"), "{e}");
+        let both = "[auth.jwt]\njwks_file = \"/x\"\njwks_url = \"http://idp/jwks\"\n";
+        assert!(err(both).starts_with("auth.jwt.jwks_url:"));
+        let url = parse("[auth.jwt]\njwks_url = \"http://127.0.0.1:9/.well-known/jwks.json\"\n")
+            .expect("valid");
+        assert!(url.auth.jwt.expect("jwt").jwks_url.is_some());
     }
 }
