@@ -1,10 +1,11 @@
 //! Viewer authentication. A token arrives as `?token=…` or `Authorization: Bearer …`; it is
 //! compared in constant time so response timing does not leak how much of a guess was right.
 //! Signed URLs: [`signed`] (native, HMAC-SHA256) and [`secure_link`] (nginx-compatible MD5);
-//! every secret comparison goes through the one [`ct_eq`]. An external service decides for
-//! `auth = "hook"` routes: [`hook`].
+//! every secret comparison goes through the one [`ct_eq`]. JWTs: [`jwt`]. An external service
+//! decides for `auth = "hook"` routes: [`hook`].
 
 pub mod hook;
+pub mod jwt;
 pub mod secure_link;
 pub mod signed;
 
@@ -17,6 +18,7 @@ use crate::error::GatewayError;
 use crate::upstream_path::query_param;
 
 pub use hook::{AuthHook, HookQuery};
+pub use jwt::JwtAuth;
 pub use secure_link::SecureLink;
 pub use signed::{SignedUrls, SigningKey};
 
@@ -31,6 +33,8 @@ pub struct ViewerAuth {
     pub secure_link: Option<SecureLink>,
     /// `auth = "hook"`: the external service, asked asynchronously ([`AuthHook::check`]).
     pub hook: Option<AuthHook>,
+    /// `auth = "jwt"`: the `[auth.jwt]` keys and claim rules.
+    pub jwt: Option<JwtAuth>,
 }
 
 /// The parts of a request that authentication looks at.
@@ -44,6 +48,8 @@ pub struct RequestFacts<'a> {
     pub host: &'a str,
     /// The TCP peer: what `ip=` and `$remote_addr` are about.
     pub peer: IpAddr,
+    /// The route's `{stream}` capture, when it has one (what a JWT's `streams` claim lists).
+    pub stream: Option<&'a str>,
 }
 
 impl ViewerAuth {
@@ -80,6 +86,13 @@ impl ViewerAuth {
             AuthMode::Hook => Err(GatewayError::Internal(
                 "auth hook checked synchronously".into(),
             )),
+            AuthMode::Jwt => {
+                // Config validation makes a `jwt` route need `[auth.jwt]`.
+                let jwt = self.jwt.as_ref().ok_or(GatewayError::Unauthorized)?;
+                let token =
+                    query_param(req.query, jwt::QUERY_PARAM).or_else(|| bearer(req.headers));
+                jwt.check(token.as_deref(), req.stream, req.path)
+            }
         }
     }
 

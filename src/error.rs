@@ -37,6 +37,12 @@ pub enum GatewayError {
     /// Refused by the auth hook (or the hook could not be asked and `fail_open` is off).
     #[error("access refused: {0}")]
     Forbidden(&'static str),
+    /// A JWT was presented but is forged, expired, or for another issuer or audience.
+    #[error("invalid or expired token")]
+    TokenInvalid,
+    /// A valid JWT that does not list the stream (or path) asked for.
+    #[error("the token does not allow this stream")]
+    ForbiddenStream,
     #[error("missing, forged or misplaced URL signature")]
     SignatureInvalid,
     #[error("the signed URL has expired")]
@@ -101,6 +107,8 @@ impl GatewayError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::TokenInvalid => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::ForbiddenStream => (StatusCode::FORBIDDEN, "forbidden_stream"),
             // A signed URL is a capability, not a login: 403, as CDNs and nginx answer.
             Self::SignatureInvalid => (StatusCode::FORBIDDEN, "signature_invalid"),
             Self::SignatureExpired => (StatusCode::FORBIDDEN, "signature_expired"),
@@ -173,7 +181,11 @@ impl GatewayError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
+                HeaderValue::from_static(if matches!(self, Self::TokenInvalid) {
+                    "Bearer error=\"invalid_token\""
+                } else {
+                    "Bearer"
+                }),
             );
         }
         if let Self::TooManyRequests { retry_after, .. } = self {

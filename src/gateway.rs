@@ -98,6 +98,13 @@ impl Gateway {
                 }
             });
         }
+        // `auth = "jwt"`: the key set, with its JWKS file or URL refreshed in the background.
+        let jwt = settings.auth.jwt.clone().map(|s| {
+            let jwt = crate::auth::JwtAuth::new(s);
+            jwt.spawn_refresh(&shutdown);
+            jwt.spawn_url_refresh(transport.clone(), &shutdown);
+            jwt
+        });
         Self {
             rate,
             viewers: settings
@@ -119,6 +126,7 @@ impl Gateway {
                 signed: SignedUrls::new(settings.auth.signing_keys.clone()),
                 secure_link: settings.auth.secure_link.clone(),
                 hook,
+                jwt,
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
             public_url,
@@ -211,6 +219,7 @@ impl Gateway {
                 query: req.uri().query(),
                 host,
                 peer: peer.ip(),
+                stream: caps.get(STREAM),
             };
             match (&self.auth.hook, route.auth) {
                 (Some(hook), AuthMode::Hook) => {
@@ -356,8 +365,9 @@ impl Gateway {
                 self.auth
                     .tokens
                     .remove_viewer_credentials(&mut parts.headers);
-                // A token or hook route's `Authorization` is the viewer's credential.
-                let strip_authorization = matches!(route.auth, AuthMode::Token | AuthMode::Hook);
+                // On token, hook and JWT routes the Authorization header is the viewer's credential.
+                let strip_authorization =
+                    matches!(route.auth, AuthMode::Token | AuthMode::Hook | AuthMode::Jwt);
                 let (resp, node) = proxy::forward(
                     &self.transport,
                     parts,

@@ -4,15 +4,17 @@
 
 use percent_encoding::percent_decode_str;
 
-/// Query parameters that carry viewer credentials and never leave the gateway: the viewer token
-/// and the signed-URL parameters (native `expires`, `kid`, `prefix`, `ip`, `sign`; nginx
-/// `secure_link`'s `md5` and `expires`).
-pub const CREDENTIAL_PARAMS: &[&str] = &["token", "expires", "sign", "kid", "prefix", "ip", "md5"];
+/// Query parameters that carry viewer credentials and never leave the gateway: the viewer token,
+/// the viewer JWT (`jwt`) and the signed-URL parameters (native `expires`, `kid`, `prefix`, `ip`,
+/// `sign`; nginx `secure_link`'s `md5` and `expires`).
+pub const CREDENTIAL_PARAMS: &[&str] = &[
+    "token", "expires", "sign", "kid", "prefix", "ip", "md5", "jwt",
+];
 
 /// Query parameters never written to a log: the viewer credentials above and the hooks' shared
 /// secret.
 pub const SECRET_PARAMS: &[&str] = &[
-    "token", "expires", "sign", "kid", "prefix", "ip", "md5", "secret",
+    "token", "expires", "sign", "kid", "prefix", "ip", "md5", "secret", "jwt",
 ];
 
 /// `scheme://authority` plus an optional path prefix, parsed once at config time.
@@ -171,7 +173,7 @@ mod tests {
             Some("a=1&b=2")
         );
         assert_eq!(
-            strip_params(Some("sign=ab&secret=h&md5=x&q=1"), SECRET_PARAMS).as_deref(),
+            strip_params(Some("sign=ab&secret=h&md5=x&jwt=e.y.s&q=1"), SECRET_PARAMS).as_deref(),
             Some("q=1")
         );
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{duration, invalid, ConfigError};
+use crate::auth::jwt::{read_jwks_file, JwtKey, JwtSettings, MAX_KEYS};
 use crate::auth::{SecureLink, SigningKey};
 use crate::upstream_path::BaseUrl;
 
@@ -24,6 +25,51 @@ pub struct RawAuth {
     pub redirect_link_ttl: Option<String>,
     /// `[auth.hook]`: the external service asked by `auth = "hook"` routes.
     pub hook: Option<RawHook>,
+    /// `[auth.jwt]`: keys and claim rules for `auth = "jwt"`.
+    pub jwt: Option<RawJwt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// HS256 shared secret.
+    pub hs256_secret: Option<String>,
+    /// PEM files of RSA (RS256) or EC P-256 (ES256) public keys.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// A JWKS file, re-read when its modification time changes.
+    pub jwks_file: Option<String>,
+    /// A JWKS URL (`http://`), fetched at start and every `jwks_refresh`.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS file is looked at, or the URL fetched (default 5m).
+    pub jwks_refresh: Option<String>,
+    /// Clock skew allowed on `exp` / `nbf` (default 30s).
+    pub leeway: Option<String>,
+    /// Accepted `iss` values: a string or a list.
+    pub issuer: Option<StringOrList>,
+    /// Accepted `aud` values: a string or a list.
+    pub audience: Option<StringOrList>,
+    /// The claim listing allowed streams (default `streams`).
+    pub streams_claim: Option<String>,
+    /// The claim listing allowed path prefixes (checked instead of `streams_claim`).
+    pub paths_claim: Option<String>,
+}
+
+/// A value given as one string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
 }
 
 /// `[auth.hook]` as written.
@@ -98,7 +144,15 @@ pub struct AuthSettings {
     pub redirect_link_ttl: Duration,
     /// For `auth = "hook"`.
     pub hook: Option<HookSettings>,
+    /// `[auth.jwt]`, keys loaded.
+    pub jwt: Option<JwtSettings>,
 }
+
+/// `auth.jwt.jwks_refresh` unless set.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+
+/// `auth.jwt.leeway` unless set: clocks of phones and identity providers drift a little.
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// `redirect_link_ttl` unless set: long enough to follow a redirect on a slow phone, short
 /// enough that a copied link is soon useless.
@@ -171,12 +225,14 @@ pub(super) fn validate(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
         return Err(invalid("auth.redirect_link_ttl", "must be at least 1s"));
     }
     let hook = raw.hook.as_ref().map(validate_hook).transpose()?;
+    let jwt = raw.jwt.map(validate_jwt).transpose()?;
     Ok(AuthSettings {
         tokens: raw.tokens,
         signing_keys,
         secure_link,
         redirect_link_ttl,
         hook,
+        jwt,
     })
 }
 
@@ -229,6 +285,93 @@ fn validate_hook(raw: &RawHook) -> Result<HookSettings, ConfigError> {
         cache_size,
         max_concurrent,
         fail_open: raw.fail_open.unwrap_or(false),
+    })
+}
+
+/// `[auth.jwt]`: reads the key files at start, so a bad key stops the gateway with its name.
+fn validate_jwt(raw: RawJwt) -> Result<JwtSettings, ConfigError> {
+    let mut static_keys = Vec::new();
+    if let Some(secret) = &raw.hs256_secret {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(invalid(
+                "auth.jwt.hs256_secret",
+                format!("must be at least {MIN_SECRET_LEN} bytes (e.g. `openssl rand -hex 32`)"),
+            ));
+        }
+        static_keys.push(
+            JwtKey::hs256(secret.as_bytes()).map_err(|e| invalid("auth.jwt.hs256_secret", e))?,
+        );
+    }
+    for (i, path) in raw.public_keys.iter().enumerate() {
+        let key = format!("auth.jwt.public_keys[{i}]");
+        let pem = std::fs::read(path).map_err(|e| invalid(&key, format!("{path:?}: {e}")))?;
+        static_keys
+            .push(JwtKey::from_pem(&pem).map_err(|e| invalid(&key, format!("{path:?}: {e}")))?);
+    }
+    if let Some(url) = &raw.jwks_url {
+        if raw.jwks_file.is_some() {
+            return Err(invalid(
+                "auth.jwt.jwks_url",
+                "give jwks_file or jwks_url, not both",
+            ));
+        }
+        let base = crate::upstream_path::BaseUrl::parse(url.split('?').next().unwrap_or(url))
+            .map_err(|e| invalid("auth.jwt.jwks_url", format!("{url:?}: {e}")))?;
+        if base.scheme != "http" {
+            return Err(invalid(
+                "auth.jwt.jwks_url",
+                "only http:// for now (no TLS client)",
+            ));
+        }
+        url.parse::<http::Uri>()
+            .map_err(|e| invalid("auth.jwt.jwks_url", format!("{url:?}: {e}")))?;
+    }
+    let jwks_keys = match &raw.jwks_file {
+        Some(path) => {
+            read_jwks_file(path.as_ref()).map_err(|e| invalid("auth.jwt.jwks_file", e))?
+        }
+        None => Vec::new(),
+    };
+    if static_keys.is_empty() && raw.jwks_file.is_none() && raw.jwks_url.is_none() {
+        return Err(invalid(
+            "auth.jwt",
+            "needs a key: hs256_secret, public_keys, jwks_file or jwks_url",
+        ));
+    }
+    if static_keys.len() + jwks_keys.len() > MAX_KEYS {
+        return Err(invalid(
+            "auth.jwt",
+            format!("more than {MAX_KEYS} keys in all"),
+        ));
+    }
+    let jwks_refresh = duration(
+        "auth.jwt.jwks_refresh",
+        &raw.jwks_refresh,
+        DEFAULT_JWKS_REFRESH,
+    )?;
+    if jwks_refresh < Duration::from_millis(100) {
+        return Err(invalid("auth.jwt.jwks_refresh", "must be at least 100ms"));
+    }
+    let leeway = duration("auth.jwt.leeway", &raw.leeway, DEFAULT_JWT_LEEWAY)?;
+    if leeway > Duration::from_secs(600) {
+        return Err(invalid("auth.jwt.leeway", "at most 10m"));
+    }
+    let claim = |key: &str, v: Option<String>| match v {
+        Some(c) if c.is_empty() => Err(invalid(format!("auth.jwt.{key}"), "cannot be empty")),
+        v => Ok(v),
+    };
+    Ok(JwtSettings {
+        static_keys,
+        jwks_file: raw.jwks_file.map(Into::into),
+        jwks_url: raw.jwks_url,
+        jwks_keys,
+        jwks_refresh,
+        leeway: leeway.as_secs(),
+        issuers: raw.issuer.map(StringOrList::into_vec).unwrap_or_default(),
+        audiences: raw.audience.map(StringOrList::into_vec).unwrap_or_default(),
+        streams_claim: claim("streams_claim", raw.streams_claim)?
+            .unwrap_or_else(|| "streams".into()),
+        paths_claim: claim("paths_claim", raw.paths_claim)?,
     })
 }
 
@@ -340,5 +483,63 @@ mod tests {
             "[auth]\nsigning_keys = [{ id = \"k1\", secret = \"0123456789abcdef\", x = 1 }]\n"
         )
         .contains('x'));
+    }
+
+    const JWT_ROUTE: &str =
+        "[[routes]]\npath = \"/live/{stream}.flv\"\naction = \"redirect\"\nto = \"http://127.0.0.1:1\"\nauth = \"jwt\"\n";
+
+    #[test]
+    fn jwt_settings() {
+        let s = parse(&format!(
+            "[auth.jwt]\nhs256_secret = \"0123456789abcdef-jwt\"\naudience = \"sg\"\nissuer = [\"a\", \"b\"]\n{JWT_ROUTE}"
+        ))
+        .expect("valid");
+        assert_eq!(s.routes[0].auth, AuthMode::Jwt);
+        let j = s.auth.jwt.as_ref().expect("jwt");
+        assert_eq!(j.leeway, 30);
+        assert_eq!(j.jwks_refresh, DEFAULT_JWKS_REFRESH);
+        assert_eq!(j.audiences, ["sg"]);
+        assert_eq!(j.issuers, ["a", "b"]);
+        assert_eq!(j.streams_claim, "streams");
+        assert!(!format!("{:?}", s.auth).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn jwt_errors_name_the_key() {
+        assert!(err(JWT_ROUTE).starts_with("routes[0].auth:"));
+        let no_stream = "[auth.jwt]\nhs256_secret = \"0123456789abcdef-jwt\"\n[[routes]]\npath = \"/v/{*rest}\"\naction = \"redirect\"\nto = \"http://127.0.0.1:1\"\nauth = \"jwt\"\n";
+        assert!(err(no_stream).starts_with("routes[0].auth:"));
+        assert!(
+            parse(&no_stream.replace("[[routes]]", "paths_claim = \"paths\"\n[[routes]]")).is_ok()
+        );
+        assert!(err("[auth.jwt]\n").starts_with("auth.jwt:"));
+        assert!(err("[auth.jwt]\nhs256_secret = \"short\"\n").starts_with("auth.jwt.hs256_secret:"));
+        let e = err("[auth.jwt]\npublic_keys = [\"/nonexistent/k.pem\"]\n");
+        assert!(e.starts_with("auth.jwt.public_keys[0]:"), "{e}");
+        let e = err("[auth.jwt]\njwks_file = \"/nonexistent/jwks.json\"\n");
+        assert!(e.starts_with("auth.jwt.jwks_file:"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .expect("write");
+        let e = err(&format!(
+            "[auth.jwt]\npublic_keys = [{:?}]\n",
+            bad.display().to_string()
+        ));
+        assert!(e.starts_with("auth.jwt.public_keys[0]:"), "{e}");
+        let s = "[auth.jwt]\nhs256_secret = \"0123456789abcdef-jwt\"\n";
+        assert!(err(&format!("{s}leeway = \"1h\"\n")).starts_with("auth.jwt.leeway:"));
+        assert!(err(&format!("{s}jwks_refresh = \"1ms\"\n")).starts_with("auth.jwt.jwks_refresh:"));
+        assert!(err(&format!("{s}streams_claim = \"\"\n")).starts_with("auth.jwt.streams_claim:"));
+        let e = err(&format!("{s}jwks_url = \"https://idp/jwks\"\n"));
+        assert!(e.starts_with("auth.jwt.jwks_url:"), "{e}");
+        let both = "[auth.jwt]\njwks_file = \"/x\"\njwks_url = \"http://idp/jwks\"\n";
+        assert!(err(both).starts_with("auth.jwt.jwks_url:"));
+        let url = parse("[auth.jwt]\njwks_url = \"http://127.0.0.1:9/.well-known/jwks.json\"\n")
+            .expect("valid");
+        assert!(url.auth.jwt.expect("jwt").jwks_url.is_some());
     }
 }

@@ -116,6 +116,8 @@ pub enum AuthMode {
     SecureLink,
     /// Asks the external service in `[auth.hook]` (decisions cached).
     Hook,
+    /// JSON Web Tokens (`Authorization: Bearer` or `?jwt=`), keys in `[auth.jwt]`.
+    Jwt,
 }
 
 /// Where a route's requests go.
@@ -361,10 +363,22 @@ pub(super) fn validate_routes(
                 }
                 AuthMode::Hook
             }
+            Some("jwt") => {
+                let Some(jwt) = &available.jwt else {
+                    return Err(invalid(format!("{key}.auth"), "\"jwt\" needs [auth.jwt]"));
+                };
+                if jwt.paths_claim.is_none() && !pattern.has_stream() {
+                    return Err(invalid(
+                        format!("{key}.auth"),
+                        "\"jwt\" checks the token's stream list, so the path needs {stream} (or set auth.jwt.paths_claim)",
+                    ));
+                }
+                AuthMode::Jwt
+            }
             Some(other) => {
                 return Err(invalid(
                     format!("{key}.auth"),
-                    format!("{other:?} is not one of none, token, signed, secure_link, hook"),
+                    format!("{other:?} is not one of none, token, signed, secure_link, hook, jwt"),
                 ))
             }
         };

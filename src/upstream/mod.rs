@@ -26,6 +26,7 @@ pub mod pool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -230,6 +231,40 @@ impl Transport {
                     t.health.record_check(&id, outcome);
                 }
             });
+        }
+    }
+
+    /// `GET uri` for a small document the gateway itself needs (a JWKS): 2xx within the connect
+    /// and header timeouts, the body read within `body_idle_timeout` and at most `limit` bytes.
+    pub async fn get_small(&self, uri: &str, limit: usize) -> Result<Bytes, String> {
+        let mut req = Request::new(empty());
+        *req.uri_mut() = uri.parse().map_err(|e| format!("bad URL: {e}"))?;
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        req.headers_mut()
+            .insert(header::USER_AGENT, HeaderValue::from_static("streamgate"));
+        let wait = self.connect_timeout + self.header_timeout;
+        let resp = match tokio::time::timeout(wait, self.pool.request(req, None)).await {
+            Err(_) => return Err(format!("no answer within {wait:?}")),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), limit).collect();
+        let body = match tokio::time::timeout(self.body_idle_timeout, body).await {
+            Err(_) => return Err("the body did not arrive in time".into()),
+            Ok(Err(e)) => return Err(format!("body: {e} (limit {limit} bytes)")),
+            Ok(Ok(b)) => b.to_bytes(),
+        };
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("answered {status}"))
         }
     }
 
