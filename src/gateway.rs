@@ -33,6 +33,9 @@ use crate::upstream_path::{strip_credentials, strip_params, BaseUrl, SECRET_PARA
 /// Everything the request path needs, built once at start.
 pub struct Gateway {
     routes: Vec<RouteSettings>,
+    /// Some route has `cors`: only then is the route looked up before the request phases (to
+    /// put CORS headers on every answer, errors included); otherwise that lookup is skipped.
+    any_cors: bool,
     registry: Arc<dyn Registry>,
     /// The one transport to nodes (pool, timeouts, node health).
     transport: Transport,
@@ -118,6 +121,7 @@ impl Gateway {
                 transport.health().clone(),
             ),
             hubs,
+            any_cors: settings.routes.iter().any(|r| r.cors.is_some()),
             routes: settings.routes.clone(),
             registry,
             transport,
@@ -420,7 +424,7 @@ impl Handler for Gateway {
         // The route's CORS policy covers every answer on its paths, errors included.
         let path = req.uri().path();
         let admin = crate::admin::handles(path);
-        let cors = if admin {
+        let cors = if admin || !self.any_cors {
             None
         } else {
             self.find_route(path)
