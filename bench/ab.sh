@@ -11,31 +11,8 @@ cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: bench/ab.sh OLD_BIN NEW_BIN" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
 OLD=$1 NEW=$2 DUR=${AB_DUR:-5s} ROUNDS=${ROUNDS:-3}
-D=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$D"; }
-trap cleanup EXIT
-mkdir -p "$D/media"; head -c 32229 /dev/urandom > "$D/media/small.jpg"
-wait_url() { for _ in $(seq 100); do grep -q listening "$1" && break; sleep 0.1; done; grep -o 'http://[0-9.:]*' "$1" | head -1; }
-RUST_LOG=warn "$NEW" origin --media "$D/media" --listen 127.0.0.1:0 --name ab > "$D/origin.out" 2>/dev/null &
-pids+=($!)
-ORIGIN=$(wait_url "$D/origin.out")
-cat > "$D/gw.toml" <<T
-[server]
-listen = "127.0.0.1:0"
-[[nodes]]
-id = "origin"
-url = "$ORIGIN"
-[[routes]]
-path = "/files/{*rest}"
-action = "proxy"
-to = "origin"
-upstream = "/files/{*rest}"
-[[routes]]
-path = "/r/{*rest}"
-action = "redirect"
-to = "origin"
-upstream = "/files/{*rest}"
-T
+# shellcheck source=bench/pair-setup.sh
+. bench/pair-setup.sh "$NEW"
 RUST_LOG=warn "$OLD" serve --config "$D/gw.toml" > "$D/old.out" 2>/dev/null & pids+=($!)
 RUST_LOG=warn "$NEW" serve --config "$D/gw.toml" > "$D/new.out" 2>/dev/null & pids+=($!)
 OLDURL=$(wait_url "$D/old.out"); NEWURL=$(wait_url "$D/new.out")

@@ -12,31 +12,8 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 [ $# -gt 0 ] || { cargo build --release --bin streamgate >&2; set -- target/release/streamgate; }
 N1=${N1:-200}; N2=${N2:-1200}
-D=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$D"; }
-trap cleanup EXIT
-mkdir -p "$D/media"; head -c 32229 /dev/urandom > "$D/media/small.jpg"
-wait_url() { for _ in $(seq 300); do grep -q listening "$1" && break; sleep 0.1; done; grep -o 'http://[0-9.:]*' "$1" | head -1; }
-RUST_LOG=warn "$1" origin --media "$D/media" --listen 127.0.0.1:0 --name ins > "$D/origin.out" 2>/dev/null &
-pids+=($!)
-ORIGIN=$(wait_url "$D/origin.out")
-cat > "$D/gw.toml" <<T
-[server]
-listen = "127.0.0.1:0"
-[[nodes]]
-id = "origin"
-url = "$ORIGIN"
-[[routes]]
-path = "/files/{*rest}"
-action = "proxy"
-to = "origin"
-upstream = "/files/{*rest}"
-[[routes]]
-path = "/r/{*rest}"
-action = "redirect"
-to = "origin"
-upstream = "/files/{*rest}"
-T
+# shellcheck source=bench/pair-setup.sh
+. bench/pair-setup.sh "$1"
 total() { # BIN N PATH -> instructions of the whole run
   rm -f "$D"/cg.*
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$D/cg.%p" "$1" serve --config "$D/gw.toml" > "$D/gw.out" 2>/dev/null &

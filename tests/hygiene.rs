@@ -40,18 +40,6 @@ upstream = "/files/{{*rest}}"
     )
 }
 
-/// The access-log line of request `rid`.
-fn access_line(gw: &common::Proc, rid: &str) -> String {
-    wait_until("access log line", Duration::from_secs(10), || {
-        gw.logs().contains(&format!("request_id={rid}"))
-    });
-    gw.logs()
-        .lines()
-        .find(|l| l.contains(&format!("request_id={rid}")))
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn a_slow_upload_outlives_the_header_timeout() {
     const LEN: usize = 8 << 20;
@@ -136,7 +124,7 @@ fn a_broken_client_body_is_a_400_on_the_downstream_side() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"], "bad_body");
-    let line = access_line(&gw, "badchunk");
+    let line = common::access_line(&gw, "badchunk");
     assert!(
         line.contains("status=400") && line.contains("side=\"downstream\""),
         "{line}"
@@ -153,7 +141,7 @@ fn a_broken_client_body_is_a_400_on_the_downstream_side() {
     s.shutdown(Shutdown::Write).expect("half-close");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let line = access_line(&gw, "short");
+    let line = common::access_line(&gw, "short");
     assert!(
         line.contains("status=400") && line.contains("side=\"downstream\""),
         "{line}"
@@ -237,7 +225,7 @@ fn a_stalled_upload_is_cut_by_the_idle_timeout_and_blamed_on_the_right_side() {
     let r = parse_response(&out);
     assert_eq!(r.status, 408, "{}", r.text());
     assert_eq!(r.json()["error"], "request_timeout");
-    assert!(access_line(&gw, "idle-client").contains("side=\"downstream\""));
+    assert!(common::access_line(&gw, "idle-client").contains("side=\"downstream\""));
 
     // The node stops reading (accepts, never reads): 504 on the upstream side.
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -261,7 +249,7 @@ fn a_stalled_upload_is_cut_by_the_idle_timeout_and_blamed_on_the_right_side() {
             }
         }
     });
-    let line = access_line(&gw, "idle-node");
+    let line = common::access_line(&gw, "idle-node");
     assert!(
         line.contains("status=504") && line.contains("side=\"upstream\""),
         "{line}"

@@ -82,18 +82,6 @@ fn health(gw: &common::Proc, id: &str) -> serde_json::Value {
         .clone()
 }
 
-/// The access-log line of request `rid`.
-fn access_line(gw: &common::Proc, rid: &str) -> String {
-    wait_until("access log line", Duration::from_secs(10), || {
-        gw.logs().contains(&format!("request_id={rid}"))
-    });
-    gw.logs()
-        .lines()
-        .find(|l| l.contains(&format!("request_id={rid}")))
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn a_stopped_node_fails_over_then_is_skipped_after_max_fails() {
     let media = common::media_dir();
@@ -111,7 +99,7 @@ fn a_stopped_node_fails_over_then_is_skipped_after_max_fails() {
         "X-Request-Id: warm\r\n",
     );
     assert_eq!(r.status, 200);
-    assert!(access_line(&gw, "warm").contains("node=a"));
+    assert!(common::access_line(&gw, "warm").contains("node=a"));
 
     let frozen = Frozen::new(a.pid());
     // a is silent (its kernel still accepts): the header timeout moves the GET on to b.
@@ -123,7 +111,7 @@ fn a_stopped_node_fails_over_then_is_skipped_after_max_fails() {
         );
         assert_eq!(r.status, 200, "{rid}: {}", r.text());
         assert!(r.text().starts_with("#EXTM3U"), "{}", r.text());
-        assert!(access_line(&gw, rid).contains("node=b"));
+        assert!(common::access_line(&gw, rid).contains("node=b"));
         let h = health(&gw, "a");
         assert_eq!(h["consecutive_fails"], i + 1, "{h}");
     }
@@ -146,7 +134,7 @@ fn a_stopped_node_fails_over_then_is_skipped_after_max_fails() {
             &format!("X-Request-Id: {rid}\r\n"),
         );
         assert_eq!(r.status, 200);
-        assert!(access_line(&gw, rid).contains("node=b"));
+        assert!(common::access_line(&gw, rid).contains("node=b"));
     }
     assert_eq!(health(&gw, "a")["consecutive_fails"], 2);
     drop(frozen);
@@ -177,7 +165,7 @@ fn silent_and_refusing_hosts_fail_over_and_bodies_are_never_replayed() {
     let r = get(gw.addr(), "/hls/cam1/x.ts", "X-Request-Id: over\r\n");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["target"], "/files/x.ts");
-    assert!(access_line(&gw, "over").contains("node=good"));
+    assert!(common::access_line(&gw, "over").contains("node=good"));
     assert_eq!(good.requests().len(), 1);
     assert_eq!(
         stall.requests().len(),
@@ -196,7 +184,7 @@ fn silent_and_refusing_hosts_fail_over_and_bodies_are_never_replayed() {
     assert_eq!(r.json()["error"], "upstream_timeout");
     assert_eq!(good.requests().len(), 1, "the POST was not replayed");
     assert_eq!(stall.requests().len(), 1);
-    let line = access_line(&gw, "post1");
+    let line = common::access_line(&gw, "post1");
     assert!(
         line.contains("side=\"upstream\"") && line.contains("node=silent"),
         "{line}"
@@ -262,7 +250,7 @@ fn an_active_health_check_marks_a_node_down_and_up() {
     );
     let r = get(gw.addr(), "/hls/cam1/x.ts", "X-Request-Id: down1\r\n");
     assert_eq!(r.status, 200);
-    assert!(access_line(&gw, "down1").contains("node=b"));
+    assert!(common::access_line(&gw, "down1").contains("node=b"));
     assert!(
         a.requests().iter().all(|r| r.target == "/healthz"),
         "a down node is not sent viewers' requests"
@@ -273,7 +261,7 @@ fn an_active_health_check_marks_a_node_down_and_up() {
     });
     let r = get(gw.addr(), "/hls/cam1/x.ts", "X-Request-Id: up1\r\n");
     assert_eq!(r.status, 200);
-    assert!(access_line(&gw, "up1").contains("node=a"));
+    assert!(common::access_line(&gw, "up1").contains("node=a"));
     assert_eq!(
         health(&gw, "b")["checked"],
         false,

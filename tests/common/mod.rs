@@ -332,6 +332,18 @@ pub fn poll_until(
 
 pub mod flv;
 
+/// The access-log line of request `rid`, once the gateway has written it (bounded wait).
+pub fn access_line(gw: &Proc, rid: &str) -> String {
+    wait_until("access log line", Duration::from_secs(10), || {
+        gw.logs().contains(&format!("request_id={rid}"))
+    });
+    gw.logs()
+        .lines()
+        .find(|l| l.contains(&format!("request_id={rid}")))
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Opens `GET path` with a tiny receive buffer and never reads: a stalled viewer.
 pub fn stalled_get(addr: SocketAddr, path: &str) -> TcpStream {
     let sock =
