@@ -11,7 +11,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::upstream::{echo, Upstream};
-use common::{gateway, parse_response, raw_request, wait_until};
+use common::{gateway, parse_response, raw_request};
 
 fn config(node_url: &str) -> String {
     format!(
