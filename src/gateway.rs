@@ -28,14 +28,11 @@ use crate::request_id;
 use crate::router::{Captures, STREAM};
 use crate::server::{self, Handler, Running, ServeOptions};
 use crate::upstream::Transport;
-use crate::upstream_path::{strip_credentials, strip_params, BaseUrl, SECRET_PARAMS};
+use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
 
 /// Everything the request path needs, built once at start.
 pub struct Gateway {
     routes: Vec<RouteSettings>,
-    /// Some route has `cors`: only then is the route looked up before the request phases (to
-    /// put CORS headers on every answer, errors included); otherwise that lookup is skipped.
-    any_cors: bool,
     registry: Arc<dyn Registry>,
     /// The one transport to nodes (pool, timeouts, node health).
     transport: Transport,
@@ -121,7 +118,6 @@ impl Gateway {
                 transport.health().clone(),
             ),
             hubs,
-            any_cors: settings.routes.iter().any(|r| r.cors.is_some()),
             routes: settings.routes.clone(),
             registry,
             transport,
@@ -190,9 +186,11 @@ impl Gateway {
         }
     }
 
+    /// `found` is the route lookup `call` made (`None` for the registry API's paths).
     async fn handle(
         &self,
         req: Request<Incoming>,
+        found: Option<Result<(&RouteSettings, Captures), GatewayError>>,
         peer: SocketAddr,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
@@ -200,11 +198,11 @@ impl Gateway {
         // Phase 0: framing nginx would refuse (duplicate or missing Host, odd Transfer-Encoding).
         proxy::headers::check_request(req.version(), req.headers())?;
         // The registry's writers have their own auth and never reach a node.
-        if crate::admin::handles(req.uri().path()) {
+        let Some(found) = found else {
             return Ok(self.admin.call(req, rid.to_str().unwrap_or_default()).await);
-        }
+        };
         // Phase 1: route.
-        let (route, caps) = self.find_route(req.uri().path())?;
+        let (route, caps) = found?;
         let caps = caps.validate()?;
         // Phase 2: auth, before anything touches a node.
         if route.auth != AuthMode::None {
@@ -408,7 +406,7 @@ impl Handler for Gateway {
             tracing::enabled!(target: "access", tracing::Level::INFO).then(|| AccessLog {
                 start: Instant::now(),
                 method: req.method().clone(),
-                path: match strip_params(req.uri().query(), SECRET_PARAMS) {
+                path: match strip_secrets(req.uri().query()) {
                     Some(q) => format!("{}?{q}", req.uri().path()),
                     None => req.uri().path().to_string(),
                 },
@@ -421,15 +419,14 @@ impl Handler for Gateway {
                 bytes: 0,
                 finished: false,
             });
-        // The route's CORS policy covers every answer on its paths, errors included.
+        // The route is found once, here: its CORS policy covers every answer on its paths,
+        // errors included, and the phases in `handle` go on from the same lookup.
         let path = req.uri().path();
         let admin = crate::admin::handles(path);
-        let cors = if admin || !self.any_cors {
-            None
-        } else {
-            self.find_route(path)
-                .ok()
-                .and_then(|(r, _)| r.cors.as_ref().map(|c| (c, r.action)))
+        let found = (!admin).then(|| self.find_route(path));
+        let cors = match &found {
+            Some(Ok((r, _))) => r.cors.as_ref().map(|c| (c, r.action)),
+            _ => None,
         };
         let origin = cors
             .and_then(|_| req.headers().get(http::header::ORIGIN))
@@ -447,7 +444,7 @@ impl Handler for Gateway {
             (None, Some((policy, action))) if preflight => {
                 cors::preflight(policy, origin.as_ref(), action)
             }
-            (None, _) => self.handle(req, peer, &rid, &mut log).await,
+            (None, _) => self.handle(req, found, peer, &rid, &mut log).await,
         };
         let resp = match result {
             Ok(r) => r,

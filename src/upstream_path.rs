@@ -11,11 +11,8 @@ pub const CREDENTIAL_PARAMS: &[&str] = &[
     "token", "expires", "sign", "kid", "prefix", "ip", "md5", "jwt",
 ];
 
-/// Query parameters never written to a log: the viewer credentials above and the hooks' shared
-/// secret.
-pub const SECRET_PARAMS: &[&str] = &[
-    "token", "expires", "sign", "kid", "prefix", "ip", "md5", "secret", "jwt",
-];
+/// The media-server hooks' shared secret (`?secret=`): never logged, besides the credentials.
+const HOOK_SECRET_PARAM: &str = "secret";
 
 /// `scheme://authority` plus an optional path prefix, parsed once at config time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,11 +91,22 @@ impl BaseUrl {
 /// The query with credential parameters removed; every other parameter kept raw and in order.
 /// Returns `None` when nothing remains.
 pub fn strip_credentials(query: Option<&str>) -> Option<String> {
-    strip_params(query, CREDENTIAL_PARAMS)
+    strip_params(query, |k| is_one_of(k, CREDENTIAL_PARAMS))
 }
 
-/// The query without the parameters named in `names` (case-insensitive, percent-decoded keys).
-pub fn strip_params(query: Option<&str>, names: &[&str]) -> Option<String> {
+/// The query as the access log may show it: without credentials nor the hooks' secret.
+pub fn strip_secrets(query: Option<&str>) -> Option<String> {
+    strip_params(query, |k| {
+        is_one_of(k, CREDENTIAL_PARAMS) || k.eq_ignore_ascii_case(HOOK_SECRET_PARAM)
+    })
+}
+
+fn is_one_of(key: &str, names: &[&str]) -> bool {
+    names.iter().any(|c| key.eq_ignore_ascii_case(c))
+}
+
+/// The query without the parameters whose (percent-decoded) key `drop` names.
+fn strip_params(query: Option<&str>, drop: impl Fn(&str) -> bool) -> Option<String> {
     let q = query?;
     let kept: Vec<&str> = q
         .split('&')
@@ -109,7 +117,7 @@ pub fn strip_params(query: Option<&str>, names: &[&str]) -> Option<String> {
             let key = pair.split('=').next().unwrap_or("");
             let key = key.replace('+', " ");
             let decoded = percent_decode_str(&key).decode_utf8_lossy();
-            !names.iter().any(|c| decoded.eq_ignore_ascii_case(c))
+            !drop(&decoded)
         })
         .collect();
     if kept.is_empty() {
@@ -173,7 +181,7 @@ mod tests {
             Some("a=1&b=2")
         );
         assert_eq!(
-            strip_params(Some("sign=ab&secret=h&md5=x&jwt=e.y.s&q=1"), SECRET_PARAMS).as_deref(),
+            strip_secrets(Some("sign=ab&secret=h&md5=x&jwt=e.y.s&q=1")).as_deref(),
             Some("q=1")
         );
     }

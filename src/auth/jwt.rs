@@ -192,7 +192,7 @@ impl JwtAuth {
             loop {
                 let fetched = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    f = transport.get_small(&url, MAX_JWKS_BYTES as usize) => f,
+                    f = transport.get_small(&url, MAX_JWKS_BYTES as usize, "streamgate-jwks") => f,
                 };
                 let Some(jwks) = jwks.upgrade() else { return };
                 let parsed = fetched.and_then(|b| parse_jwks(&b)).and_then(|keys| {

@@ -38,6 +38,9 @@ use crate::config::{NodeSettings, UpstreamSettings};
 use crate::registry::Node;
 
 pub use error::{ErrorKind, UpstreamError};
+
+/// Most of a health check's answer read (and required to arrive): a status page, not a file.
+const HEALTH_BODY_LIMIT: usize = 64 * 1024;
 pub use health::Health;
 pub use idle_body::IdleTimeoutBody;
 pub use pool::PooledBody;
@@ -213,7 +216,6 @@ impl Transport {
             let t = self.clone();
             let id = n.id.clone();
             let uri = n.url.join(&check.path, None);
-            let host = HeaderValue::from_str(&n.url.authority).ok();
             let every = check.interval;
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -226,7 +228,7 @@ impl Transport {
                     }
                     let outcome = tokio::select! {
                         _ = stop.cancelled() => return,
-                        o = t.check(&uri, host.clone()) => o,
+                        o = t.check(&uri) => o,
                     };
                     t.health.record_check(&id, outcome);
                 }
@@ -236,7 +238,12 @@ impl Transport {
 
     /// `GET uri` for a small document the gateway itself needs (a JWKS): 2xx within the connect
     /// and header timeouts, the body read within `body_idle_timeout` and at most `limit` bytes.
-    pub async fn get_small(&self, uri: &str, limit: usize) -> Result<Bytes, String> {
+    pub async fn get_small(
+        &self,
+        uri: &str,
+        limit: usize,
+        user_agent: &'static str,
+    ) -> Result<Bytes, String> {
         let mut req = Request::new(empty());
         *req.uri_mut() = uri.parse().map_err(|e| format!("bad URL: {e}"))?;
         if let Some(host) = req
@@ -247,7 +254,7 @@ impl Transport {
             req.headers_mut().insert(header::HOST, host);
         }
         req.headers_mut()
-            .insert(header::USER_AGENT, HeaderValue::from_static("streamgate"));
+            .insert(header::USER_AGENT, HeaderValue::from_static(user_agent));
         let wait = self.connect_timeout + self.header_timeout;
         let resp = match tokio::time::timeout(wait, self.pool.request(req, None)).await {
             Err(_) => return Err(format!("no answer within {wait:?}")),
@@ -268,32 +275,12 @@ impl Transport {
         }
     }
 
-    /// One active check: `GET uri`, 2xx within connect + header timeout is up.
-    async fn check(&self, uri: &str, host: Option<HeaderValue>) -> Result<(), String> {
-        let mut req = Request::new(empty());
-        *req.uri_mut() = uri.parse().map_err(|e| format!("bad check URL: {e}"))?;
-        if let Some(h) = host {
-            req.headers_mut().insert(header::HOST, h);
-        }
-        req.headers_mut().insert(
-            header::USER_AGENT,
-            HeaderValue::from_static("streamgate-health"),
-        );
-        let limit = self.connect_timeout + self.header_timeout;
-        let resp = match tokio::time::timeout(limit, self.pool.request(req, None)).await {
-            Err(_) => return Err(format!("health check: no answer within {limit:?}")),
-            Ok(Err(e)) => return Err(format!("health check: {e}")),
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status();
-        // Read a small body to the end so the connection goes back to the pool.
-        let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect();
-        let _ = tokio::time::timeout(self.body_idle_timeout, body).await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("health check answered {status}"))
-        }
+    /// One active check: `GET uri`, 2xx with its (small) body within the timeouts is up.
+    async fn check(&self, uri: &str) -> Result<(), String> {
+        self.get_small(uri, HEALTH_BODY_LIMIT, "streamgate-health")
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("health check: {e}"))
     }
 
     /// Sends one request on the client and waits for the headers, with the timers above.
