@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod browser;
 pub mod nginx;
 pub mod nginx_http;
 pub mod nginx_rtmp;
