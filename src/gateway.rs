@@ -398,7 +398,8 @@ impl Gateway {
 }
 
 impl Handler for Gateway {
-    async fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn call(&self, req: Request<Incoming>, conn: crate::server::ConnInfo) -> Response<Body> {
+        let peer = conn.peer;
         let rid = request_id::from_headers(req.headers());
         // The access record (and the body wrapper that counts bytes into it) is built only when
         // its line would be written: with `access` filtered out, a request allocates neither.

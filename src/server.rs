@@ -28,13 +28,32 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{json_response, Body};
 use crate::stall_timeout::StallTimeout;
 
+/// What the server knows about the connection a request came on, handed to the handler.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The client's address: the TCP peer (or what a trusted PROXY protocol header names).
+    pub peer: SocketAddr,
+    /// The viewer reached us over TLS (so forwarded requests say `https`).
+    pub secure: bool,
+}
+
+impl ConnInfo {
+    /// A plain-TCP connection from `peer`.
+    pub fn plain(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            secure: false,
+        }
+    }
+}
+
 /// What a server does with one request. Implemented by the gateway and by the origin.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request from `peer`. Must not panic, but if it does, only this request fails.
+    /// Answers one request on `conn`. Must not panic, but if it does, only this request fails.
     fn call(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        conn: ConnInfo,
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
@@ -199,6 +218,7 @@ async fn accept_loop<H: Handler>(
             Some(Ok(slot)) => (Some(slot), None),
             Some(Err(e)) => (None, Some(Arc::new(e))),
         };
+        let info = ConnInfo::plain(peer);
         let handler = handler.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
@@ -215,7 +235,7 @@ async fn accept_loop<H: Handler>(
                     );
                     return Ok::<_, std::convert::Infallible>(resp);
                 }
-                let resp = AssertUnwindSafe(handler.call(req, peer))
+                let resp = AssertUnwindSafe(handler.call(req, info))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| {
@@ -314,7 +334,7 @@ mod tests {
     struct Endless;
 
     impl Handler for Endless {
-        async fn call(&self, _req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        async fn call(&self, _req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
             let first = futures_util::stream::iter([Ok::<_, crate::body::BoxError>(
                 http_body::Frame::data(bytes::Bytes::from_static(b"first")),
             )]);

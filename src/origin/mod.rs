@@ -165,7 +165,7 @@ struct Origin {
 }
 
 impl Handler for Origin {
-    async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn call(&self, req: Request<Incoming>, _conn: crate::server::ConnInfo) -> Response<Body> {
         let path = req.uri().path();
         let result = if path == "/healthz" {
             Ok(text(StatusCode::OK, "ok\n"))
