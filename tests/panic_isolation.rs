@@ -23,11 +23,15 @@ use tokio_util::sync::CancellationToken;
 struct PanicOnPath(Arc<Gateway>);
 
 impl Handler for PanicOnPath {
-    async fn call(&self, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
+    async fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: streamgate::server::ConnInfo,
+    ) -> Response<Body> {
         if req.uri().path() == "/panic" {
             panic!("handler bug");
         }
-        self.0.call(req, peer).await
+        self.0.call(req, conn).await
     }
 }
 
