@@ -1,6 +1,7 @@
 //! `streamgate demo`: two origin nodes on loopback, each holding a different live stream from the
 //! sample media, and a gateway in front of them, started with an embedded config through the same
-//! code paths as `serve` and `origin`. Prints URLs ready to paste.
+//! code paths as `serve` and `origin`. Prints the dashboard's URL first (with the admin token to
+//! log in with), then URLs ready to paste.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,23 @@ fn node_dir(media: &Path, root: &Path, name: &str, files: &[&str]) -> std::io::R
     Ok(dir)
 }
 
+/// A fresh admin token for this run, so a demo left running on a shared machine is not open to
+/// anyone who read the README.
+fn admin_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 12];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if random.is_err() {
+        // No /dev/urandom: the time and process id still differ from run to run.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b[..8].copy_from_slice(&(t as u64 ^ u64::from(std::process::id())).to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Starts the demo cluster; the returned task ends once everything has shut down.
 pub async fn start(
     listen: SocketAddr,
@@ -85,11 +103,24 @@ pub async fn start(
     let toml = DEMO_TOML
         .replace("{LISTEN}", &listen.to_string())
         .replace("{NODE_A}", &format!("http://{}", a.addrs[0]))
-        .replace("{NODE_B}", &format!("http://{}", b.addrs[0]));
+        .replace("{NODE_B}", &format!("http://{}", b.addrs[0]))
+        .replace("{ADMIN_TOKEN}", &admin_token());
     let settings = config::parse(&toml)?;
+    let token = settings.admin.token.clone().unwrap_or_default();
+    let players = crate::admin::ui::VendorDirs::new(settings.ui.vendor_dir.as_deref()).installed();
     let gw = gateway::start(settings, shutdown).await?;
     let base = format!("http://{}", gw.addrs[0]);
     println!("streamgate gateway listening on {base}");
+    println!();
+    println!("streamgate dashboard: {base}/ui/  (log in with admin token {token})");
+    if players
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| v != true))
+    {
+        println!(
+            "  the player libraries are not installed: run `npm ci --prefix web` (or `bash scripts/demo.sh`)"
+        );
+    }
     println!();
     println!(
         "streamgate demo: node a http://{} holds cam1, node b http://{} holds cam2.",

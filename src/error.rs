@@ -91,6 +91,8 @@ pub enum GatewayError {
     PublishForbidden,
     #[error("{0} is turned off in the config")]
     Disabled(&'static str),
+    #[error("the player library {0} is not installed: run `npm ci --prefix web`")]
+    NotInstalled(&'static str),
     #[error("the shared registry store cannot be reached; try again")]
     RegistryUnavailable,
     #[error("the registry is full ({0} entries)")]
@@ -132,6 +134,7 @@ impl GatewayError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PublishForbidden => (StatusCode::FORBIDDEN, "publish_forbidden"),
             Self::Disabled(_) => (StatusCode::NOT_FOUND, "disabled"),
+            Self::NotInstalled(_) => (StatusCode::NOT_FOUND, "not_installed"),
             Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable"),
             Self::RegistryFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "registry_full"),
         }

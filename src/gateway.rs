@@ -423,7 +423,9 @@ impl Handler for Gateway {
         // The route is found once, here: its CORS policy covers every answer on its paths,
         // errors included, and the phases in `handle` go on from the same lookup.
         let path = req.uri().path();
-        let admin = crate::admin::handles(path);
+        // The admin API, the hooks, and the dashboard's files (`[ui]`) are answered by `admin/`.
+        let admin = self.admin.handles(path);
+        let api = crate::admin::handles(path);
         let found = (!admin).then(|| self.find_route(path));
         let cors = match &found {
             Some(Ok((r, _))) => r.cors.as_ref().map(|c| (c, r.action)),
@@ -434,9 +436,10 @@ impl Handler for Gateway {
             .cloned();
         let preflight = cors.is_some() && cors::is_preflight(req.method(), req.headers());
         // The request rate is a viewer limit: the registry's writers (media-server hooks, the
-        // REST API) carry their own secrets, and one media node may send a burst of hooks.
+        // REST API) carry their own secrets, and one media node may send a burst of hooks. The
+        // dashboard's files need no secret, so they count like a viewer's requests.
         let limited = match &self.rate {
-            Some(r) if !admin => r.check(peer.ip()).err(),
+            Some(r) if !api => r.check(peer.ip()).err(),
             _ => None,
         };
         let result = match (limited, cors) {

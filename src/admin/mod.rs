@@ -3,6 +3,10 @@
 //! `/hooks` (SRS `http_hooks`, nginx-rtmp `notify`; `?secret=<[registry] hook_secret>` in the
 //! URL because media servers cannot set headers).
 //!
+//! With `[ui] enabled`, the dashboard's static files under `/ui/` are served here too
+//! ([`ui`]); the page itself holds no secret and calls the API with the admin token the
+//! operator types.
+//!
 //! The gateway hands these paths here before its route table. Routing inside is an `axum`
 //! router; every failure is a [`GatewayError`], turned into the response by `error.rs` like
 //! anywhere else (SRS hooks additionally get the non-zero `code` SRS reads). Credentials are
@@ -39,6 +43,8 @@ use crate::router::valid_stream_name;
 use crate::upstream::Health;
 use crate::upstream_path::BaseUrl;
 
+pub mod ui;
+
 /// Largest accepted request body. Hook payloads are a few hundred bytes and API bodies smaller;
 /// anything bigger is a mistake or an attack and is refused before it is buffered.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -58,6 +64,8 @@ pub fn handles(path: &str) -> bool {
 /// The admin router, built once at start.
 pub struct Admin {
     router: Router,
+    /// `[ui] enabled`: `/ui/` is ours too.
+    ui: bool,
 }
 
 /// What every handler needs.
@@ -76,6 +84,12 @@ struct AdminState {
     hubs: Arc<Hubs>,
     /// The transport's view of each node's health, for the node listings.
     health: Arc<Health>,
+    /// The route table as `GET /api/v1/routes` lists it (built once: it never changes).
+    routes: Value,
+    /// Where the dashboard's player libraries are installed.
+    vendor: ui::VendorDirs,
+    /// `[ui] viewer_token`: the viewer token the dashboard's player presents by default.
+    viewer_token: Option<String>,
 }
 
 impl Admin {
@@ -93,8 +107,11 @@ impl Admin {
             static_ids: settings.nodes.iter().map(|n| n.id.clone()).collect(),
             hubs,
             health,
+            routes: routes_json(&settings.routes),
+            vendor: ui::VendorDirs::new(settings.ui.vendor_dir.as_deref()),
+            viewer_token: settings.ui.viewer_token.clone(),
         });
-        let router = Router::new()
+        let mut router = Router::new()
             .route("/api/v1/nodes", get(list_nodes))
             .route(
                 "/api/v1/nodes/{id}",
@@ -102,16 +119,35 @@ impl Admin {
             )
             .route("/api/v1/streams", get(list_streams))
             .route("/api/v1/live", get(live_status))
+            .route("/api/v1/live/{name}", get(live_stream))
+            .route("/api/v1/routes", get(list_routes))
+            .route("/api/v1/ui", get(ui_settings))
             .route(
                 "/api/v1/streams/{name}",
                 get(get_stream).put(put_stream).delete(delete_stream),
             )
             .route("/hooks/srs", post(srs_hook))
-            .route("/hooks/nginx-rtmp", post(nginx_rtmp_hook))
+            .route("/hooks/nginx-rtmp", post(nginx_rtmp_hook));
+        if settings.ui.enabled {
+            router = router
+                .route("/ui", get(|| async { ui::redirect_to_index() }))
+                .route("/ui/", get(ui_file))
+                .route("/ui/{*file}", get(ui_file));
+        }
+        let router = router
             .fallback(|| async { ApiError(GatewayError::NoRoute) })
             .method_not_allowed_fallback(|| async { ApiError(GatewayError::MethodNotAllowed) })
             .with_state(state);
-        Self { router }
+        Self {
+            router,
+            ui: settings.ui.enabled,
+        }
+    }
+
+    /// Whether `path` is answered here rather than by the route table: the API, the hooks, and
+    /// the dashboard when it is on.
+    pub fn handles(&self, path: &str) -> bool {
+        handles(path) || (self.ui && ui::handles(path))
     }
 
     /// Answers one admin or hook request; `request_id` goes into error bodies.
@@ -336,6 +372,84 @@ async fn live_status(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResu
         "frames_dropped": c.frames_dropped.load(Relaxed),
         "viewers_cut": c.viewers_cut.load(Relaxed),
     }))
+}
+
+/// `GET /api/v1/live/{name}`: the running pulls of one stream, each with its viewers (empty
+/// while nobody watches it).
+async fn live_stream(
+    _: AdminAuth,
+    State(st): State<Arc<AdminState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let name = stream_name(name)?;
+    let pulls: Vec<Value> = st
+        .hubs
+        .stream_viewers(&name)
+        .into_iter()
+        .map(|(s, viewers)| {
+            json!({
+                "node": s.node,
+                "upstream_path": s.upstream_path,
+                "viewers": s.viewers,
+                "bytes_in": s.bytes_in,
+                "viewer_list": viewers,
+            })
+        })
+        .collect();
+    ok(json!({ "stream": name, "pulls": pulls }))
+}
+
+/// The route table for listings: pattern, action and auth mode (no secrets, no node addresses).
+fn routes_json(routes: &[crate::config::RouteSettings]) -> Value {
+    use crate::config::{Action, AuthMode};
+    let list: Vec<Value> = routes
+        .iter()
+        .map(|r| {
+            json!({
+                "path": r.path,
+                "action": match r.action {
+                    Action::Redirect => "redirect",
+                    Action::Proxy => "proxy",
+                    Action::Live => "live",
+                    Action::Auto => "auto",
+                },
+                "auth": match r.auth {
+                    AuthMode::None => "none",
+                    AuthMode::Token => "token",
+                    AuthMode::Signed => "signed",
+                    AuthMode::SecureLink => "secure_link",
+                    AuthMode::Hook => "hook",
+                    AuthMode::Jwt => "jwt",
+                },
+                "stream": r.pattern.has_stream(),
+            })
+        })
+        .collect();
+    json!({ "routes": list })
+}
+
+/// `GET /api/v1/routes`: how viewers reach streams and files (the dashboard builds play URLs
+/// from it).
+async fn list_routes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    ok(st.routes.clone())
+}
+
+/// `GET /api/v1/ui`: what the dashboard's player needs: the default viewer token (`[ui]
+/// viewer_token`, shown to admins only) and which player libraries are installed.
+async fn ui_settings(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    ok(json!({
+        "viewer_token": st.viewer_token,
+        "players": st.vendor.installed(),
+    }))
+}
+
+/// `/ui/` and `/ui/<file>`: the dashboard (no credential: it is a static page).
+async fn ui_file(
+    State(st): State<Arc<AdminState>>,
+    file: Option<Path<String>>,
+) -> Result<Response<Body>, ApiError> {
+    let name = file.map(|Path(f)| f).unwrap_or_default();
+    Ok(ui::serve(&name, &st.vendor).await?)
 }
 
 async fn list_nodes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {

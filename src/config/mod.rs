@@ -12,6 +12,7 @@ mod live;
 mod registry;
 mod routes;
 mod server;
+mod ui;
 mod upstream;
 
 use serde::Deserialize;
@@ -30,6 +31,7 @@ pub use routes::{
     RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
 pub use server::{OneOrMany, RawServer, ServerSettings};
+pub use ui::{RawUi, UiSettings};
 pub use upstream::{RawUpstream, UpstreamSettings};
 
 /// A configuration error, always naming the key.
@@ -78,6 +80,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub ui: RawUi,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -97,6 +101,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Per-client limits (`[limits]`), all off by default.
     pub limits: LimitSettings,
+    /// The dashboard at `/ui/` (`[ui]`), off by default.
+    pub ui: UiSettings,
 }
 
 /// Reads and validates a config file.
@@ -127,7 +133,9 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     let live = live::validate(&raw.live)?;
     let limits = limits::validate(&raw.limits)?;
+    let ui = ui::validate(raw.ui, &auth)?;
     Ok(Settings {
+        ui,
         limits,
         server,
         upstream,

@@ -45,6 +45,17 @@ impl Phase {
     }
 }
 
+/// One viewer as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ViewerStats {
+    /// The viewer's number within its stream (unique per stream run).
+    pub id: u64,
+    /// How long it has been attached.
+    pub connected_ms: u64,
+    /// Bytes handed to its connection (start-up burst included).
+    pub bytes_sent: u64,
+}
+
 /// Why a stream could not take a viewer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AttachError {
@@ -165,6 +176,21 @@ impl Core {
 
     pub fn viewers(&self) -> usize {
         self.lock().viewers.len()
+    }
+
+    /// Each attached viewer, for the admin API (read-only; taken under the lock, so keep it
+    /// to a listing).
+    pub fn viewer_list(&self) -> Vec<ViewerStats> {
+        let now = Instant::now();
+        self.lock()
+            .viewers
+            .iter()
+            .map(|v| ViewerStats {
+                id: v.id,
+                connected_ms: now.saturating_duration_since(v.joined).as_millis() as u64,
+                bytes_sent: v.bytes_sent(),
+            })
+            .collect()
     }
 
     fn budget(&self) -> Budget {

@@ -269,6 +269,37 @@ impl Hubs {
         v.sort_by(|a, b| a.stream.cmp(&b.stream));
         v
     }
+
+    /// The running pulls of one stream (one per node source and upstream path), each with its
+    /// viewers.
+    pub fn stream_viewers(
+        &self,
+        stream: &str,
+    ) -> Vec<(StreamStats, Vec<super::engine::ViewerStats>)> {
+        let hubs: Vec<Arc<Hub>> = self
+            .lock()
+            .values()
+            .filter(|h| h.stream == stream)
+            .cloned()
+            .collect();
+        let mut v: Vec<_> = hubs
+            .iter()
+            .map(|h| {
+                (
+                    StreamStats {
+                        stream: h.stream.clone(),
+                        upstream_path: h.upstream_path.clone(),
+                        node: h.core.source(),
+                        viewers: h.core.viewers(),
+                        bytes_in: h.bytes_in.load(Ordering::Relaxed),
+                    },
+                    h.core.viewer_list(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.upstream_path.cmp(&b.0.upstream_path));
+        v
+    }
 }
 
 /// One pulled stream: its key, where it comes from, and its fan-out core.

@@ -151,6 +151,8 @@ pub(crate) struct Slot {
     pub known: [Option<Tag>; 3],
     /// Items queued since the last wake.
     dirty: bool,
+    /// When the viewer joined, for the admin API's viewer list.
+    pub joined: tokio::time::Instant,
 }
 
 impl Slot {
@@ -181,8 +183,14 @@ impl Slot {
             splice: None,
             known: [None, None, None],
             dirty: false,
+            joined: tokio::time::Instant::now(),
         };
         (slot, shared)
+    }
+
+    /// Bytes handed to the viewer's connection so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.taken.load(Ordering::Relaxed)
     }
 
     fn push(&mut self, bytes: &Bytes, ts: Option<u64>) -> bool {
