@@ -249,9 +249,11 @@ async function renderDetail(name) {
   const rows = [];
   for (const p of d.pulls || []) {
     for (const v of p.viewer_list || []) {
+      // The client's address when the API gives one.
+      const who = v.peer || v.client || v.addr || v.ip;
       rows.push(el('tr', {},
         el('td', { text: `${p.node} ${p.upstream_path}` }),
-        el('td', { class: 'num', text: `#${v.id}` }),
+        el('td', { class: 'num', text: who ? `#${v.id} ${who}` : `#${v.id}` }),
         el('td', { class: 'num', text: fmtSecs(v.connected_ms) }),
         el('td', { class: 'num', text: fmtBytes(v.bytes_sent) })));
     }
