@@ -650,6 +650,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn viewer_list_says_who_is_attached_for_how_long_and_what_they_got() {
+        let core = core_with(settings());
+        core.begin(true, true, "n1");
+        core.push(video(0, true, 100));
+        let mut a = core.attach().expect("attach");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let b = core.attach().expect("attach");
+        core.flush();
+        let _ = a.frame().await;
+        let list = core.viewer_list();
+        assert_eq!(list.len(), 2);
+        assert_ne!(list[0].id, list[1].id);
+        assert_eq!(list[0].connected_ms, 5000);
+        assert_eq!(list[1].connected_ms, 0);
+        assert!(list[0].bytes_sent > 0, "{list:?}");
+        assert_eq!(list[1].bytes_sent, 0);
+        drop(b);
+        assert_eq!(core.viewer_list().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn linger_expiry_ends_and_a_joiner_at_expiry_never_gets_overloaded() {
         let core = core_with(settings());
         core.begin(true, true, "n1");
