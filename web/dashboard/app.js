@@ -21,6 +21,8 @@ const state = {
   /** Bits per second per stream, from the last two polls. */
   rates: new Map(),
   selected: null,
+  /** Which viewer list the gateway has: unknown (null), 'streams' or 'live'. */
+  viewerApi: null,
   timer: null,
   tiles: [],
 };
@@ -243,21 +245,50 @@ function select(name) {
   renderDetail(name).catch(() => {});
 }
 
-async function renderDetail(name) {
-  const d = await api(`/api/v1/live/${encodeURIComponent(name)}`);
-  if (state.selected !== name) return;
-  const rows = [];
-  for (const p of d.pulls || []) {
-    for (const v of p.viewer_list || []) {
-      // The client's address when the API gives one.
-      const who = v.peer || v.client || v.addr || v.ip;
-      rows.push(el('tr', {},
-        el('td', { text: `${p.node} ${p.upstream_path}` }),
-        el('td', { class: 'num', text: who ? `#${v.id} ${who}` : `#${v.id}` }),
-        el('td', { class: 'num', text: fmtSecs(v.connected_ms) }),
-        el('td', { class: 'num', text: fmtBytes(v.bytes_sent) })));
+/**
+ * A stream's viewers as rows of { pull, id, client, connected_ms, bytes }. Asks
+ * `GET /api/v1/streams/{name}/viewers` (the admin API's viewer list, with client addresses)
+ * and, where this gateway has no such route, `GET /api/v1/live/{name}` (each pull's viewers).
+ */
+async function viewersOf(name) {
+  const n = encodeURIComponent(name);
+  if (state.viewerApi !== 'live') {
+    try {
+      const d = await api(`/api/v1/streams/${n}/viewers`);
+      state.viewerApi = 'streams';
+      return (d.viewers || []).map((v) => ({
+        pull: [v.node, v.upstream_path].filter(Boolean).join(' '),
+        id: v.id,
+        client: [v.client, v.protocol].filter(Boolean).join(' '),
+        connected_ms: v.connected_ms ?? (v.connected_s ?? 0) * 1000,
+        bytes: v.bytes ?? v.bytes_sent ?? 0,
+      }));
+    } catch (e) {
+      // A stream the registry does not know yet: no viewers, same as the other list says.
+      if (e.code === 'stream_not_found') return [];
+      if (state.viewerApi === 'streams' || !['not_found', 'method_not_allowed'].includes(e.code)) throw e;
+      state.viewerApi = 'live';
     }
   }
+  const d = await api(`/api/v1/live/${n}`);
+  return (d.pulls || []).flatMap((p) => (p.viewer_list || []).map((v) => ({
+    pull: `${p.node} ${p.upstream_path}`,
+    id: v.id,
+    client: v.client || '',
+    connected_ms: v.connected_ms,
+    bytes: v.bytes_sent,
+  })));
+}
+
+async function renderDetail(name) {
+  const list = await viewersOf(name);
+  if (state.selected !== name) return;
+  const rows = list.map((v) => el('tr', {},
+    el('td', { text: v.pull }),
+    el('td', { class: 'num', text: `#${v.id}` }),
+    el('td', { text: v.client }),
+    el('td', { class: 'num', text: fmtSecs(v.connected_ms) }),
+    el('td', { class: 'num', text: fmtBytes(v.bytes) })));
   $('viewers').tBodies[0].replaceChildren(...rows);
   $('detail-empty').hidden = rows.length > 0;
 }
