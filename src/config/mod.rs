@@ -133,7 +133,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     let live = live::validate(&raw.live)?;
     let limits = limits::validate(&raw.limits)?;
-    let ui = ui::validate(raw.ui, &auth)?;
+    let ui = ui::validate(raw.ui, &auth, &admin)?;
     Ok(Settings {
         ui,
         limits,

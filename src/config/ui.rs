@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{invalid, AuthSettings, ConfigError};
+use super::{invalid, AdminSettings, AuthSettings, ConfigError};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +27,18 @@ pub struct UiSettings {
     pub viewer_token: Option<String>,
 }
 
-pub(super) fn validate(r: RawUi, auth: &AuthSettings) -> Result<UiSettings, ConfigError> {
+pub(super) fn validate(
+    r: RawUi,
+    auth: &AuthSettings,
+    admin: &AdminSettings,
+) -> Result<UiSettings, ConfigError> {
+    let enabled = r.enabled.unwrap_or(false);
+    if enabled && admin.token.is_none() {
+        return Err(invalid(
+            "ui.enabled",
+            "the dashboard logs in with the admin token: set [admin] token",
+        ));
+    }
     if let Some(t) = &r.viewer_token {
         if !auth.tokens.iter().any(|k| k == t) {
             return Err(invalid(
@@ -43,7 +54,7 @@ pub(super) fn validate(r: RawUi, auth: &AuthSettings) -> Result<UiSettings, Conf
         return Err(invalid("ui.vendor_dir", "cannot be empty"));
     }
     Ok(UiSettings {
-        enabled: r.enabled.unwrap_or(false),
+        enabled,
         vendor_dir: r.vendor_dir,
         viewer_token: r.viewer_token,
     })
@@ -57,8 +68,12 @@ mod tests {
     fn off_by_default_and_checked_when_on() {
         let s = parse("").expect("empty config");
         assert!(!s.ui.enabled && s.ui.viewer_token.is_none() && s.ui.vendor_dir.is_none());
+        let e = parse("[ui]\nenabled = true\n")
+            .expect_err("no admin token")
+            .to_string();
+        assert!(e.starts_with("ui.enabled:"), "{e}");
         let s = parse(
-            "[auth]\ntokens = [\"v\"]\n[ui]\nenabled = true\nviewer_token = \"v\"\nvendor_dir = \"/opt/web\"\n",
+            "[admin]\ntoken = \"a\"\n[auth]\ntokens = [\"v\"]\n[ui]\nenabled = true\nviewer_token = \"v\"\nvendor_dir = \"/opt/web\"\n",
         )
         .expect("valid");
         assert!(s.ui.enabled);
