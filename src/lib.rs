@@ -21,6 +21,7 @@ pub(crate) mod error;
 pub(crate) mod fanout;
 pub mod gateway;
 pub(crate) mod limits;
+pub(crate) mod metrics;
 pub mod origin;
 pub(crate) mod proxy;
 pub(crate) mod redirect;

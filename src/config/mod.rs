@@ -9,6 +9,7 @@ mod auth;
 mod duration;
 mod limits;
 mod live;
+mod metrics;
 mod registry;
 mod routes;
 mod server;
@@ -24,6 +25,7 @@ use duration::duration;
 pub use duration::parse_duration;
 pub use limits::{LimitSettings, RateSettings, RawLimits};
 pub use live::{LiveSettings, RawLive};
+pub use metrics::{Cidr, MetricsSettings, RawMetrics};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
 pub use routes::{
     Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
@@ -78,6 +80,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -97,6 +101,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Per-client limits (`[limits]`), all off by default.
     pub limits: LimitSettings,
+    /// Where `/metrics` is served and how its bounded families are cut (`[metrics]`).
+    pub metrics: MetricsSettings,
 }
 
 /// Reads and validates a config file.
@@ -127,8 +133,20 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     let live = live::validate(&raw.live)?;
     let limits = limits::validate(&raw.limits)?;
+    let metrics = metrics::validate(&raw.metrics)?;
+    // Port 0 asks the system for a free port each time: two such addresses never clash.
+    if metrics
+        .listen
+        .is_some_and(|m| m.port() != 0 && server.listen.contains(&m))
+    {
+        return Err(invalid(
+            "metrics.listen",
+            "must differ from every server.listen address",
+        ));
+    }
     Ok(Settings {
         limits,
+        metrics,
         server,
         upstream,
         auth,

@@ -133,6 +133,9 @@ pub enum Target {
 
 #[derive(Debug, Clone)]
 pub struct RouteSettings {
+    /// The path pattern as written in the config: the route's `route` label in the metrics
+    /// (bounded by the config, never a request path).
+    pub path: String,
     pub pattern: Pattern,
     pub action: Action,
     pub target: Target,
@@ -403,6 +406,7 @@ pub(super) fn validate_routes(
             Some(c) => Some(validate_cors(&key, c)?),
         };
         routes.push(RouteSettings {
+            path: r.path.clone(),
             streams,
             cors,
             upstream_prefix: upstream.literal_prefix().to_string(),
