@@ -141,6 +141,49 @@ mod tests {
         s.parse().expect("ip")
     }
 
+    fn err(text: &str) -> String {
+        crate::config::parse(text)
+            .expect_err("must fail")
+            .to_string()
+    }
+
+    #[test]
+    fn metrics_keys() {
+        let s = crate::config::parse("").expect("defaults");
+        assert_eq!(s.metrics, MetricsSettings::default());
+        let s = crate::config::parse(
+            "[metrics]\nallow = [\"127.0.0.1/32\", \"::1\"]\ntop_streams = 5\nmax_nodes = 0\n",
+        )
+        .expect("valid");
+        assert_eq!(s.metrics.allow.len(), 2);
+        assert_eq!((s.metrics.top_streams, s.metrics.max_nodes), (5, 0));
+        let s = crate::config::parse("[metrics]\nlisten = \"127.0.0.1:9100\"\n").expect("valid");
+        assert_eq!(
+            s.metrics.listen,
+            Some("127.0.0.1:9100".parse().expect("addr"))
+        );
+        assert!(err("[metrics]\nlisten = \"nope\"\n").starts_with("metrics.listen:"));
+        assert!(
+            err("[metrics]\nallow = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n")
+                .starts_with("metrics.allow[1]:")
+        );
+        assert!(
+            err("[metrics]\nlisten = \"127.0.0.1:9100\"\nallow = [\"10.0.0.0/8\"]\n")
+                .starts_with("metrics.allow:")
+        );
+        assert!(err("[metrics]\ntop_streams = 5000\n").starts_with("metrics.top_streams:"));
+        assert!(err("[metrics]\nmax_nodes = 5000\n").starts_with("metrics.max_nodes:"));
+        let clash =
+            "[server]\nlisten = \"127.0.0.1:9100\"\n[metrics]\nlisten = \"127.0.0.1:9100\"\n";
+        assert!(err(clash).starts_with("metrics.listen:"));
+        // Port 0 twice asks for two free ports: no clash.
+        crate::config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .expect("valid");
+        assert!(err("[metrics]\ntop = 3\n").contains("top"));
+    }
+
     #[test]
     fn cidr_blocks() {
         let c = Cidr::parse("10.1.0.0/16").expect("valid");
