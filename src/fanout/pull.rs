@@ -750,6 +750,32 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_ingest_rate_is_measured_per_window_and_goes_stale() {
+        let settings = live_settings();
+        let hub = Hub::new(
+            "k".into(),
+            "s",
+            "/live/s.flv",
+            Core::new(
+                "s",
+                Settings::from_live(&settings),
+                Arc::new(LiveCounters::default()),
+                None,
+            ),
+        );
+        let mut meter = RateMeter::new();
+        // 4,000 bytes a second for one window: published when the window is full.
+        for _ in 0..4 {
+            tokio::time::advance(RATE_WINDOW / 4).await;
+            meter.add(2000, Instant::now(), &hub);
+        }
+        assert_eq!(hub.bytes_per_second(), 4000);
+        // Nothing more arrives: after two windows the figure reads zero.
+        tokio::time::advance(RATE_WINDOW * 2 + Duration::from_millis(10)).await;
+        assert_eq!(hub.bytes_per_second(), 0);
+    }
+
     fn live_settings() -> LiveSettings {
         LiveSettings {
             reconnect_window: Duration::from_secs(5),

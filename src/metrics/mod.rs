@@ -543,7 +543,7 @@ impl Collector for RegistryCollector {
                 u64::from(connected),
             )?;
         }
-        self.nodes.prune(|id| nodes.iter().any(|n| n.id == id));
+        self.nodes.prune(|id| self.registry.node(id).is_some());
         Ok(())
     }
 }
