@@ -134,6 +134,7 @@ pub async fn start(
     println!("  HLS:                    ffplay '{base}/hls/cam1/index.m3u8'");
     println!("  MP4 with Range:         curl -r 0-99 -o /dev/null -w '%{{http_code}} %{{size_download}}\\n' '{base}/vod/movie.mp4'");
     println!("  snapshot redirect:      curl -i '{base}/snap/snapshot.jpg'");
+    println!("  Prometheus metrics:     curl '{base}/metrics'");
     let task = tokio::spawn(async move {
         let _ = gw.task.await;
         let _ = a.task.await;
@@ -143,5 +144,6 @@ pub async fn start(
     Ok(Running {
         addrs: vec![],
         task,
+        metrics_addr: None,
     })
 }

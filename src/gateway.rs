@@ -1,5 +1,5 @@
 //! The gateway's request path, as named phases: route → auth → choose upstream → act
-//! (redirect or proxy) → log. Errors from any phase become a response in `error.rs`.
+//! (redirect or proxy) → log and count. Errors from any phase become a response in `error.rs`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,6 +21,7 @@ use crate::cors;
 use crate::error::GatewayError;
 use crate::fanout::{Hubs, NodeSource};
 use crate::limits::{Counter, RateLimit};
+use crate::metrics::{self, Metrics, NodeMetrics, RouteCounters};
 use crate::proxy::{self, Forward};
 use crate::redirect;
 use crate::registry::{self, Lookup, Node, Registry};
@@ -49,6 +50,28 @@ pub struct Gateway {
     rate: Option<Arc<RateLimit>>,
     /// `[limits] live_viewers_per_ip`: open live bodies per client address.
     viewers: Option<Arc<Counter>>,
+    /// The one metrics registry: request counters by route, the transport's by node, and the
+    /// collectors that read hubs, registry and process at scrape time.
+    metrics: Arc<Metrics>,
+    /// Who may read `/metrics` on this listener; `None` when `[metrics] listen` serves it on
+    /// its own (the path is then an ordinary one here).
+    metrics_access: Option<metrics::Access>,
+}
+
+/// The path metrics are served at.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// A matched route: its index in the route table (for its counters), itself, its captures.
+type Found<'a> = (usize, &'a RouteSettings, Captures);
+
+/// Where a request goes, decided once from its path.
+enum Dest<'a> {
+    /// The registry's writers (`/api/v1`, `/hooks`), with their own auth.
+    Admin,
+    /// `/metrics` on the main listener.
+    Metrics,
+    /// The route table's answer.
+    Route(Result<Found<'a>, GatewayError>),
 }
 
 /// Why the gateway could not start.
@@ -68,7 +91,11 @@ impl Gateway {
         public_url: BaseUrl,
         shutdown: CancellationToken,
     ) -> Self {
-        let transport = Transport::new(&settings.upstream);
+        let node_metrics = Arc::new(NodeMetrics::new(
+            metrics::configured_nodes(settings),
+            settings.metrics.max_nodes,
+        ));
+        let transport = Transport::new(&settings.upstream).with_metrics(node_metrics.clone());
         transport.spawn_health_checks(&settings.nodes, &shutdown);
         let hubs = Arc::new(Hubs::new(
             settings.live.clone(),
@@ -105,7 +132,19 @@ impl Gateway {
             jwt.spawn_url_refresh(transport.clone(), &shutdown);
             jwt
         });
+        let metrics = Arc::new(Metrics::new(
+            settings,
+            node_metrics,
+            &hubs,
+            registry.clone(),
+        ));
         Self {
+            metrics,
+            metrics_access: settings
+                .metrics
+                .listen
+                .is_none()
+                .then(|| metrics::Access::new(settings)),
             rate,
             viewers: settings
                 .limits
@@ -138,11 +177,40 @@ impl Gateway {
         &self.hubs
     }
 
-    fn find_route(&self, path: &str) -> Result<(&RouteSettings, Captures), GatewayError> {
+    /// The metrics registry (the metrics listener serves it).
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn find_route(&self, path: &str) -> Result<Found<'_>, GatewayError> {
         self.routes
             .iter()
-            .find_map(|r| r.pattern.matches(path).map(|c| (r, c)))
+            .enumerate()
+            .find_map(|(i, r)| r.pattern.matches(path).map(|c| (i, r, c)))
             .ok_or(GatewayError::NoRoute)
+    }
+
+    /// Where `path` goes.
+    fn destination(&self, path: &str) -> Dest<'_> {
+        if self.metrics_access.is_some() && path == METRICS_PATH {
+            Dest::Metrics
+        } else if self.admin.handles(path) {
+            // The admin API, the hooks, and the dashboard's files (`[ui]`).
+            Dest::Admin
+        } else {
+            Dest::Route(self.find_route(path))
+        }
+    }
+
+    /// The counters a request to `dest` is counted in.
+    fn counters(&self, dest: &Dest<'_>) -> Arc<RouteCounters> {
+        match dest {
+            Dest::Admin => self.metrics.admin(),
+            Dest::Metrics => self.metrics.scrape(),
+            Dest::Route(Ok((i, _, _))) => self.metrics.route(*i),
+            Dest::Route(Err(_)) => self.metrics.unrouted(),
+        }
+        .clone()
     }
 
     /// Candidate nodes for the request, healthy ones first (see `upstream::health`).
@@ -186,23 +254,31 @@ impl Gateway {
         }
     }
 
-    /// `found` is the route lookup `call` made (`None` for the registry API's paths).
+    /// `dest` is where `call` found the path goes.
     async fn handle(
         &self,
         req: Request<Incoming>,
-        found: Option<Result<(&RouteSettings, Captures), GatewayError>>,
+        dest: Dest<'_>,
+        counters: &RouteCounters,
         peer: SocketAddr,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
     ) -> Result<Response<Body>, GatewayError> {
         // Phase 0: framing nginx would refuse (duplicate or missing Host, odd Transfer-Encoding).
         proxy::headers::check_request(req.version(), req.headers())?;
-        // The registry's writers have their own auth and never reach a node.
-        let Some(found) = found else {
-            return Ok(self.admin.call(req, rid.to_str().unwrap_or_default()).await);
+        let found = match dest {
+            // The registry's writers have their own auth and never reach a node.
+            Dest::Admin => return Ok(self.admin.call(req, rid.to_str().unwrap_or_default()).await),
+            Dest::Metrics => {
+                if let Some(access) = &self.metrics_access {
+                    access.check(req.headers(), peer.ip())?;
+                }
+                return self.metrics.respond(req.method(), req.headers());
+            }
+            Dest::Route(found) => found,
         };
         // Phase 1: route.
-        let (route, caps) = found?;
+        let (_, route, caps) = found?;
         let caps = caps.validate()?;
         // Phase 2: auth, before anything touches a node.
         if route.auth != AuthMode::None {
@@ -266,6 +342,7 @@ impl Gateway {
                 rid,
                 log,
                 Upstream { nodes, path, query },
+                counters,
             )
             .await?;
         if route.action == Action::Auto {
@@ -290,6 +367,7 @@ impl Gateway {
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
         upstream: Upstream,
+        counters: &RouteCounters,
     ) -> Result<Response<Body>, GatewayError> {
         let Upstream { nodes, path, query } = upstream;
         match action {
@@ -385,6 +463,7 @@ impl Gateway {
                             upstream: &route.upstream_prefix,
                             public: &route.public_prefix,
                         }),
+                        request_bytes: &counters.request_bytes,
                     },
                 )
                 .await?;
@@ -399,36 +478,31 @@ impl Gateway {
 
 impl Handler for Gateway {
     async fn call(&self, req: Request<Incoming>, conn: crate::server::ConnInfo) -> Response<Body> {
+        let start = Instant::now();
         let peer = conn.peer;
         let rid = request_id::from_headers(req.headers());
-        // The access record (and the body wrapper that counts bytes into it) is built only when
-        // its line would be written: with `access` filtered out, a request allocates neither.
+        // The access line's fields are gathered only when the line would be written: with
+        // `access` filtered out, a request allocates none of them.
         let mut log =
             tracing::enabled!(target: "access", tracing::Level::INFO).then(|| AccessLog {
-                start: Instant::now(),
+                start,
                 method: req.method().clone(),
                 path: match strip_secrets(req.uri().query()) {
                     Some(q) => format!("{}?{q}", req.uri().path()),
                     None => req.uri().path().to_string(),
                 },
-                status: 0,
                 node: String::new(),
                 request_id: rid.to_str().unwrap_or_default().to_string(),
                 error: None,
                 side: "",
                 decision: "",
-                bytes: 0,
-                finished: false,
             });
         // The route is found once, here: its CORS policy covers every answer on its paths,
         // errors included, and the phases in `handle` go on from the same lookup.
-        let path = req.uri().path();
-        // The admin API, the hooks, and the dashboard's files (`[ui]`) are answered by `admin/`.
-        let admin = self.admin.handles(path);
-        let api = crate::admin::handles(path);
-        let found = (!admin).then(|| self.find_route(path));
-        let cors = match &found {
-            Some(Ok((r, _))) => r.cors.as_ref().map(|c| (c, r.action)),
+        let dest = self.destination(req.uri().path());
+        let counters = self.counters(&dest);
+        let cors = match &dest {
+            Dest::Route(Ok((_, r, _))) => r.cors.as_ref().map(|c| (c, r.action)),
             _ => None,
         };
         let origin = cors
@@ -436,10 +510,16 @@ impl Handler for Gateway {
             .cloned();
         let preflight = cors.is_some() && cors::is_preflight(req.method(), req.headers());
         // The request rate is a viewer limit: the registry's writers (media-server hooks, the
-        // REST API) carry their own secrets, and one media node may send a burst of hooks. The
-        // dashboard's files need no secret, so they count like a viewer's requests.
+        // REST API) carry their own secrets, and one media node may send a burst of hooks; a
+        // scraper reads /metrics on a schedule. The dashboard's files need no secret, so they
+        // count like a viewer's requests.
+        let viewer_request = match &dest {
+            Dest::Route(_) => true,
+            Dest::Admin => !crate::admin::handles(req.uri().path()),
+            Dest::Metrics => false,
+        };
         let limited = match &self.rate {
-            Some(r) if !api => r.check(peer.ip()).err(),
+            Some(r) if viewer_request => r.check(peer.ip()).err(),
             _ => None,
         };
         let result = match (limited, cors) {
@@ -448,7 +528,10 @@ impl Handler for Gateway {
             (None, Some((policy, action))) if preflight => {
                 cors::preflight(policy, origin.as_ref(), action)
             }
-            (None, _) => self.handle(req, found, peer, &rid, &mut log).await,
+            (None, _) => {
+                self.handle(req, dest, &counters, peer, &rid, &mut log)
+                    .await
+            }
         };
         let resp = match result {
             Ok(r) => r,
@@ -469,24 +552,24 @@ impl Handler for Gateway {
             let ours = preflight && parts.status == http::StatusCode::NO_CONTENT;
             cors::apply(policy, origin.as_ref(), &mut parts.headers, ours);
         }
-        match log {
-            Some(mut log) => {
-                log.status = parts.status.as_u16();
-                Response::from_parts(parts, LoggedBody { inner: body, log }.boxed())
-            }
-            None => Response::from_parts(parts, body),
-        }
+        let end = RequestEnd {
+            counters,
+            status: parts.status.as_u16(),
+            bytes: 0,
+            counted: 0,
+            finished: false,
+            log,
+        };
+        Response::from_parts(parts, CountedBody { inner: body, end }.boxed())
     }
 }
 
-/// One access-log line, written when the response body is finished or dropped (viewer gone),
-/// so bytes and duration are the real ones.
+/// The access line's fields besides the outcome (written by [`RequestEnd`]).
 struct AccessLog {
     start: Instant,
     method: Method,
     /// Path and query without credentials.
     path: String,
-    status: u16,
     node: String,
     request_id: String,
     error: Option<String>,
@@ -494,25 +577,64 @@ struct AccessLog {
     side: &'static str,
     /// What the route did: `redirect`, `proxy` or `live` (an `auto` route's choice shows here).
     decision: &'static str,
-    bytes: u64,
-    finished: bool,
 }
 
-impl Drop for AccessLog {
+/// The end of one request, the one place that knows its outcome: when the response body is
+/// finished or dropped (the viewer gone), it counts the request into its route's metrics and
+/// writes the access line (when the `access` target is on), so status, bytes and duration are
+/// the real ones in both.
+struct RequestEnd {
+    /// The route's request and byte counters.
+    counters: Arc<RouteCounters>,
+    status: u16,
+    /// Body bytes sent so far.
+    bytes: u64,
+    /// Of `bytes`, those already added to the route's byte counter (a long body adds them as
+    /// it goes, every [`metrics::BYTES_FLUSH`]).
+    counted: u64,
+    /// The body reached its end (not cut short).
+    finished: bool,
+    /// `None` when the access log is filtered out.
+    log: Option<AccessLog>,
+}
+
+impl RequestEnd {
+    /// `n` more body bytes went out.
+    fn sent(&mut self, n: usize) {
+        self.bytes += n as u64;
+        if self.bytes - self.counted >= metrics::BYTES_FLUSH {
+            self.counters
+                .response_bytes
+                .inc_by(self.bytes - self.counted);
+            self.counted = self.bytes;
+        }
+    }
+}
+
+impl Drop for RequestEnd {
     fn drop(&mut self) {
+        self.counters.request(self.status);
+        if self.bytes > self.counted {
+            self.counters
+                .response_bytes
+                .inc_by(self.bytes - self.counted);
+        }
+        let Some(log) = &self.log else {
+            return;
+        };
         tracing::info!(
             target: "access",
-            method = %self.method,
-            path = %self.path,
+            method = %log.method,
+            path = %log.path,
             status = self.status,
             bytes = self.bytes,
-            ms = self.start.elapsed().as_millis() as u64,
-            node = %self.node,
-            request_id = %self.request_id,
+            ms = log.start.elapsed().as_millis() as u64,
+            node = %log.node,
+            request_id = %log.request_id,
             complete = self.finished,
-            error = self.error.as_deref().unwrap_or(""),
-            side = self.side,
-            decision = %self.decision,
+            error = log.error.as_deref().unwrap_or(""),
+            side = log.side,
+            decision = %log.decision,
         );
     }
 }
@@ -572,13 +694,13 @@ fn follows_redirects(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// Counts body bytes into the access log.
-struct LoggedBody {
+/// Counts body bytes into the request's [`RequestEnd`], which it holds until the body is done.
+struct CountedBody {
     inner: Body,
-    log: AccessLog,
+    end: RequestEnd,
 }
 
-impl HttpBody for LoggedBody {
+impl HttpBody for CountedBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -591,18 +713,20 @@ impl HttpBody for LoggedBody {
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
-                    this.log.bytes += d.len() as u64;
+                    this.end.sent(d.len());
                 }
                 // hyper stops polling a body that says it has ended, so look now.
                 if this.inner.is_end_stream() {
-                    this.log.finished = true;
+                    this.end.finished = true;
                 }
             }
-            Poll::Ready(None) => this.log.finished = true,
+            Poll::Ready(None) => this.end.finished = true,
             Poll::Ready(Some(Err(e))) => {
                 // The body broke mid-way: the node's (hub, upstream body) or the viewer's side is
                 // not known here, only that the response did not complete.
-                this.log.error = Some(e.to_string());
+                if let Some(log) = &mut this.end.log {
+                    log.error = Some(e.to_string());
+                }
             }
             Poll::Pending => {}
         }
@@ -646,7 +770,36 @@ pub async fn start_with_registry(
         public_url,
         shutdown.clone(),
     ));
+    // The metrics listener is bound before anything runs, so a bad address fails the start.
+    let metrics_listener = match settings.metrics.listen {
+        Some(a) => Some(server::bind_all(&[a]).await?),
+        None => None,
+    };
     let mut opts = ServeOptions::from(&settings.server);
     opts.connections_per_ip = settings.limits.connections_per_ip;
-    Ok(server::run(listeners, gw, opts, shutdown)?)
+    let metrics = gw.metrics().clone();
+    let mut running = server::run(listeners, gw, opts, shutdown.clone())?;
+    if let Some(listeners) = metrics_listener {
+        // Plain HTTP for one scraper or a few: a handful of connections, no per-client limits.
+        let opts = ServeOptions {
+            max_connections: METRICS_CONNECTIONS,
+            ..ServeOptions::from(&settings.server)
+        };
+        let m = server::run(
+            listeners,
+            Arc::new(metrics::MetricsServer { metrics }),
+            opts,
+            shutdown,
+        )?;
+        let main = running.task;
+        running.metrics_addr = m.addrs.first().copied();
+        running.task = tokio::spawn(async move {
+            let _ = main.await;
+            let _ = m.task.await;
+        });
+    }
+    Ok(running)
 }
+
+/// Most connections the metrics listener holds open at once.
+const METRICS_CONNECTIONS: usize = 64;

@@ -4,7 +4,7 @@
 //! `proxy`, live through `fanout`); every request to a node goes through the one transport
 //! (`upstream`). The [`registry`] answers which node holds a stream; it is asked by the request
 //! path, never pushed into by it. [`origin`] is the media node used by the demo, the tests and
-//! the benchmarks.
+//! the benchmarks. `metrics` owns the one Prometheus registry behind `/metrics`.
 //!
 //! Only what the binary, the benchmark tool and the integration tests use is public; the
 //! request path's modules are the crate's own.
@@ -21,6 +21,7 @@ pub(crate) mod error;
 pub(crate) mod fanout;
 pub mod gateway;
 pub(crate) mod limits;
+pub(crate) mod metrics;
 pub mod origin;
 pub(crate) mod proxy;
 pub(crate) mod redirect;

@@ -183,6 +183,9 @@ async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
             let settings = config::load(&config.to_string_lossy())?;
             let r = gateway::start(settings, shutdown.clone()).await?;
             print_ready("gateway", &r.addrs);
+            if let Some(a) = r.metrics_addr {
+                print_ready("metrics", &[a]);
+            }
             r
         }
         Cmd::Origin {

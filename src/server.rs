@@ -297,6 +297,8 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     /// Completes once the server has shut down and drained.
     pub task: tokio::task::JoinHandle<()>,
+    /// The gateway's metrics listener (`[metrics] listen`), if it has one.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Binds `addrs` and serves `handler` on them in a background task.
@@ -321,7 +323,11 @@ pub fn run<H: Handler>(
         .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
     let task = tokio::spawn(serve(listeners, handler, opts, shutdown));
-    Ok(Running { addrs, task })
+    Ok(Running {
+        addrs,
+        task,
+        metrics_addr: None,
+    })
 }
 
 #[cfg(test)]

@@ -164,6 +164,25 @@ fn killed_node_fails_over(framing: &str) {
     tags.extend(joined.into_iter().map(|(_, t)| t));
     assert_non_decreasing(&tags);
     assert_eq!(live_clients(b_addr), 1);
+    // The move shows in the metrics: one failover, at least one reconnect, one pull.
+    let m = get(gw.addr(), "/metrics", "Authorization: Bearer adm1n\r\n").text();
+    let value = |name: &str| {
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+    };
+    assert_eq!(value("streamgate_live_failovers_total"), 1.0, "{framing}");
+    assert!(
+        value("streamgate_live_reconnects_total") >= 1.0,
+        "{framing}"
+    );
+    assert_eq!(value("streamgate_live_pulls_total"), 1.0, "{framing}");
 }
 
 #[test]

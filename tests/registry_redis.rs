@@ -64,6 +64,16 @@ fn wait_linked(a: SocketAddr, b: SocketAddr, node: &Upstream, id: &str) {
     });
 }
 
+/// `streamgate_registry_redis_connected` on a gateway's `/metrics` (main listener, admin token).
+fn redis_connected(addr: SocketAddr) -> Option<f64> {
+    let r = get(addr, "/metrics", ADMIN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text().lines().find_map(|l| {
+        l.strip_prefix("streamgate_registry_redis_connected ")
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 #[test]
 fn two_gateways_share_streams_through_redis_and_survive_its_outage() {
     let mut redis = Redis::start();
@@ -72,6 +82,11 @@ fn two_gateways_share_streams_through_redis_and_survive_its_outage() {
     let (gw_b, _db) = gateway(&config(&redis.url()));
     let (a, b) = (gw_a.addr(), gw_b.addr());
     wait_linked(a, b, &node, "n1");
+    wait_until(
+        "A's metrics say redis is connected",
+        Duration::from_secs(15),
+        || redis_connected(a) == Some(1.0),
+    );
 
     // Announced through A, playable through B within a second.
     assert_eq!(play(b, "cam1"), 404);
@@ -95,6 +110,11 @@ fn two_gateways_share_streams_through_redis_and_survive_its_outage() {
     // Redis goes away: both keep routing what they know, for longer than the re-read period;
     // writes fail with 503 and change nothing.
     redis.kill();
+    wait_until(
+        "A's metrics say redis is gone",
+        Duration::from_secs(15),
+        || redis_connected(a) == Some(0.0),
+    );
     let until = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < until {
         assert_eq!(play(a, "cam1"), 200, "A routes cam1 without redis");
@@ -131,6 +151,11 @@ fn two_gateways_share_streams_through_redis_and_survive_its_outage() {
         play(a, "cam2") == 200
     });
     eprintln!("propagation B → A after the restart: {took:?}");
+    wait_until(
+        "A's metrics say redis is back",
+        Duration::from_secs(15),
+        || redis_connected(a) == Some(1.0),
+    );
     assert_eq!(
         play(a, "cam1"),
         200,

@@ -213,6 +213,17 @@ impl From<RegistryError> for ApiError {
 
 type ApiResult = Result<Response<Body>, ApiError>;
 
+/// The token of an `Authorization: Bearer <token>` header (the admin API's and `/metrics`'
+/// credential).
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
 /// Proof that the request carried the admin bearer token.
 struct AdminAuth;
 
@@ -223,14 +234,7 @@ impl FromRequestParts<Arc<AdminState>> for AdminAuth {
         let Some(want) = &st.admin_token else {
             return Err(GatewayError::Disabled("the admin API (set [admin] token)").into());
         };
-        let presented = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
-        match presented {
+        match bearer_token(&parts.headers) {
             Some(t) if ct_eq(t.as_bytes(), want.as_bytes()) => Ok(AdminAuth),
             _ => Err(GatewayError::Unauthorized.into()),
         }

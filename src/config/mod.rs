@@ -9,6 +9,7 @@ mod auth;
 mod duration;
 mod limits;
 mod live;
+mod metrics;
 mod registry;
 mod routes;
 mod server;
@@ -25,6 +26,7 @@ use duration::duration;
 pub use duration::parse_duration;
 pub use limits::{LimitSettings, RateSettings, RawLimits};
 pub use live::{LiveSettings, RawLive};
+pub use metrics::{Cidr, MetricsSettings, RawMetrics};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
 pub use routes::{
     Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
@@ -82,6 +84,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub ui: RawUi,
+    pub metrics: RawMetrics,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -103,6 +106,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// The dashboard at `/ui/` (`[ui]`), off by default.
     pub ui: UiSettings,
+    /// Where `/metrics` is served and how its bounded families are cut (`[metrics]`).
+    pub metrics: MetricsSettings,
 }
 
 /// Reads and validates a config file.
@@ -134,9 +139,21 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let live = live::validate(&raw.live)?;
     let limits = limits::validate(&raw.limits)?;
     let ui = ui::validate(raw.ui, &auth, &admin)?;
+    let metrics = metrics::validate(&raw.metrics)?;
+    // Port 0 asks the system for a free port each time: two such addresses never clash.
+    if metrics
+        .listen
+        .is_some_and(|m| m.port() != 0 && server.listen.contains(&m))
+    {
+        return Err(invalid(
+            "metrics.listen",
+            "must differ from every server.listen address",
+        ));
+    }
     Ok(Settings {
         ui,
         limits,
+        metrics,
         server,
         upstream,
         auth,

@@ -133,7 +133,9 @@ pub enum Target {
 
 #[derive(Debug, Clone)]
 pub struct RouteSettings {
-    /// The path pattern as written (the admin API lists it; the dashboard builds play URLs).
+    /// The path pattern as written in the config: the admin API lists it, the dashboard builds
+    /// play URLs from it, and it is the route's `route` label in the metrics (bounded by the
+    /// config, never a request path).
     pub path: String,
     pub pattern: Pattern,
     pub action: Action,

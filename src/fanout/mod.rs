@@ -35,6 +35,8 @@ pub struct LiveCounters {
     pub pulls: AtomicU64,
     /// Upstream reconnect attempts after a pull was live.
     pub reconnects: AtomicU64,
+    /// Pulls that went live again on a different node than the one they were live on.
+    pub failovers: AtomicU64,
     /// Media bytes read from nodes.
     pub bytes_in: AtomicU64,
     /// Media bytes handed to viewers.

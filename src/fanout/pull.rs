@@ -36,6 +36,10 @@ use crate::flv::{Event, Parser, TagKind};
 use crate::registry::{Lookup, Node, Registry};
 use crate::upstream::{PooledBody, Transport};
 
+/// The span over which a pull measures its stream's ingest rate; a rate not refreshed for two
+/// of these (the pull is reconnecting, or the node went quiet) reads as zero.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// First and longest wait between reconnect rounds.
 const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
@@ -118,6 +122,8 @@ pub struct StreamStats {
     pub node: String,
     pub viewers: usize,
     pub bytes_in: u64,
+    /// Bytes per second read from the node, over the last couple of seconds.
+    pub bytes_per_second: u64,
 }
 
 /// All hubs of this gateway.
@@ -208,18 +214,17 @@ impl Hubs {
                 "too many live streams on this gateway",
             ));
         }
-        let hub = Arc::new(Hub {
-            key: key.clone(),
-            stream: stream.to_string(),
-            upstream_path: upstream_path.to_string(),
-            core: Core::new(
+        let hub = Hub::new(
+            key.clone(),
+            stream,
+            upstream_path,
+            Core::new(
                 stream,
                 Settings::from_live(&self.settings),
                 self.counters.clone(),
                 None,
             ),
-            bytes_in: AtomicU64::new(0),
-        });
+        );
         // Registered before the pull starts: a new core is connecting, never over.
         let joining = hub.core.joining().ok_or(GatewayError::Overloaded(
             "the stream ended while joining; retry",
@@ -255,17 +260,7 @@ impl Hubs {
 
     /// Figures for every running stream.
     pub fn streams(&self) -> Vec<StreamStats> {
-        let mut v: Vec<StreamStats> = self
-            .lock()
-            .values()
-            .map(|h| StreamStats {
-                stream: h.stream.clone(),
-                upstream_path: h.upstream_path.clone(),
-                node: h.core.source(),
-                viewers: h.core.viewers(),
-                bytes_in: h.bytes_in.load(Ordering::Relaxed),
-            })
-            .collect();
+        let mut v: Vec<StreamStats> = self.lock().values().map(|h| h.stats()).collect();
         v.sort_by(|a, b| a.stream.cmp(&b.stream));
         v
     }
@@ -284,18 +279,7 @@ impl Hubs {
             .collect();
         let mut v: Vec<_> = hubs
             .iter()
-            .map(|h| {
-                (
-                    StreamStats {
-                        stream: h.stream.clone(),
-                        upstream_path: h.upstream_path.clone(),
-                        node: h.core.source(),
-                        viewers: h.core.viewers(),
-                        bytes_in: h.bytes_in.load(Ordering::Relaxed),
-                    },
-                    h.core.viewer_list(),
-                )
-            })
+            .map(|h| (h.stats(), h.core.viewer_list()))
             .collect();
         v.sort_by(|a, b| a.0.upstream_path.cmp(&b.0.upstream_path));
         v
@@ -311,6 +295,83 @@ pub struct Hub {
     core: Arc<Core>,
     /// Bytes read from nodes for this stream.
     bytes_in: AtomicU64,
+    /// When the hub was made: the epoch of `rate_at_ms`.
+    born: Instant,
+    /// The ingest rate the pull measured over its last [`RATE_WINDOW`] (bytes per second).
+    rate: AtomicU64,
+    /// When `rate` was measured, in milliseconds since `born`.
+    rate_at_ms: AtomicU64,
+}
+
+impl Hub {
+    fn new(key: String, stream: &str, upstream_path: &str, core: Arc<Core>) -> Arc<Self> {
+        Arc::new(Self {
+            key,
+            stream: stream.to_string(),
+            upstream_path: upstream_path.to_string(),
+            core,
+            bytes_in: AtomicU64::new(0),
+            born: Instant::now(),
+            rate: AtomicU64::new(0),
+            rate_at_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The stream's recent ingest rate; zero once the pull has not measured one for two
+    /// windows (it is reconnecting, or the node went quiet).
+    /// This pull's figures, as the admin API and the metrics read them.
+    fn stats(&self) -> StreamStats {
+        StreamStats {
+            stream: self.stream.clone(),
+            upstream_path: self.upstream_path.clone(),
+            node: self.core.source(),
+            viewers: self.core.viewers(),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_per_second: self.bytes_per_second(),
+        }
+    }
+
+    fn bytes_per_second(&self) -> u64 {
+        let at = self.rate_at_ms.load(Ordering::Relaxed);
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(at) > 2 * RATE_WINDOW.as_millis() as u64 {
+            0
+        } else {
+            self.rate.load(Ordering::Relaxed)
+        }
+    }
+}
+
+/// Measures a pull's ingest rate over windows of [`RATE_WINDOW`]; owned by one connection's
+/// pump, so counting a chunk is a local add.
+struct RateMeter {
+    since: Instant,
+    bytes: u64,
+}
+
+impl RateMeter {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// `n` bytes arrived at `now`; publishes the rate on `hub` once a window is full.
+    fn add(&mut self, n: usize, now: Instant, hub: &Hub) {
+        self.bytes += n as u64;
+        let span = now.saturating_duration_since(self.since);
+        if span >= RATE_WINDOW {
+            let ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX).max(1);
+            hub.rate
+                .store(self.bytes.saturating_mul(1000) / ms, Ordering::Relaxed);
+            let at = now.saturating_duration_since(hub.born).as_millis();
+            hub.rate_at_ms
+                .store(u64::try_from(at).unwrap_or(u64::MAX), Ordering::Relaxed);
+            self.since = now;
+            self.bytes = 0;
+        }
+    }
 }
 
 /// Sends the hub's upstream request to `node` through the one transport: its per-attempt
@@ -574,6 +635,7 @@ impl Pull {
             progressed: false,
         };
         let mut parser = Parser::new();
+        let mut rate = RateMeter::new();
         // Viewers are woken at most once per `flush_interval`: what queued meanwhile goes out
         // in one write per viewer.
         let interval = self.settings.flush_interval;
@@ -628,9 +690,8 @@ impl Pull {
                     Err(_) => continue, // trailers
                 },
             };
-            self.hub
-                .bytes_in
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let len = data.len();
+            self.hub.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
             self.counters
                 .bytes_in
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -644,6 +705,10 @@ impl Pull {
                     Ok(None) => break,
                     Ok(Some(Event::Header(h))) => {
                         if !out.live {
+                            let before = core.source();
+                            if !before.is_empty() && before != node {
+                                self.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                            }
                             core.begin(h.has_audio, h.has_video, node);
                             out.live = true;
                         }
@@ -659,6 +724,7 @@ impl Pull {
                 }
             }
             let now = Instant::now();
+            rate.add(len, now, &self.hub);
             if media {
                 out.progressed = true;
                 outage.media();
@@ -705,6 +771,32 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_ingest_rate_is_measured_per_window_and_goes_stale() {
+        let settings = live_settings();
+        let hub = Hub::new(
+            "k".into(),
+            "s",
+            "/live/s.flv",
+            Core::new(
+                "s",
+                Settings::from_live(&settings),
+                Arc::new(LiveCounters::default()),
+                None,
+            ),
+        );
+        let mut meter = RateMeter::new();
+        // 4,000 bytes a second for one window: published when the window is full.
+        for _ in 0..4 {
+            tokio::time::advance(RATE_WINDOW / 4).await;
+            meter.add(2000, Instant::now(), &hub);
+        }
+        assert_eq!(hub.bytes_per_second(), 4000);
+        // Nothing more arrives: after two windows the figure reads zero.
+        tokio::time::advance(RATE_WINDOW * 2 + Duration::from_millis(10)).await;
+        assert_eq!(hub.bytes_per_second(), 0);
+    }
+
     fn live_settings() -> LiveSettings {
         LiveSettings {
             reconnect_window: Duration::from_secs(5),
@@ -716,13 +808,12 @@ mod tests {
     fn test_pull(hubs: Option<&Arc<Hubs>>) -> Pull {
         let settings = live_settings();
         let counters = Arc::new(LiveCounters::default());
-        let hub = Arc::new(Hub {
-            key: "k".into(),
-            stream: "s".into(),
-            upstream_path: "/live/s.flv".into(),
-            core: Core::new("s", Settings::from_live(&settings), counters.clone(), None),
-            bytes_in: AtomicU64::new(0),
-        });
+        let hub = Hub::new(
+            "k".into(),
+            "s",
+            "/live/s.flv",
+            Core::new("s", Settings::from_live(&settings), counters.clone(), None),
+        );
         if let Some(hubs) = hubs {
             hubs.lock().insert(hub.key.clone(), hub.clone());
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{request::Parts, HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::upstream::PooledBody;
 
@@ -35,6 +36,8 @@ pub struct Forward<'a> {
     pub public_url: &'a BaseUrl,
     /// The route's path mapping, for `Location` rewriting.
     pub path_map: Option<headers::PathMap<'a>>,
+    /// Counts the request body's bytes as they go to the node (the route's metric).
+    pub request_bytes: &'a Counter,
 }
 
 /// Sends the request upstream; returns the node's response (headers cleaned, body streaming)
@@ -51,7 +54,17 @@ pub async fn forward(
         .send_any(f.nodes, |node| {
             let req_body: Body = match body.take() {
                 // A body the viewer declared goes once; a retry (bodiless only) sends none.
-                Some(b) if has_body(&parts) => b.map_err(|e| Box::new(e) as BoxError).boxed(),
+                Some(b) if has_body(&parts) => {
+                    let count = f.request_bytes.clone();
+                    b.map_frame(move |frame| {
+                        if let Some(d) = frame.data_ref() {
+                            count.inc_by(d.len() as u64);
+                        }
+                        frame
+                    })
+                    .map_err(|e| Box::new(e) as BoxError)
+                    .boxed()
+                }
                 _ => empty(),
             };
             build_request(&parts, req_body, node, uri_path, &f)

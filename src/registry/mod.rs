@@ -102,6 +102,11 @@ pub trait Registry: Send + Sync + 'static {
     fn announce<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()>;
     /// Records that `node` no longer holds `stream`; `true` if it did.
     fn withdraw<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool>;
+    /// Whether the shared store (Redis) is reachable and in sync; `None` for a backend without
+    /// one (the embedded registry).
+    fn store_connected(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// A base URL as text (`scheme://authority/prefix`), the form stored in Redis and listed by the

@@ -657,6 +657,10 @@ impl Registry for RedisRegistry {
     fn withdraw<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool> {
         Box::pin(self.do_withdraw(stream, node))
     }
+
+    fn store_connected(&self) -> Option<bool> {
+        Some(self.is_synced())
+    }
 }
 
 /// Keeps the snapshot in step with Redis until `shutdown`: subscribe, re-read, then apply

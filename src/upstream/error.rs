@@ -61,6 +61,30 @@ impl ErrorKind {
         )
     }
 
+    /// The `kind` label of `streamgate_upstream_errors_total`; `None` for the viewer's own
+    /// failures, which are not the node's.
+    pub fn metric_kind(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Connect(_) => "connect",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::HeaderTimeout(_) => "header_timeout",
+            Self::Closed(_) => "closed",
+            Self::UploadStalled(_) => "upload_stalled",
+            Self::Other(_) => "other",
+            Self::ClientBody(_) | Self::ClientBodyTimeout(_) => return None,
+        })
+    }
+
+    /// Every value [`ErrorKind::metric_kind`] can give.
+    pub const METRIC_KINDS: [&'static str; 6] = [
+        "connect",
+        "connect_timeout",
+        "header_timeout",
+        "closed",
+        "upload_stalled",
+        "other",
+    ];
+
     /// Which side failed.
     pub fn side(&self) -> Source {
         match self {

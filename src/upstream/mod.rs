@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{empty, Body};
 use crate::config::{NodeSettings, UpstreamSettings};
+use crate::metrics::NodeMetrics;
 use crate::registry::Node;
 
 pub use error::{ErrorKind, UpstreamError};
@@ -56,6 +57,8 @@ pub struct Transport {
     header_timeout: Duration,
     body_idle_timeout: Duration,
     health: Arc<Health>,
+    /// Connect and response-header latency and errors by node (`None`: not measured).
+    metrics: Option<Arc<NodeMetrics>>,
 }
 
 impl Transport {
@@ -74,7 +77,15 @@ impl Transport {
             header_timeout: s.response_header_timeout,
             body_idle_timeout: s.body_idle_timeout,
             health: Arc::new(Health::new(s.max_fails, s.fail_timeout)),
+            metrics: None,
         }
+    }
+
+    /// Measures every attempt at a node into `metrics` (the gateway's; hosts that are not
+    /// nodes, like the auth hook, are never measured).
+    pub fn with_metrics(mut self, metrics: Arc<NodeMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The nodes' health (for listings).
@@ -132,7 +143,8 @@ impl Transport {
                 req.headers().clone(),
             )
         });
-        let mut result = self.attempt(req).await;
+        let mut timing = pool::Timing::default();
+        let mut result = self.attempt(req, &mut timing).await;
         if let (Err(ErrorKind::Closed(why)), Some((method, uri, version, headers))) =
             (&result, copy)
         {
@@ -145,7 +157,24 @@ impl Transport {
             *again.uri_mut() = uri;
             *again.version_mut() = version;
             *again.headers_mut() = headers;
-            result = self.attempt(again).await;
+            if let (Some(m), Some(d), true) = (&self.metrics, timing.connect, record_health) {
+                m.connected(&node.id, d);
+            }
+            timing = pool::Timing::default();
+            result = self.attempt(again, &mut timing).await;
+        }
+        if let (Some(m), true) = (&self.metrics, record_health) {
+            if let Some(d) = timing.connect {
+                m.connected(&node.id, d);
+            }
+            match &result {
+                Ok(_) => {
+                    if let Some(d) = timing.headers {
+                        m.answered(&node.id, d);
+                    }
+                }
+                Err(kind) => m.failed(&node.id, kind),
+            }
         }
         match result {
             Ok(mut resp) => {
@@ -284,10 +313,17 @@ impl Transport {
     }
 
     /// Sends one request on the client and waits for the headers, with the timers above.
-    async fn attempt(&self, req: Request<Body>) -> Result<Response<PooledBody>, ErrorKind> {
+    async fn attempt(
+        &self,
+        req: Request<Body>,
+        timing: &mut pool::Timing,
+    ) -> Result<Response<PooledBody>, ErrorKind> {
         if req.body().is_end_stream() {
-            return match tokio::time::timeout(self.header_timeout, self.pool.request(req, None))
-                .await
+            return match tokio::time::timeout(
+                self.header_timeout,
+                self.pool.request_timed(req, None, timing),
+            )
+            .await
             {
                 Err(_) => Err(ErrorKind::HeaderTimeout(self.header_timeout)),
                 Ok(r) => r,
@@ -295,9 +331,10 @@ impl Transport {
         }
         let (parts, body) = req.into_parts();
         let (body, upload) = body::UploadBody::new(body);
-        let fut = self.pool.request(
+        let fut = self.pool.request_timed(
             Request::from_parts(parts, body.boxed()),
             Some(upload.clone()),
+            timing,
         );
         tokio::pin!(fut);
         // Phase 1: the body is on its way. No header timer yet; the upload must keep moving.

@@ -60,6 +60,15 @@ struct Inner {
     sweeping: AtomicBool,
 }
 
+/// How long one request's steps took, for the transport's latency metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Timing {
+    /// Opening a new connection (TCP connect and HTTP/1 handshake); `None` on a pooled one.
+    pub connect: Option<Duration>,
+    /// From handing the request to the connection to the response headers.
+    pub headers: Option<Duration>,
+}
+
 /// One idle connection.
 struct Idle {
     tx: SendRequest<Body>,
@@ -116,8 +125,20 @@ impl Pool {
     /// never sent, so this is safe for any method.
     pub(super) async fn request(
         &self,
+        req: Request<Body>,
+        upload: Option<Arc<Upload>>,
+    ) -> Result<Response<PooledBody>, ErrorKind> {
+        self.request_timed(req, upload, &mut Timing::default())
+            .await
+    }
+
+    /// [`Pool::request`], noting in `timing` how long a new connection took to open and how
+    /// long the answer's headers took once the request was handed to a connection.
+    pub(super) async fn request_timed(
+        &self,
         mut req: Request<Body>,
         upload: Option<Arc<Upload>>,
+        timing: &mut Timing,
     ) -> Result<Response<PooledBody>, ErrorKind> {
         let key = prepare(&mut req)?;
         let connect_uri = req_connect_uri(&key)?;
@@ -125,7 +146,12 @@ impl Pool {
         loop {
             let (mut tx, reused) = match self.checkout(&key) {
                 Some(tx) => (tx, true),
-                None => (self.connect(&connect_uri).await?, false),
+                None => {
+                    let t = Instant::now();
+                    let tx = self.connect(&connect_uri).await?;
+                    timing.connect = Some(t.elapsed());
+                    (tx, false)
+                }
             };
             if let Err(e) = tx.ready().await {
                 if reused {
@@ -133,8 +159,12 @@ impl Pool {
                 }
                 return Err(ErrorKind::classify_error(&e, false, false));
             }
+            let sent = Instant::now();
             let resp = match tx.try_send_request(req).await {
-                Ok(resp) => resp,
+                Ok(resp) => {
+                    timing.headers = Some(sent.elapsed());
+                    resp
+                }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         req = unsent;
