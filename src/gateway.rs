@@ -1,7 +1,7 @@
 //! The gateway's request path, as named phases: route → auth → choose upstream → act
 //! (redirect or proxy) → log. Errors from any phase become a response in `error.rs`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{now_unix, AuthHook, HookQuery, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
 use crate::body::{Body, BoxError};
+use crate::client_addr::{self, Client, TrustedProxies};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::cors;
 use crate::error::GatewayError;
@@ -49,6 +50,8 @@ pub struct Gateway {
     rate: Option<Arc<RateLimit>>,
     /// `[limits] live_viewers_per_ip`: open live bodies per client address.
     viewers: Option<Arc<Counter>>,
+    /// `server.trusted_proxies`: whose `X-Forwarded-For` names the client.
+    trusted_proxies: TrustedProxies,
 }
 
 /// Why the gateway could not start.
@@ -107,6 +110,7 @@ impl Gateway {
         });
         Self {
             rate,
+            trusted_proxies: settings.server.trusted_proxies.clone(),
             viewers: settings
                 .limits
                 .live_viewers_per_ip
@@ -191,7 +195,7 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         found: Option<Result<(&RouteSettings, Captures), GatewayError>>,
-        peer: SocketAddr,
+        client: &Client,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -220,7 +224,7 @@ impl Gateway {
                 path: req.uri().path(),
                 query: req.uri().query(),
                 host,
-                peer: peer.ip(),
+                client: client.ip,
                 stream: caps.get(STREAM),
             };
             match (&self.auth.hook, route.auth) {
@@ -262,7 +266,7 @@ impl Gateway {
                 route,
                 &caps,
                 req,
-                peer,
+                client,
                 rid,
                 log,
                 Upstream { nodes, path, query },
@@ -286,7 +290,7 @@ impl Gateway {
         route: &RouteSettings,
         caps: &Captures,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        client: &Client,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
         upstream: Upstream,
@@ -311,7 +315,7 @@ impl Gateway {
                     GatewayError::Internal("sign_location without a secure_link expression".into())
                 })?;
                 let expires = now_unix().saturating_add(self.redirect_link_ttl.as_secs());
-                let remote_addr = peer.ip().to_canonical().to_string();
+                let remote_addr = client.ip.to_string();
                 let q = sl.sign_location(&node.url, &path, query.as_deref(), &remote_addr, expires);
                 redirect::respond(route.status, &node.url, &path, Some(&q))
             }
@@ -330,7 +334,7 @@ impl Gateway {
                 } else {
                     // The viewer's slot is held by its body: given back when the viewer goes.
                     let slot = match &self.viewers {
-                        Some(c) => Some(c.acquire(peer.ip())?),
+                        Some(c) => Some(c.acquire(client.ip)?),
                         None => None,
                     };
                     // The pull is shared by every viewer, so it carries no viewer's query.
@@ -378,7 +382,7 @@ impl Gateway {
                         nodes: &nodes,
                         path_and_query: &path_and_query,
                         strip_authorization,
-                        peer,
+                        client,
                         request_id: rid,
                         public_url: &self.public_url,
                         path_map: Some(proxy::headers::PathMap {
@@ -399,13 +403,16 @@ impl Gateway {
 
 impl Handler for Gateway {
     async fn call(&self, req: Request<Incoming>, conn: crate::server::ConnInfo) -> Response<Body> {
-        let peer = conn.peer;
+        // Who this is, decided once: every phase below asks `client`, never the connection.
+        let client = client_addr::resolve(conn, req.headers(), &self.trusted_proxies);
         let rid = request_id::from_headers(req.headers());
         // The access record (and the body wrapper that counts bytes into it) is built only when
         // its line would be written: with `access` filtered out, a request allocates neither.
         let mut log =
             tracing::enabled!(target: "access", tracing::Level::INFO).then(|| AccessLog {
                 start: Instant::now(),
+                client: client.ip,
+                peer: client.peer,
                 method: req.method().clone(),
                 path: match strip_secrets(req.uri().query()) {
                     Some(q) => format!("{}?{q}", req.uri().path()),
@@ -436,7 +443,7 @@ impl Handler for Gateway {
         // The request rate is a viewer limit: the registry's writers (media-server hooks, the
         // REST API) carry their own secrets, and one media node may send a burst of hooks.
         let limited = match &self.rate {
-            Some(r) if !admin => r.check(peer.ip()).err(),
+            Some(r) if !admin => r.check(client.ip).err(),
             _ => None,
         };
         let result = match (limited, cors) {
@@ -445,7 +452,7 @@ impl Handler for Gateway {
             (None, Some((policy, action))) if preflight => {
                 cors::preflight(policy, origin.as_ref(), action)
             }
-            (None, _) => self.handle(req, found, peer, &rid, &mut log).await,
+            (None, _) => self.handle(req, found, &client, &rid, &mut log).await,
         };
         let resp = match result {
             Ok(r) => r,
@@ -480,6 +487,11 @@ impl Handler for Gateway {
 /// so bytes and duration are the real ones.
 struct AccessLog {
     start: Instant,
+    /// The real client (`client_addr::resolve`).
+    client: IpAddr,
+    /// The connection's peer: the TCP peer, or the PROXY header's source. Differs from
+    /// `client` when a trusted proxy's `X-Forwarded-For` named someone else.
+    peer: SocketAddr,
     method: Method,
     /// Path and query without credentials.
     path: String,
@@ -499,6 +511,8 @@ impl Drop for AccessLog {
     fn drop(&mut self) {
         tracing::info!(
             target: "access",
+            client = %self.client,
+            peer = %self.peer,
             method = %self.method,
             path = %self.path,
             status = self.status,
@@ -532,7 +546,7 @@ fn hook_query(
         route: route.public_prefix.clone(),
         stream: caps.get(STREAM).map(str::to_string),
         path: facts.path.to_string(),
-        client_ip: Some(facts.peer),
+        client_ip: Some(facts.client),
         params,
         query,
         token: ViewerAuth::presented_credential(facts.headers, facts.query),
