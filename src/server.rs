@@ -2,7 +2,10 @@
 //! HTTP/1 that the gateway and the origin share.
 //!
 //! Each accepted connection runs in its own task. A semaphore caps how many are open at once
-//! (past it, accept waits: the kernel backlog absorbs bursts). Shutdown is a cancellation token:
+//! (past it, accept waits: the kernel backlog absorbs bursts). On a listener marked
+//! `proxy_protocol`, that task first reads the PROXY header (`proxy_protocol.rs`, bounded
+//! in time and size), whose source then stands for the peer: in [`ConnInfo`] and for the
+//! per-address connection cap. Shutdown is a cancellation token:
 //! on cancel, listeners close, idle keep-alive connections are told to close, in-flight requests
 //! get `drain_timeout` to finish, and long-lived bodies (live streams) watch the same token and
 //! end cleanly by themselves. Whatever is still open when `drain_timeout` passes (a client that
