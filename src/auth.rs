@@ -46,8 +46,9 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     /// The host the request named (request line, else `Host`), for nginx's `$host`.
     pub host: &'a str,
-    /// The TCP peer: what `ip=` and `$remote_addr` are about.
-    pub peer: IpAddr,
+    /// The client's address (see `client_addr`: the TCP peer, the PROXY header's source, or
+    /// what a trusted proxy's `X-Forwarded-For` says): what `ip=` and `$remote_addr` are about.
+    pub client: IpAddr,
     /// The route's `{stream}` capture, when it has one (what a JWT's `streams` claim lists).
     pub stream: Option<&'a str>,
 }
@@ -63,14 +64,14 @@ impl ViewerAuth {
         match mode {
             AuthMode::None => Ok(()),
             AuthMode::Token => self.tokens.check(req.headers, req.query),
-            AuthMode::Signed => self.signed.verify(req.path, req.query, req.peer, now),
+            AuthMode::Signed => self.signed.verify(req.path, req.query, req.client, now),
             AuthMode::SecureLink => {
                 // Config validation makes a `secure_link` route need the expression.
                 let sl = self
                     .secure_link
                     .as_ref()
                     .ok_or(GatewayError::SignatureInvalid)?;
-                let remote_addr = req.peer.to_canonical().to_string();
+                let remote_addr = req.client.to_canonical().to_string();
                 sl.verify(
                     &secure_link::Vars {
                         expires: "",

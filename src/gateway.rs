@@ -1,7 +1,7 @@
 //! The gateway's request path, as named phases: route → auth → choose upstream → act
 //! (redirect or proxy) → log and count. Errors from any phase become a response in `error.rs`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{now_unix, AuthHook, HookQuery, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
 use crate::body::{Body, BoxError};
+use crate::client_addr::{self, Client, TrustedProxies};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::cors;
 use crate::error::GatewayError;
@@ -56,6 +57,8 @@ pub struct Gateway {
     /// Who may read `/metrics` on this listener; `None` when `[metrics] listen` serves it on
     /// its own (the path is then an ordinary one here).
     metrics_access: Option<metrics::Access>,
+    /// `server.trusted_proxies`: whose `X-Forwarded-For` names the client.
+    trusted_proxies: TrustedProxies,
 }
 
 /// The path metrics are served at.
@@ -146,6 +149,7 @@ impl Gateway {
                 .is_none()
                 .then(|| metrics::Access::new(settings)),
             rate,
+            trusted_proxies: settings.server.trusted_proxies.clone(),
             viewers: settings
                 .limits
                 .live_viewers_per_ip
@@ -260,7 +264,7 @@ impl Gateway {
         req: Request<Incoming>,
         dest: Dest<'_>,
         counters: &RouteCounters,
-        peer: SocketAddr,
+        client: &Client,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -271,7 +275,7 @@ impl Gateway {
             Dest::Admin => return Ok(self.admin.call(req, rid.to_str().unwrap_or_default()).await),
             Dest::Metrics => {
                 if let Some(access) = &self.metrics_access {
-                    access.check(req.headers(), peer.ip())?;
+                    access.check(req.headers(), client.ip)?;
                 }
                 return self.metrics.respond(req.method(), req.headers());
             }
@@ -296,7 +300,7 @@ impl Gateway {
                 path: req.uri().path(),
                 query: req.uri().query(),
                 host,
-                peer: peer.ip(),
+                client: client.ip,
                 stream: caps.get(STREAM),
             };
             match (&self.auth.hook, route.auth) {
@@ -338,7 +342,7 @@ impl Gateway {
                 route,
                 &caps,
                 req,
-                peer,
+                client,
                 rid,
                 log,
                 Upstream { nodes, path, query },
@@ -363,7 +367,7 @@ impl Gateway {
         route: &RouteSettings,
         caps: &Captures,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        client: &Client,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
         upstream: Upstream,
@@ -389,7 +393,7 @@ impl Gateway {
                     GatewayError::Internal("sign_location without a secure_link expression".into())
                 })?;
                 let expires = now_unix().saturating_add(self.redirect_link_ttl.as_secs());
-                let remote_addr = peer.ip().to_canonical().to_string();
+                let remote_addr = client.ip.to_string();
                 let q = sl.sign_location(&node.url, &path, query.as_deref(), &remote_addr, expires);
                 redirect::respond(route.status, &node.url, &path, Some(&q))
             }
@@ -408,7 +412,7 @@ impl Gateway {
                 } else {
                     // The viewer's slot is held by its body: given back when the viewer goes.
                     let slot = match &self.viewers {
-                        Some(c) => Some(c.acquire(peer.ip())?),
+                        Some(c) => Some(c.acquire(client.ip)?),
                         None => None,
                     };
                     // The pull is shared by every viewer, so it carries no viewer's query.
@@ -456,7 +460,7 @@ impl Gateway {
                         nodes: &nodes,
                         path_and_query: &path_and_query,
                         strip_authorization,
-                        peer,
+                        client,
                         request_id: rid,
                         public_url: &self.public_url,
                         path_map: Some(proxy::headers::PathMap {
@@ -479,13 +483,16 @@ impl Gateway {
 impl Handler for Gateway {
     async fn call(&self, req: Request<Incoming>, conn: crate::server::ConnInfo) -> Response<Body> {
         let start = Instant::now();
-        let peer = conn.peer;
+        // Who this is, decided once: every phase below asks `client`, never the connection.
+        let client = client_addr::resolve(conn, req.headers(), &self.trusted_proxies);
         let rid = request_id::from_headers(req.headers());
         // The access line's fields are gathered only when the line would be written: with
         // `access` filtered out, a request allocates none of them.
         let mut log =
             tracing::enabled!(target: "access", tracing::Level::INFO).then(|| AccessLog {
                 start,
+                client: client.ip,
+                peer: client.peer,
                 method: req.method().clone(),
                 path: match strip_secrets(req.uri().query()) {
                     Some(q) => format!("{}?{q}", req.uri().path()),
@@ -519,7 +526,7 @@ impl Handler for Gateway {
             Dest::Metrics => false,
         };
         let limited = match &self.rate {
-            Some(r) if viewer_request => r.check(peer.ip()).err(),
+            Some(r) if viewer_request => r.check(client.ip).err(),
             _ => None,
         };
         let result = match (limited, cors) {
@@ -529,7 +536,7 @@ impl Handler for Gateway {
                 cors::preflight(policy, origin.as_ref(), action)
             }
             (None, _) => {
-                self.handle(req, dest, &counters, peer, &rid, &mut log)
+                self.handle(req, dest, &counters, &client, &rid, &mut log)
                     .await
             }
         };
@@ -567,6 +574,11 @@ impl Handler for Gateway {
 /// The access line's fields besides the outcome (written by [`RequestEnd`]).
 struct AccessLog {
     start: Instant,
+    /// The real client (`client_addr::resolve`).
+    client: IpAddr,
+    /// The connection's peer: the TCP peer, or the PROXY header's source. Differs from
+    /// `client` when a trusted proxy's `X-Forwarded-For` named someone else.
+    peer: SocketAddr,
     method: Method,
     /// Path and query without credentials.
     path: String,
@@ -624,6 +636,8 @@ impl Drop for RequestEnd {
         };
         tracing::info!(
             target: "access",
+            client = %log.client,
+            peer = %log.peer,
             method = %log.method,
             path = %log.path,
             status = self.status,
@@ -657,7 +671,7 @@ fn hook_query(
         route: route.public_prefix.clone(),
         stream: caps.get(STREAM).map(str::to_string),
         path: facts.path.to_string(),
-        client_ip: Some(facts.peer),
+        client_ip: Some(facts.client),
         params,
         query,
         token: ViewerAuth::presented_credential(facts.headers, facts.query),
@@ -772,7 +786,7 @@ pub async fn start_with_registry(
     ));
     // The metrics listener is bound before anything runs, so a bad address fails the start.
     let metrics_listener = match settings.metrics.listen {
-        Some(a) => Some(server::bind_all(&[a]).await?),
+        Some(a) => Some(server::bind_all(&[crate::config::ListenerSettings::plain(a)]).await?),
         None => None,
     };
     let mut opts = ServeOptions::from(&settings.server);

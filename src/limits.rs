@@ -18,8 +18,9 @@ use governor::{Quota, RateLimiter};
 use crate::config::RateSettings;
 use crate::error::GatewayError;
 
-/// The key of every per-client limit: the peer's address, IPv4-mapped IPv6 folded to IPv4 so a
-/// dual-stack listener counts one client once.
+/// The key of every per-client limit: the client's address (the connection's peer for the
+/// connection cap, the resolved client of `client_addr` for the rest), IPv4-mapped IPv6 folded
+/// to IPv4 so a dual-stack listener counts one client once.
 pub fn client_key(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }

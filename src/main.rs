@@ -110,11 +110,20 @@ fn main() -> ExitCode {
         return match config::load(&file.to_string_lossy()) {
             Ok(s) => {
                 println!(
-                    "{}: ok ({} routes, {} nodes, listening on {:?})",
+                    "{}: ok ({} routes, {} nodes, listening on {})",
                     file.display(),
                     s.routes.len(),
                     s.nodes.len(),
-                    s.server.listen
+                    s.server
+                        .listen
+                        .iter()
+                        .map(|l| if l.proxy_protocol {
+                            format!("{} (PROXY protocol)", l.addr)
+                        } else {
+                            l.addr.to_string()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 ExitCode::SUCCESS
             }

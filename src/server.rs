@@ -2,7 +2,10 @@
 //! HTTP/1 that the gateway and the origin share.
 //!
 //! Each accepted connection runs in its own task. A semaphore caps how many are open at once
-//! (past it, accept waits: the kernel backlog absorbs bursts). Shutdown is a cancellation token:
+//! (past it, accept waits: the kernel backlog absorbs bursts). On a listener marked
+//! `proxy_protocol`, that task first reads the PROXY header (`proxy_protocol.rs`, bounded
+//! in time and size), whose source then stands for the peer: in [`ConnInfo`] and for the
+//! per-address connection cap. Shutdown is a cancellation token:
 //! on cancel, listeners close, idle keep-alive connections are told to close, in-flight requests
 //! get `drain_timeout` to finish, and long-lived bodies (live streams) watch the same token and
 //! end cleanly by themselves. Whatever is still open when `drain_timeout` passes (a client that
@@ -21,11 +24,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{json_response, Body};
+use crate::config::ListenerSettings;
+use crate::proxy_protocol::Rewind;
 use crate::stall_timeout::StallTimeout;
 
 /// What the server knows about the connection a request came on, handed to the handler.
@@ -73,6 +78,8 @@ pub struct ServeOptions {
     pub send_buffer: Option<usize>,
     /// `[limits] connections_per_ip`: connections past it are answered 429 and closed.
     pub connections_per_ip: Option<std::num::NonZeroU32>,
+    /// On a `proxy_protocol` listener, how long a connection may take to send its header.
+    pub proxy_protocol_timeout: Duration,
 }
 
 /// Most bytes hyper buffers per connection on each side before it waits for the socket. It
@@ -95,25 +102,43 @@ impl From<&crate::config::ServerSettings> for ServeOptions {
             send_timeout: s.send_timeout,
             send_buffer: s.send_buffer,
             connections_per_ip: None,
+            proxy_protocol_timeout: s.proxy_protocol_timeout,
         }
     }
 }
 
-/// Binds every address, failing with the address that could not be bound.
-pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
-    let mut out = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let l = TcpListener::bind(addr)
+/// A bound listener and how its connections are to be read.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub settings: ListenerSettings,
+}
+
+impl Listener {
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Binds every listener, failing with the address that could not be bound.
+pub async fn bind_all(listen: &[ListenerSettings]) -> std::io::Result<Vec<Listener>> {
+    let mut out = Vec::with_capacity(listen.len());
+    for settings in listen {
+        let addr = settings.addr;
+        let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        out.push(l);
+        out.push(Listener {
+            tcp,
+            settings: settings.clone(),
+        });
     }
     Ok(out)
 }
 
 /// Serves `handler` on `listeners` until `shutdown` is cancelled, then drains.
 pub async fn serve<H: Handler>(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     handler: Arc<H>,
     opts: ServeOptions,
     shutdown: CancellationToken,
@@ -179,7 +204,7 @@ struct Slots {
 }
 
 async fn accept_loop<H: Handler>(
-    listener: TcpListener,
+    listener: Listener,
     handler: Arc<H>,
     graceful: Arc<GracefulShutdown>,
     slots: Slots,
@@ -187,14 +212,15 @@ async fn accept_loop<H: Handler>(
     shutdown: CancellationToken,
     force_close: CancellationToken,
 ) {
+    let proxy_protocol = listener.settings.proxy_protocol;
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
             p = slots.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, tcp_peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
+            r = listener.tcp.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -210,55 +236,74 @@ async fn accept_loop<H: Handler>(
                 tracing::debug!(error = %e, "cannot set SO_SNDBUF");
             }
         }
-        // Over the per-address cap, the connection is still served, but only to say 429 and
-        // close: the client learns why (a refused or reset socket says nothing), and the slot
-        // it holds meanwhile is bounded by the header read timeout and the global cap.
-        let (ip_slot, refused) = match slots.per_ip.as_ref().map(|c| c.acquire(peer.ip())) {
-            None => (None, None),
-            Some(Ok(slot)) => (Some(slot), None),
-            Some(Err(e)) => (None, Some(Arc::new(e))),
-        };
-        let info = ConnInfo::plain(peer);
+        // Taken here, not in the task: a drain then waits for connections still sending their
+        // PROXY header too (bounded by its timeout), and the server's own handle on
+        // `graceful` is the only one left once the accept loops end.
+        let watcher = graceful.watcher();
+        let per_ip = slots.per_ip.clone();
         let handler = handler.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let handler = handler.clone();
-            let refused = refused.clone();
-            async move {
-                if let Some(e) = refused {
-                    let rid = crate::request_id::from_headers(req.headers());
-                    drop(req);
-                    let mut resp = e.to_response(rid.to_str().unwrap_or_default());
-                    resp.headers_mut().insert(crate::request_id::HEADER, rid);
-                    resp.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                    return Ok::<_, std::convert::Infallible>(resp);
-                }
-                let resp = AssertUnwindSafe(handler.call(req, info))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        tracing::error!(%peer, "request handler panicked");
-                        json_response(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            &serde_json::json!({"error": "internal"}),
-                        )
-                    });
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
-            .max_buf_size(CONNECTION_BUFFER)
-            .serve_connection(
-                TokioIo::new(StallTimeout::new(stream, opts.send_timeout)),
-                svc,
-            );
-        let conn = graceful.watch(conn);
+        let opts = opts.clone();
         let force_close = force_close.clone();
+        // Everything from here runs per connection, so a slow PROXY header holds up only its
+        // own connection, never the accept loop.
         tokio::spawn(async move {
+            let (io, info) = if proxy_protocol {
+                let timeout = opts.proxy_protocol_timeout;
+                match read_proxy_header(stream, tcp_peer, timeout, &force_close).await {
+                    Some(x) => x,
+                    None => return,
+                }
+            } else {
+                (
+                    Rewind::new(bytes::Bytes::new(), stream),
+                    ConnInfo::plain(tcp_peer),
+                )
+            };
+            let peer = info.peer;
+            // Over the per-address cap, the connection is still served, but only to say 429
+            // and close: the client learns why (a refused or reset socket says nothing), and
+            // the slot it holds meanwhile is bounded by the header read timeout and the global
+            // cap. The address is the PROXY header's when there is one: the balancer's own
+            // would make every client one.
+            let (ip_slot, refused) = match per_ip.as_ref().map(|c| c.acquire(peer.ip())) {
+                None => (None, None),
+                Some(Ok(slot)) => (Some(slot), None),
+                Some(Err(e)) => (None, Some(Arc::new(e))),
+            };
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let handler = handler.clone();
+                let refused = refused.clone();
+                async move {
+                    if let Some(e) = refused {
+                        let rid = crate::request_id::from_headers(req.headers());
+                        drop(req);
+                        let mut resp = e.to_response(rid.to_str().unwrap_or_default());
+                        resp.headers_mut().insert(crate::request_id::HEADER, rid);
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                        return Ok::<_, std::convert::Infallible>(resp);
+                    }
+                    let resp = AssertUnwindSafe(handler.call(req, info))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::error!(%peer, "request handler panicked");
+                            json_response(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                &serde_json::json!({"error": "internal"}),
+                            )
+                        });
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(opts.header_read_timeout)
+                .max_buf_size(CONNECTION_BUFFER)
+                .serve_connection(TokioIo::new(StallTimeout::new(io, opts.send_timeout)), svc);
+            let conn = watcher.watch(conn);
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with error");
@@ -269,6 +314,34 @@ async fn accept_loop<H: Handler>(
             drop(ip_slot);
             drop(permit);
         });
+    }
+}
+
+/// Reads the PROXY protocol header a connection on a marked listener must start with. `None`
+/// (logged) means the connection is to be closed: no header, a malformed or oversized one, or
+/// none complete within `timeout`.
+async fn read_proxy_header(
+    mut stream: TcpStream,
+    tcp_peer: SocketAddr,
+    timeout: Duration,
+    force_close: &CancellationToken,
+) -> Option<(Rewind<TcpStream>, ConnInfo)> {
+    let read = tokio::select! {
+        r = crate::proxy_protocol::read(&mut stream, timeout) => r,
+        _ = force_close.cancelled() => return None,
+    };
+    match read {
+        Ok((header, rest)) => {
+            // The balancer is believed: its header names the client. UNKNOWN and LOCAL (its
+            // own health checks) keep the TCP peer.
+            let peer = header.source.unwrap_or(tcp_peer);
+            tracing::debug!(%tcp_peer, %peer, version = header.version, "PROXY protocol header");
+            Some((Rewind::new(rest, stream), ConnInfo::plain(peer)))
+        }
+        Err(e) => {
+            tracing::warn!(%tcp_peer, error = %e, "PROXY protocol header refused; connection closed");
+            None
+        }
     }
 }
 
@@ -301,19 +374,19 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// Binds `addrs` and serves `handler` on them in a background task.
+/// Binds `listen` and serves `handler` on them in a background task.
 pub async fn start<H: Handler>(
-    addrs: &[SocketAddr],
+    listen: &[ListenerSettings],
     handler: Arc<H>,
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
-    run(bind_all(addrs).await?, handler, opts, shutdown)
+    run(bind_all(listen).await?, handler, opts, shutdown)
 }
 
 /// Serves `handler` on already-bound `listeners` in a background task.
 pub fn run<H: Handler>(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     handler: Arc<H>,
     opts: ServeOptions,
     shutdown: CancellationToken,
@@ -359,7 +432,10 @@ mod tests {
             ..ServeOptions::default()
         };
         let running = start(
-            &[SocketAddr::from(([127, 0, 0, 1], 0))],
+            &[ListenerSettings::plain(SocketAddr::from((
+                [127, 0, 0, 1],
+                0,
+            )))],
             Arc::new(Endless),
             opts,
             shutdown.clone(),

@@ -180,7 +180,9 @@ fn proxy_forwards_and_cleans_headers_both_ways() {
         "token gone, rest in order"
     );
     let h = &seen["headers"];
-    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    // The viewer is no trusted proxy: what it claimed is replaced (tests/client_addr.rs).
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "test");
     assert_eq!(h["via"], "1.1 streamgate");

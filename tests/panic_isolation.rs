@@ -13,6 +13,7 @@ use common::upstream::{Reply, Upstream};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use streamgate::body::Body;
+use streamgate::config::ListenerSettings;
 use streamgate::gateway::Gateway;
 use streamgate::registry::{self, MemoryRegistry};
 use streamgate::server::{self, Handler, ServeOptions};
@@ -58,7 +59,9 @@ fn a_panicking_request_does_not_disturb_others() {
             shutdown.clone(),
         );
         server::start(
-            &["127.0.0.1:0".parse().expect("addr")],
+            &[ListenerSettings::plain(
+                "127.0.0.1:0".parse().expect("addr"),
+            )],
             Arc::new(PanicOnPath(Arc::new(gw))),
             ServeOptions::default(),
             shutdown.clone(),

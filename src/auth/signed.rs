@@ -174,10 +174,10 @@ impl SignedUrls {
         Ok(q)
     }
 
-    /// Checks the signature on a request for `path` (as in the URL) with `query`, from `peer`,
-    /// at unix time `now`. A forged, misplaced or incomplete signature is `SignatureInvalid`; a
-    /// genuine one past its `expires` is `SignatureExpired` (valid up to and including the
-    /// second `expires`).
+    /// Checks the signature on a request for `path` (as in the URL) with `query`, from the
+    /// client at `peer` (its real address, see `client_addr`), at unix time `now`. A forged,
+    /// misplaced or incomplete signature is `SignatureInvalid`; a genuine one past its `expires`
+    /// is `SignatureExpired` (valid up to and including the second `expires`).
     pub fn verify(
         &self,
         path: &str,

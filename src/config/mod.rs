@@ -32,7 +32,9 @@ pub use routes::{
     Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
     RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
-pub use server::{OneOrMany, RawServer, ServerSettings};
+pub use server::{
+    ListenerSettings, RawListen, RawListenEntry, RawListener, RawServer, ServerSettings,
+};
 pub use ui::{RawUi, UiSettings};
 pub use upstream::{RawUpstream, UpstreamSettings};
 
@@ -143,7 +145,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     // Port 0 asks the system for a free port each time: two such addresses never clash.
     if metrics
         .listen
-        .is_some_and(|m| m.port() != 0 && server.listen.contains(&m))
+        .is_some_and(|m| m.port() != 0 && server.listen.iter().any(|l| l.addr == m))
     {
         return Err(invalid(
             "metrics.listen",
@@ -238,6 +240,65 @@ upstream = "/hls/{stream}/{*rest}"
     fn listen_accepts_a_list() {
         let s = parse("[server]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]\n").expect("valid");
         assert_eq!(s.server.listen.len(), 2);
+    }
+
+    #[test]
+    fn listen_entries_may_be_tables() {
+        let s = parse(
+            "[server]\nlisten = [\"127.0.0.1:1\", { address = \"127.0.0.1:2\", proxy_protocol = true }, { address = \"[::1]:3\" }]\n",
+        )
+        .expect("valid");
+        let l = &s.server.listen;
+        assert_eq!(l.len(), 3);
+        assert_eq!((l[0].addr.port(), l[0].proxy_protocol), (1, false));
+        assert_eq!((l[1].addr.port(), l[1].proxy_protocol), (2, true));
+        assert_eq!((l[2].addr.port(), l[2].proxy_protocol), (3, false));
+        // One table alone, inline or as a section.
+        let s = parse("[server]\nlisten = { address = \"127.0.0.1:4\", proxy_protocol = true }\n")
+            .expect("valid");
+        assert!(s.server.listen[0].proxy_protocol);
+        let s = parse("[server.listen]\naddress = \"127.0.0.1:5\"\n").expect("valid");
+        assert_eq!(s.server.listen[0].addr.port(), 5);
+        // Errors name the entry, and a typo in a table is called one.
+        assert!(
+            err("[server]\nlisten = [\"127.0.0.1:1\", { address = \"nope\" }]\n")
+                .starts_with("server.listen[1].address:")
+        );
+        let e = err("[server]\nlisten = [{ adress = \"127.0.0.1:1\" }]\n");
+        assert!(e.contains("unknown field `adress`"), "{e}");
+        let e =
+            err("[server]\nlisten = [{ address = \"127.0.0.1:1\", proxy_protocol = \"yes\" }]\n");
+        assert!(e.contains("proxy_protocol") || e.contains("boolean"), "{e}");
+        let e = err("[server]\nlisten = 8080\n");
+        assert!(e.contains("IP:port"), "{e}");
+        assert!(err("[server]\nlisten = []\n").starts_with("server.listen:"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let s = parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\", \"192.0.2.7\"]\nproxy_protocol_timeout = \"2s\"\n",
+        )
+        .expect("valid");
+        let t = &s.server.trusted_proxies;
+        assert!(t.contains("10.9.9.9".parse().expect("ip")));
+        assert!(t.contains("::1".parse().expect("ip")));
+        assert!(t.contains("192.0.2.7".parse().expect("ip")));
+        assert!(!t.contains("192.0.2.8".parse().expect("ip")));
+        assert_eq!(s.server.proxy_protocol_timeout, Duration::from_secs(2));
+        let d = parse("").expect("defaults");
+        assert!(
+            d.server.trusted_proxies.is_empty(),
+            "nobody is trusted by default"
+        );
+        assert_eq!(d.server.proxy_protocol_timeout, Duration::from_secs(5));
+        let e = err("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n");
+        assert!(
+            e.starts_with("server.trusted_proxies[1]:") && e.contains("10.0.0.0/8"),
+            "{e}"
+        );
+        assert!(err("[server]\nproxy_protocol_timeout = \"0s\"\n")
+            .starts_with("server.proxy_protocol_timeout:"));
     }
 
     #[test]

@@ -235,5 +235,10 @@ pub async fn start_with(
         live,
         stats,
     };
-    server::start(&opts.listen, Arc::new(handler), tuning.serve, shutdown).await
+    let listen: Vec<_> = opts
+        .listen
+        .iter()
+        .map(|a| crate::config::ListenerSettings::plain(*a))
+        .collect();
+    server::start(&listen, Arc::new(handler), tuning.serve, shutdown).await
 }

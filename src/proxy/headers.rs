@@ -1,10 +1,10 @@
 //! Header hygiene between viewer and node: hop-by-hop headers never cross, forwarding headers
-//! are added, and a `Location` naming a node is rewritten so nodes stay hidden.
-
-use std::net::SocketAddr;
+//! are set (believed only from a trusted proxy), and a `Location` naming a node is rewritten so
+//! nodes stay hidden.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::client_addr::Client;
 use crate::error::GatewayError;
 use crate::upstream_path::BaseUrl;
 
@@ -95,22 +95,47 @@ fn append_list(h: &mut HeaderMap, name: &'static str, item: HeaderValue) {
 }
 
 /// Prepares viewer request headers for the node.
-pub fn to_upstream(h: &mut HeaderMap, peer: SocketAddr, node: &BaseUrl, strip_auth: bool) {
+///
+/// Forwarding headers tell the node who the viewer is and what it used. From a trusted proxy
+/// (`server.trusted_proxies`), its `X-Forwarded-For` is extended with its own address, and its
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` are kept. From anyone else they are
+/// replaced: `X-Forwarded-For` is the peer alone, proto and host are what the connection and
+/// its `Host` say, and `Forwarded` goes, so a viewer cannot make a node believe it is someone
+/// else. `X-Real-IP` is always the resolved client.
+pub fn to_upstream(h: &mut HeaderMap, client: &Client, node: &BaseUrl, strip_auth: bool) {
     let original_host = h.get(header::HOST).cloned();
     remove_hop_by_hop(h);
     if strip_auth {
         h.remove(header::AUTHORIZATION);
     }
-    if let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string()) {
-        append_list(h, "x-forwarded-for", ip);
-    }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    match original_host {
-        Some(v) => {
-            h.insert("x-forwarded-host", v);
+    // An IP address is always a valid header value.
+    let ip_value = |ip: std::net::IpAddr| HeaderValue::from_str(&ip.to_string()).ok();
+    if let Some(hop) = ip_value(client.peer.ip().to_canonical()) {
+        if client.trusted_peer {
+            append_list(h, "x-forwarded-for", hop);
+        } else {
+            h.insert("x-forwarded-for", hop);
         }
-        None => {
-            h.remove("x-forwarded-host");
+    }
+    if !client.trusted_peer {
+        h.remove(header::FORWARDED);
+    }
+    match ip_value(client.ip) {
+        Some(v) => h.insert("x-real-ip", v),
+        None => h.remove("x-real-ip"),
+    };
+    if !(client.trusted_peer && h.contains_key("x-forwarded-proto")) {
+        let proto = if client.secure { "https" } else { "http" };
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if !(client.trusted_peer && h.contains_key("x-forwarded-host")) {
+        match original_host {
+            Some(v) => {
+                h.insert("x-forwarded-host", v);
+            }
+            None => {
+                h.remove("x-forwarded-host");
+            }
         }
     }
     append_list(h, "via", HeaderValue::from_static(VIA));
@@ -239,25 +264,66 @@ mod tests {
         assert!(h.contains_key("range"));
     }
 
-    #[test]
-    fn forwarding_headers() {
+    fn client(peer: &str, ip: &str, trusted_peer: bool, secure: bool) -> Client {
+        Client {
+            ip: ip.parse().expect("ip"),
+            peer: peer.parse().expect("addr"),
+            trusted_peer,
+            secure,
+        }
+    }
+
+    /// What a viewer sent, forwarding headers of its own included.
+    fn viewer_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("gw.example"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("cdn.example"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
-        to_upstream(
-            &mut h,
-            "127.0.0.9:5555".parse().expect("addr"),
-            &base("http://node:9001"),
-            true,
-        );
+        h
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarding_headers_are_kept_and_extended() {
+        let mut h = viewer_headers();
+        let c = client("127.0.0.9:5555", "10.0.0.1", true, false);
+        to_upstream(&mut h, &c, &base("http://node:9001"), true);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
-        assert_eq!(h["x-forwarded-host"], "gw.example");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-real-ip"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "cdn.example");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=6.6.6.6");
         assert_eq!(h["host"], "node:9001");
         assert_eq!(h["via"], VIA);
         assert!(!h.contains_key("authorization"));
+        // A trusted proxy that did not say: the connection's own.
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("gw.example"));
+        to_upstream(&mut h, &c, &base("http://node:9001"), false);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn anyone_elses_forwarding_headers_are_replaced() {
+        let mut h = viewer_headers();
+        let c = client("[::ffff:198.51.100.4]:5555", "198.51.100.4", false, true);
+        to_upstream(&mut h, &c, &base("http://node:9001"), true);
+        assert_eq!(
+            h["x-forwarded-for"], "198.51.100.4",
+            "replaced, v4-mapped folded"
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-real-ip"], "198.51.100.4");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        assert_eq!(h["x-forwarded-proto"], "https", "the connection was TLS");
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h["host"], "node:9001");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 pub mod headers;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::upstream::PooledBody;
 
 use crate::body::{empty, Body, BoxError};
+use crate::client_addr::Client;
 use crate::error::GatewayError;
 use crate::registry::Node;
 use crate::upstream::{IdleTimeoutBody, Transport};
@@ -31,7 +31,8 @@ pub struct Forward<'a> {
     pub path_and_query: &'a str,
     /// Drop every `Authorization` header (the route checks a viewer token).
     pub strip_authorization: bool,
-    pub peer: SocketAddr,
+    /// Who the request is from: what the forwarding headers say (`headers::to_upstream`).
+    pub client: &'a Client,
     pub request_id: &'a HeaderValue,
     pub public_url: &'a BaseUrl,
     /// The route's path mapping, for `Location` rewriting.
@@ -96,7 +97,12 @@ fn build_request(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = parts.headers.clone();
-    headers::to_upstream(req.headers_mut(), f.peer, &node.url, f.strip_authorization);
+    headers::to_upstream(
+        req.headers_mut(),
+        f.client,
+        &node.url,
+        f.strip_authorization,
+    );
     req.headers_mut()
         .insert(crate::request_id::HEADER, f.request_id.clone());
     Ok(req)
