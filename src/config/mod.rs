@@ -86,6 +86,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub ui: RawUi,
+    #[serde(default)]
     pub metrics: RawMetrics,
 }
 
