@@ -1,8 +1,10 @@
 //! The gateway's request path, as named phases: route → auth → choose upstream → act
 //! (redirect or proxy) → log. Errors from any phase become a response in `error.rs`.
 
-use std::net::SocketAddr;
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -14,12 +16,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::{self, AccessSink, Record};
 use crate::auth::{now_unix, AuthHook, HookQuery, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
 use crate::body::{Body, BoxError};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::cors;
 use crate::error::GatewayError;
-use crate::fanout::{Hubs, NodeSource};
+use crate::fanout::{EndWatch, Hubs, NodeSource, ViewerInfo, HTTP_FLV};
 use crate::limits::{Counter, RateLimit};
 use crate::proxy::{self, Forward};
 use crate::redirect;
@@ -27,6 +30,7 @@ use crate::registry::{self, Lookup, Node, Registry};
 use crate::request_id;
 use crate::router::{Captures, STREAM};
 use crate::server::{self, Handler, Running, ServeOptions};
+use crate::stall_timeout::StallFlag;
 use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
 
@@ -49,6 +53,10 @@ pub struct Gateway {
     rate: Option<Arc<RateLimit>>,
     /// `[limits] live_viewers_per_ip`: open live bodies per client address.
     viewers: Option<Arc<Counter>>,
+    /// Where access lines go (`None`: `[log] access = "off"`).
+    access: Option<Arc<AccessSink>>,
+    /// Cancelled at shutdown: a response cut then is logged `closed=shutdown`.
+    shutdown: CancellationToken,
 }
 
 /// Why the gateway could not start.
@@ -61,12 +69,32 @@ pub enum StartError {
 }
 
 impl Gateway {
-    /// Builds the gateway over `registry` (already holding the static nodes).
+    /// Builds the gateway over `registry` (already holding the static nodes). An access log
+    /// file that cannot be opened is reported and replaced by stderr; [`start`] refuses to
+    /// start instead.
     pub fn new(
         settings: &Settings,
         registry: Arc<dyn Registry>,
         public_url: BaseUrl,
         shutdown: CancellationToken,
+    ) -> Self {
+        let access = AccessSink::start(&settings.log, &shutdown).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "access log: writing to stderr instead");
+            let stderr = crate::config::LogSettings {
+                access: crate::config::AccessTarget::Stderr,
+                ..settings.log.clone()
+            };
+            AccessSink::start(&stderr, &shutdown).ok().flatten()
+        });
+        Self::with_access_log(settings, registry, public_url, shutdown, access)
+    }
+
+    fn with_access_log(
+        settings: &Settings,
+        registry: Arc<dyn Registry>,
+        public_url: BaseUrl,
+        shutdown: CancellationToken,
+        access: Option<Arc<AccessSink>>,
     ) -> Self {
         let transport = Transport::new(&settings.upstream);
         transport.spawn_health_checks(&settings.nodes, &shutdown);
@@ -130,7 +158,14 @@ impl Gateway {
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
             public_url,
+            access,
+            shutdown,
         }
+    }
+
+    /// Access lines dropped because the log writer could not keep up.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access.as_ref().map_or(0, |a| a.dropped())
     }
 
     /// The live hubs (for metrics and listings).
@@ -152,11 +187,16 @@ impl Gateway {
         caps: &Captures,
     ) -> Result<Vec<Arc<Node>>, GatewayError> {
         let nodes = self.candidates(route, caps)?;
-        Ok(if nodes.len() > 1 {
-            self.transport.order(&nodes)
-        } else {
-            nodes
-        })
+        if nodes.len() < 2 && !self.transport.health().any_drained() {
+            return Ok(nodes);
+        }
+        let ordered = self.transport.order(&nodes);
+        if ordered.is_empty() && !nodes.is_empty() {
+            // Every candidate is drained: nothing new goes to a drained node.
+            let what = caps.get(STREAM).unwrap_or(route.public_prefix.as_str());
+            return Err(GatewayError::Draining(what.to_string()));
+        }
+        Ok(ordered)
     }
 
     fn candidates(
@@ -317,7 +357,7 @@ impl Gateway {
             }
             Action::Live => {
                 if !matches!(*req.method(), Method::GET | Method::HEAD) {
-                    return Err(GatewayError::MethodNotAllowed);
+                    return Err(GatewayError::MethodNotAllowed(Cow::Borrowed("GET, HEAD")));
                 }
                 let stream = caps.get(STREAM).unwrap_or_default();
                 let source = match route.target {
@@ -334,9 +374,14 @@ impl Gateway {
                         None => None,
                     };
                     // The pull is shared by every viewer, so it carries no viewer's query.
-                    let (body, node) = self.hubs.join(stream, &path, source).await?;
+                    let viewer = ViewerInfo {
+                        client: peer.ip(),
+                        protocol: HTTP_FLV,
+                    };
+                    let (body, node) = self.hubs.join(stream, &path, source, viewer).await?;
                     if let Some(log) = log {
                         log.node = node;
+                        log.end = Some(body.end_watch());
                     }
                     Response::new(
                         body.map_frame(move |f| {
@@ -403,23 +448,33 @@ impl Handler for Gateway {
         let rid = request_id::from_headers(req.headers());
         // The access record (and the body wrapper that counts bytes into it) is built only when
         // its line would be written: with `access` filtered out, a request allocates neither.
-        let mut log =
-            tracing::enabled!(target: "access", tracing::Level::INFO).then(|| AccessLog {
-                start: Instant::now(),
-                method: req.method().clone(),
-                path: match strip_secrets(req.uri().query()) {
-                    Some(q) => format!("{}?{q}", req.uri().path()),
-                    None => req.uri().path().to_string(),
-                },
-                status: 0,
-                node: String::new(),
-                request_id: rid.to_str().unwrap_or_default().to_string(),
-                error: None,
-                side: "",
-                decision: "",
-                bytes: 0,
-                finished: false,
-            });
+        let mut log = match &self.access {
+            Some(sink) if tracing::enabled!(target: "access", tracing::Level::INFO) => {
+                Some(AccessLog {
+                    sink: sink.clone(),
+                    start: Instant::now(),
+                    client: peer.ip(),
+                    method: req.method().clone(),
+                    path: match strip_secrets(req.uri().query()) {
+                        Some(q) => format!("{}?{q}", req.uri().path()),
+                        None => req.uri().path().to_string(),
+                    },
+                    status: None,
+                    node: String::new(),
+                    request_id: rid.to_str().unwrap_or_default().to_string(),
+                    error: None,
+                    side: "",
+                    decision: "",
+                    bytes: 0,
+                    finished: AtomicBool::new(false),
+                    body_failed: false,
+                    end: None,
+                    stalled: conn.stalled,
+                    shutdown: self.shutdown.clone(),
+                })
+            }
+            _ => None,
+        };
         // The route is found once, here: its CORS policy covers every answer on its paths,
         // errors included, and the phases in `handle` go on from the same lookup.
         let path = req.uri().path();
@@ -468,7 +523,7 @@ impl Handler for Gateway {
         }
         match log {
             Some(mut log) => {
-                log.status = parts.status.as_u16();
+                log.status = Some(parts.status.as_u16());
                 Response::from_parts(parts, LoggedBody { inner: body, log }.boxed())
             }
             None => Response::from_parts(parts, body),
@@ -477,13 +532,17 @@ impl Handler for Gateway {
 }
 
 /// One access-log line, written when the response body is finished or dropped (viewer gone),
-/// so bytes and duration are the real ones.
+/// so bytes and duration are the real ones; if the request is dropped before it has an answer
+/// (the viewer went away, hyper dropped the handler), the line is written then, as a 499.
 struct AccessLog {
+    sink: Arc<AccessSink>,
     start: Instant,
+    client: IpAddr,
     method: Method,
     /// Path and query without credentials.
     path: String,
-    status: u16,
+    /// The status answered; `None` until there is an answer.
+    status: Option<u16>,
     node: String,
     request_id: String,
     error: Option<String>,
@@ -492,25 +551,64 @@ struct AccessLog {
     /// What the route did: `redirect`, `proxy` or `live` (an `auto` route's choice shows here).
     decision: &'static str,
     bytes: u64,
-    finished: bool,
+    /// The body ended by itself (atomic: `is_end_stream` only has `&self`).
+    finished: AtomicBool,
+    /// The body ended in an error of its own (the node's side, for a proxied body).
+    body_failed: bool,
+    /// A live viewer's body: why the engine let go of it.
+    end: Option<EndWatch>,
+    /// Set if the connection's write timed out (`send_timeout`).
+    stalled: StallFlag,
+    shutdown: CancellationToken,
+}
+
+impl AccessLog {
+    /// Why the response ended, if not by itself (see [`Record::closed`]).
+    fn closed(&self, finished: bool) -> Option<&'static str> {
+        if let Some(why) = self.end.as_ref().and_then(EndWatch::reason) {
+            return Some(why.as_str());
+        }
+        if finished && self.status.is_some() {
+            return None;
+        }
+        if self.stalled.is_set() {
+            Some("send_timeout")
+        } else if self.body_failed {
+            Some("upstream")
+        } else if self.shutdown.is_cancelled() {
+            Some("shutdown")
+        } else {
+            Some("client")
+        }
+    }
 }
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        tracing::info!(
-            target: "access",
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            bytes = self.bytes,
-            ms = self.start.elapsed().as_millis() as u64,
-            node = %self.node,
-            request_id = %self.request_id,
-            complete = self.finished,
-            error = self.error.as_deref().unwrap_or(""),
-            side = self.side,
-            decision = %self.decision,
-        );
+        let finished = self.finished.load(Ordering::Relaxed);
+        let closed = self.closed(finished);
+        // No answer: the client left first (499, as nginx logs it), or shutdown cut it (503,
+        // what the request would have been answered then).
+        let status = self
+            .status
+            .unwrap_or(if closed == Some("shutdown") { 503 } else { 499 });
+        let some = |s: &'static str| (!s.is_empty()).then_some(s);
+        self.sink.write(&Record {
+            ts: access_log::rfc3339(std::time::SystemTime::now()),
+            client: self.client,
+            method: self.method.as_str(),
+            path: &self.path,
+            status,
+            bytes: self.bytes,
+            ms: self.start.elapsed().as_millis() as u64,
+            node: (!self.node.is_empty()).then_some(self.node.as_str()),
+            request_id: &self.request_id,
+            decision: some(self.decision),
+            complete: finished && self.status.is_some(),
+            closed,
+            error: self.error.as_deref(),
+            side: some(self.side),
+        });
     }
 }
 
@@ -592,14 +690,15 @@ impl HttpBody for LoggedBody {
                 }
                 // hyper stops polling a body that says it has ended, so look now.
                 if this.inner.is_end_stream() {
-                    this.log.finished = true;
+                    this.log.finished.store(true, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None) => this.log.finished = true,
+            Poll::Ready(None) => this.log.finished.store(true, Ordering::Relaxed),
             Poll::Ready(Some(Err(e))) => {
-                // The body broke mid-way: the node's (hub, upstream body) or the viewer's side is
-                // not known here, only that the response did not complete.
+                // The body broke mid-way: a live viewer's end says why (slow, source failed);
+                // otherwise it is the node's answer that broke (upstream error or silence).
                 this.log.error = Some(e.to_string());
+                this.log.body_failed = true;
             }
             Poll::Pending => {}
         }
@@ -607,7 +706,13 @@ impl HttpBody for LoggedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // hyper asks before writing the head: a body that is over already (a redirect, an
+        // empty answer) is never polled, and is complete once the head is handed over.
+        let end = self.inner.is_end_stream();
+        if end {
+            self.log.finished.store(true, Ordering::Relaxed);
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -637,13 +742,28 @@ pub async fn start_with_registry(
         None => BaseUrl::parse(&format!("http://{}", addrs[0]))
             .map_err(|e| std::io::Error::other(format!("public url: {e}")))?,
     };
-    let gw = Arc::new(Gateway::new(
+    let access = AccessSink::start(&settings.log, &shutdown)?;
+    let gw = Arc::new(Gateway::with_access_log(
         &settings,
         registry,
         public_url,
         shutdown.clone(),
+        access.clone(),
     ));
     let mut opts = ServeOptions::from(&settings.server);
     opts.connections_per_ip = settings.limits.connections_per_ip;
-    Ok(server::run(listeners, gw, opts, shutdown)?)
+    let running = server::run(listeners, gw, opts, shutdown)?;
+    // Once the server has drained, the access lines still queued are written before the task
+    // (which the binary waits for) ends.
+    let server_task = running.task;
+    let task = tokio::spawn(async move {
+        let _ = server_task.await;
+        if let Some(a) = access {
+            a.close().await;
+        }
+    });
+    Ok(Running {
+        addrs: running.addrs,
+        task,
+    })
 }

@@ -9,6 +9,7 @@ mod auth;
 mod duration;
 mod limits;
 mod live;
+mod log;
 mod registry;
 mod routes;
 mod server;
@@ -23,7 +24,8 @@ pub use auth::{
 use duration::duration;
 pub use duration::parse_duration;
 pub use limits::{LimitSettings, RateSettings, RawLimits};
-pub use live::{LiveSettings, RawLive};
+pub use live::{DrainMode, LiveSettings, RawLive};
+pub use log::{AccessTarget, LogFormat, LogSettings, RawLog};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
 pub use routes::{
     Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
@@ -78,6 +80,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub log: RawLog,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -97,6 +101,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// Per-client limits (`[limits]`), all off by default.
     pub limits: LimitSettings,
+    /// The access log's format and destination (`[log]`).
+    pub log: LogSettings,
 }
 
 /// Reads and validates a config file.
@@ -127,7 +133,9 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     let live = live::validate(&raw.live)?;
     let limits = limits::validate(&raw.limits)?;
+    let log = log::validate(&raw.log)?;
     Ok(Settings {
+        log,
         limits,
         server,
         upstream,
@@ -207,6 +215,23 @@ upstream = "/hls/{stream}/{*rest}"
         assert_eq!(s.routes[2].auth, AuthMode::Token);
         assert_eq!(s.upstream.idle_timeout, Duration::from_secs(90));
         assert_eq!(s.nodes[0].streams, vec!["cam1", "cam2"]);
+    }
+
+    #[test]
+    fn log_and_drain_settings() {
+        let s = parse(
+            "[log]\nformat = \"json\"\naccess = \"/var/log/sg.log\"\n[live]\ndrain = \"stay\"\n",
+        )
+        .expect("valid");
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.log.access, AccessTarget::File("/var/log/sg.log".into()));
+        assert_eq!(s.live.drain, DrainMode::Stay);
+        let d = parse("").expect("valid");
+        assert_eq!(d.log, LogSettings::default());
+        assert_eq!(d.live.drain, DrainMode::Move);
+        assert!(err("[log]\nformat = \"xml\"\n").starts_with("log.format:"));
+        assert!(err("[log]\naccess = \" \"\n").starts_with("log.access:"));
+        assert!(err("[live]\ndrain = \"later\"\n").starts_with("live.drain:"));
     }
 
     #[test]
