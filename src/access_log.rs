@@ -136,9 +136,9 @@ impl AccessSink {
         let (tx, rx) = mpsc::channel(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicBool::new(false));
-        if matches!(out, Out::File { .. }) {
-            spawn_reopen_listener(tx.downgrade(), reopen.clone(), shutdown.clone());
-        }
+        // Listened for with stderr too (reopening is then a no-op): a logrotate script that
+        // signals must not kill the gateway, as SIGUSR1's default action would.
+        spawn_reopen_listener(tx.downgrade(), reopen.clone(), shutdown.clone());
         let writer = Writer {
             rx,
             out,

@@ -218,10 +218,6 @@ impl GatewayError {
             Self::StreamNotFound(s) | Self::NodeUnavailable(s) => {
                 body["stream"] = json!(s);
             }
-            Self::Draining(s) => {
-                body["stream"] = json!(s);
-                body["message"] = json!(self.to_string());
-            }
             // Viewers learn what went wrong, not the node's address.
             Self::UpstreamConnect { .. } => {
                 body["message"] = json!("the media node could not be reached")

@@ -362,7 +362,13 @@ impl Gateway {
                 let stream = caps.get(STREAM).unwrap_or_default();
                 let source = match route.target {
                     Target::Registry => NodeSource::Registry(self.registry.clone()),
-                    _ => NodeSource::Fixed(nodes),
+                    // The route's own nodes, not `nodes` (ordered by health, drained ones left
+                    // out): the hub's key must not change with them, or one stream would get a
+                    // second pull. The pull orders (and skips drained nodes) by itself.
+                    _ => {
+                        drop(nodes);
+                        NodeSource::Fixed(self.candidates(route, caps)?)
+                    }
                 };
                 let mut resp = if req.method() == Method::HEAD {
                     // Headers only: no reason to start (and linger) a pull for a probe.
