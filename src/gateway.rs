@@ -522,6 +522,12 @@ impl Handler for Gateway {
             }
         };
         let (mut parts, body) = resp.into_parts();
+        if let Some(e) = parts.extensions.remove::<crate::admin::LoggedError>() {
+            if let Some(log) = &mut log {
+                log.error = Some(e.error);
+                log.side = e.side;
+            }
+        }
         parts.headers.insert(request_id::HEADER, rid);
         if let Some((policy, _)) = cors {
             let ours = preflight && parts.status == http::StatusCode::NO_CONTENT;

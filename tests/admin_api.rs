@@ -349,6 +349,22 @@ fn kicking_a_viewer_ends_exactly_that_viewer() {
     assert_eq!(r.status, 404, "the id must belong to the stream named");
     let r = api(addr, "DELETE", "/api/v1/streams/cam1/viewers/x", "");
     assert_eq!(r.status, 400);
+    // A refused admin request's access line says why.
+    let r = send(
+        addr,
+        "DELETE",
+        &format!("/api/v1/streams/cam1/viewers/{first_id}"),
+        &format!("{ADMIN}X-Request-Id: kick-again\r\n"),
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    let line = common::access_line(&gw, "kick-again");
+    assert!(
+        line.contains("status=404")
+            && line.contains("error=\"no viewer")
+            && line.contains("side=\"downstream\""),
+        "{line}"
+    );
     drop(second);
 }
 

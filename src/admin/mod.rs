@@ -203,13 +203,19 @@ impl Admin {
                 e = Arc::new(GatewayError::MethodNotAllowed(Cow::Owned(allow)));
             }
             tracing::info!(request_id, error = %e, "admin request refused");
-            if srs {
+            let mut resp = if srs {
                 // SRS accepts only `{"code":0}`; a non-zero code says why it refused.
                 let (status, mut body) = e.to_json(request_id);
                 body["code"] = json!(status.as_u16());
-                return json_response(status, &body);
-            }
-            return e.to_response(request_id);
+                json_response(status, &body)
+            } else {
+                e.to_response(request_id)
+            };
+            resp.extensions_mut().insert(LoggedError {
+                error: e.to_string(),
+                side: e.side_name(),
+            });
+            return resp;
         }
         // Our handlers answer with small JSON bodies already in memory; axum's body type is not
         // `Sync` as ours must be, so take the bytes out.
@@ -226,6 +232,14 @@ struct ApiError(GatewayError);
 
 #[derive(Clone)]
 struct Failure(Arc<GatewayError>);
+
+/// An admin request's error, left in the response's extensions for the access log's `error`
+/// and `side` (the answer itself is already built).
+#[derive(Clone, Debug)]
+pub struct LoggedError {
+    pub error: String,
+    pub side: &'static str,
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {

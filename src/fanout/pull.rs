@@ -1115,6 +1115,27 @@ mod tests {
         feeder.abort();
     }
 
+    #[test]
+    fn a_drained_pull_leaves_only_where_a_viewer_can_start() {
+        let key = Tag::new(TagKind::Video, 0, &[0x17, 1, 0, 0, 0, 5]).expect("tag");
+        let inter = Tag::new(TagKind::Video, 0, &[0x27, 1, 0, 0, 0, 5]).expect("tag");
+        let avc_seq = Tag::new(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1]).expect("tag");
+        let aac = Tag::new(TagKind::Audio, 0, &[0xAF, 1, 9]).expect("tag");
+        let aac_seq = Tag::new(TagKind::Audio, 0, &[0xAF, 0, 0x12, 0x08]).expect("tag");
+        assert!(is_resume_point(&key, true));
+        assert!(!is_resume_point(&inter, true));
+        assert!(
+            !is_resume_point(&avc_seq, false),
+            "start-up tags are not frames"
+        );
+        assert!(!is_resume_point(&aac_seq, false));
+        assert!(
+            is_resume_point(&aac, false),
+            "audio-only so far: any audio frame"
+        );
+        assert!(!is_resume_point(&aac, true), "with video, only a keyframe");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_reconnect_window_counts_only_time_without_media() {
         let mut o = Outage::new(Duration::from_secs(5));
