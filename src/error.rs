@@ -51,6 +51,11 @@ pub enum GatewayError {
     StreamNotFound(String),
     #[error("every node holding stream {0:?} is down")]
     NodeUnavailable(String),
+    /// Every node that could serve the request is drained by an operator.
+    #[error("every node that could serve {0:?} is draining")]
+    Draining(String),
+    #[error("no viewer {id} watches stream {stream:?}")]
+    ViewerNotFound { stream: String, id: u64 },
     #[error("node {node} is unreachable: {source}")]
     UpstreamConnect { node: String, source: BoxError },
     #[error("node {node} sent no response headers within {secs:.1}s")]
@@ -59,8 +64,10 @@ pub enum GatewayError {
     Upstream { node: String, source: BoxError },
     #[error("the request body stopped arriving for {secs:.1}s")]
     RequestBodyTimeout { secs: f64 },
-    #[error("this route only serves GET and HEAD")]
-    MethodNotAllowed,
+    /// The path exists but does not serve this method; carries the methods it serves (the
+    /// `Allow` header and the message name them).
+    #[error("this path serves only {0}")]
+    MethodNotAllowed(std::borrow::Cow<'static, str>),
     #[error("too many {what} from this address; retry in {retry_after}s")]
     TooManyRequests {
         /// Which per-client limit was hit (`requests`, `connections`, `live viewers`).
@@ -116,11 +123,13 @@ impl GatewayError {
             Self::SignatureExpired => (StatusCode::FORBIDDEN, "signature_expired"),
             Self::StreamNotFound(_) => (StatusCode::NOT_FOUND, "stream_not_found"),
             Self::NodeUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable"),
+            Self::Draining(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_draining"),
+            Self::ViewerNotFound { .. } => (StatusCode::NOT_FOUND, "viewer_not_found"),
             Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Self::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
             Self::RequestBodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::CorsForbidden => (StatusCode::FORBIDDEN, "cors_forbidden"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -190,6 +199,11 @@ impl GatewayError {
                     "Bearer"
                 }),
             );
+        }
+        if let Self::MethodNotAllowed(allow) = self {
+            if let Ok(v) = HeaderValue::from_str(allow) {
+                resp.headers_mut().insert(http::header::ALLOW, v);
+            }
         }
         if let Self::TooManyRequests { retry_after, .. } = self {
             resp.headers_mut()

@@ -1,8 +1,10 @@
 //! The gateway's request path, as named phases: route → auth → choose upstream → act
 //! (redirect or proxy) → log and count. Errors from any phase become a response in `error.rs`.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -14,13 +16,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::{self, AccessSink, Record};
 use crate::auth::{now_unix, AuthHook, HookQuery, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
 use crate::body::{Body, BoxError};
 use crate::client_addr::{self, Client, TrustedProxies};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::cors;
 use crate::error::GatewayError;
-use crate::fanout::{Hubs, NodeSource};
+use crate::fanout::{EndWatch, Hubs, NodeSource, ViewerInfo, HTTP_FLV};
 use crate::limits::{Counter, RateLimit};
 use crate::metrics::{self, Metrics, NodeMetrics, RouteCounters};
 use crate::proxy::{self, Forward};
@@ -29,6 +32,7 @@ use crate::registry::{self, Lookup, Node, Registry};
 use crate::request_id;
 use crate::router::{Captures, STREAM};
 use crate::server::{self, Handler, Running, ServeOptions};
+use crate::stall_timeout::StallFlag;
 use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
 
@@ -59,6 +63,10 @@ pub struct Gateway {
     metrics_access: Option<metrics::Access>,
     /// `server.trusted_proxies`: whose `X-Forwarded-For` names the client.
     trusted_proxies: TrustedProxies,
+    /// Where access lines go (`None`: `[log] access = "off"`).
+    access: Option<Arc<AccessSink>>,
+    /// Cancelled at shutdown: a response cut then is logged `closed=shutdown`.
+    shutdown: CancellationToken,
 }
 
 /// The path metrics are served at.
@@ -87,12 +95,32 @@ pub enum StartError {
 }
 
 impl Gateway {
-    /// Builds the gateway over `registry` (already holding the static nodes).
+    /// Builds the gateway over `registry` (already holding the static nodes). An access log
+    /// file that cannot be opened is reported and replaced by stderr; [`start`] refuses to
+    /// start instead.
     pub fn new(
         settings: &Settings,
         registry: Arc<dyn Registry>,
         public_url: BaseUrl,
         shutdown: CancellationToken,
+    ) -> Self {
+        let access = AccessSink::start(&settings.log, &shutdown).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "access log: writing to stderr instead");
+            let stderr = crate::config::LogSettings {
+                access: crate::config::AccessTarget::Stderr,
+                ..settings.log.clone()
+            };
+            AccessSink::start(&stderr, &shutdown).ok().flatten()
+        });
+        Self::with_access_log(settings, registry, public_url, shutdown, access)
+    }
+
+    fn with_access_log(
+        settings: &Settings,
+        registry: Arc<dyn Registry>,
+        public_url: BaseUrl,
+        shutdown: CancellationToken,
+        access: Option<Arc<AccessSink>>,
     ) -> Self {
         let node_metrics = Arc::new(NodeMetrics::new(
             metrics::configured_nodes(settings),
@@ -173,7 +201,14 @@ impl Gateway {
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
             public_url,
+            access,
+            shutdown,
         }
+    }
+
+    /// Access lines dropped because the log writer could not keep up.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access.as_ref().map_or(0, |a| a.dropped())
     }
 
     /// The live hubs (for metrics and listings).
@@ -224,11 +259,16 @@ impl Gateway {
         caps: &Captures,
     ) -> Result<Vec<Arc<Node>>, GatewayError> {
         let nodes = self.candidates(route, caps)?;
-        Ok(if nodes.len() > 1 {
-            self.transport.order(&nodes)
-        } else {
-            nodes
-        })
+        if nodes.len() < 2 && !self.transport.health().any_drained() {
+            return Ok(nodes);
+        }
+        let ordered = self.transport.order(&nodes);
+        if ordered.is_empty() && !nodes.is_empty() {
+            // Every candidate is drained: nothing new goes to a drained node.
+            let what = caps.get(STREAM).unwrap_or(route.public_prefix.as_str());
+            return Err(GatewayError::Draining(what.to_string()));
+        }
+        Ok(ordered)
     }
 
     fn candidates(
@@ -399,12 +439,18 @@ impl Gateway {
             }
             Action::Live => {
                 if !matches!(*req.method(), Method::GET | Method::HEAD) {
-                    return Err(GatewayError::MethodNotAllowed);
+                    return Err(GatewayError::MethodNotAllowed(Cow::Borrowed("GET, HEAD")));
                 }
                 let stream = caps.get(STREAM).unwrap_or_default();
                 let source = match route.target {
                     Target::Registry => NodeSource::Registry(self.registry.clone()),
-                    _ => NodeSource::Fixed(nodes),
+                    // The route's own nodes, not `nodes` (ordered by health, drained ones left
+                    // out): the hub's key must not change with them, or one stream would get a
+                    // second pull. The pull orders (and skips drained nodes) by itself.
+                    _ => {
+                        drop(nodes);
+                        NodeSource::Fixed(self.candidates(route, caps)?)
+                    }
                 };
                 let mut resp = if req.method() == Method::HEAD {
                     // Headers only: no reason to start (and linger) a pull for a probe.
@@ -416,9 +462,14 @@ impl Gateway {
                         None => None,
                     };
                     // The pull is shared by every viewer, so it carries no viewer's query.
-                    let (body, node) = self.hubs.join(stream, &path, source).await?;
+                    let viewer = ViewerInfo {
+                        client: client.ip,
+                        protocol: HTTP_FLV,
+                    };
+                    let (body, node) = self.hubs.join(stream, &path, source, viewer).await?;
                     if let Some(log) = log {
                         log.node = node;
+                        log.end = Some(body.end_watch());
                     }
                     Response::new(
                         body.map_frame(move |f| {
@@ -484,30 +535,48 @@ impl Handler for Gateway {
     async fn call(&self, req: Request<Incoming>, conn: crate::server::ConnInfo) -> Response<Body> {
         let start = Instant::now();
         // Who this is, decided once: every phase below asks `client`, never the connection.
+        let stalled = conn.stalled.clone();
         let client = client_addr::resolve(conn, req.headers(), &self.trusted_proxies);
         let rid = request_id::from_headers(req.headers());
-        // The access line's fields are gathered only when the line would be written: with
-        // `access` filtered out, a request allocates none of them.
-        let mut log =
-            tracing::enabled!(target: "access", tracing::Level::INFO).then(|| AccessLog {
-                start,
-                client: client.ip,
-                peer: client.peer,
-                method: req.method().clone(),
-                path: match strip_secrets(req.uri().query()) {
-                    Some(q) => format!("{}?{q}", req.uri().path()),
-                    None => req.uri().path().to_string(),
-                },
-                node: String::new(),
-                request_id: rid.to_str().unwrap_or_default().to_string(),
-                error: None,
-                side: "",
-                decision: "",
-            });
+        // One record per request, made before anything can fail: a request dropped before it has
+        // an answer (the viewer left) is still counted and logged, as a 499. The access line's
+        // own fields are gathered only when it would be written.
+        let log = match &self.access {
+            Some(sink) if tracing::enabled!(target: "access", tracing::Level::INFO) => {
+                Some(AccessLog {
+                    sink: sink.clone(),
+                    start,
+                    client: client.ip,
+                    peer: client.peer,
+                    method: req.method().clone(),
+                    path: match strip_secrets(req.uri().query()) {
+                        Some(q) => format!("{}?{q}", req.uri().path()),
+                        None => req.uri().path().to_string(),
+                    },
+                    node: String::new(),
+                    request_id: rid.to_str().unwrap_or_default().to_string(),
+                    error: None,
+                    side: "",
+                    decision: "",
+                    end: None,
+                    stalled,
+                    shutdown: self.shutdown.clone(),
+                })
+            }
+            _ => None,
+        };
         // The route is found once, here: its CORS policy covers every answer on its paths,
         // errors included, and the phases in `handle` go on from the same lookup.
         let dest = self.destination(req.uri().path());
-        let counters = self.counters(&dest);
+        let mut end = RequestEnd {
+            counters: self.counters(&dest),
+            status: None,
+            bytes: 0,
+            counted: 0,
+            finished: AtomicBool::new(false),
+            body_failed: false,
+            log,
+        };
         let cors = match &dest {
             Dest::Route(Ok((_, r, _))) => r.cors.as_ref().map(|c| (c, r.action)),
             _ => None,
@@ -536,14 +605,14 @@ impl Handler for Gateway {
                 cors::preflight(policy, origin.as_ref(), action)
             }
             (None, _) => {
-                self.handle(req, dest, &counters, &client, &rid, &mut log)
+                self.handle(req, dest, &end.counters, &client, &rid, &mut end.log)
                     .await
             }
         };
         let resp = match result {
             Ok(r) => r,
             Err(e) => {
-                if let Some(log) = &mut log {
+                if let Some(log) = &mut end.log {
                     log.error = Some(e.to_string());
                     log.side = e.side_name();
                     if let Some(n) = e.node() {
@@ -554,25 +623,25 @@ impl Handler for Gateway {
             }
         };
         let (mut parts, body) = resp.into_parts();
+        if let Some(e) = parts.extensions.remove::<crate::admin::LoggedError>() {
+            if let Some(log) = &mut end.log {
+                log.error = Some(e.error);
+                log.side = e.side;
+            }
+        }
         parts.headers.insert(request_id::HEADER, rid);
         if let Some((policy, _)) = cors {
             let ours = preflight && parts.status == http::StatusCode::NO_CONTENT;
             cors::apply(policy, origin.as_ref(), &mut parts.headers, ours);
         }
-        let end = RequestEnd {
-            counters,
-            status: parts.status.as_u16(),
-            bytes: 0,
-            counted: 0,
-            finished: false,
-            log,
-        };
+        end.status = Some(parts.status.as_u16());
         Response::from_parts(parts, CountedBody { inner: body, end }.boxed())
     }
 }
 
 /// The access line's fields besides the outcome (written by [`RequestEnd`]).
 struct AccessLog {
+    sink: Arc<AccessSink>,
     start: Instant,
     /// The real client (`client_addr::resolve`).
     client: IpAddr,
@@ -589,6 +658,11 @@ struct AccessLog {
     side: &'static str,
     /// What the route did: `redirect`, `proxy` or `live` (an `auto` route's choice shows here).
     decision: &'static str,
+    /// A live viewer's body: why the engine let go of it.
+    end: Option<EndWatch>,
+    /// Set if the connection's write timed out (`send_timeout`).
+    stalled: StallFlag,
+    shutdown: CancellationToken,
 }
 
 /// The end of one request, the one place that knows its outcome: when the response body is
@@ -598,19 +672,42 @@ struct AccessLog {
 struct RequestEnd {
     /// The route's request and byte counters.
     counters: Arc<RouteCounters>,
-    status: u16,
+    /// The status answered; `None` until there is an answer.
+    status: Option<u16>,
     /// Body bytes sent so far.
     bytes: u64,
     /// Of `bytes`, those already added to the route's byte counter (a long body adds them as
     /// it goes, every [`metrics::BYTES_FLUSH`]).
     counted: u64,
-    /// The body reached its end (not cut short).
-    finished: bool,
-    /// `None` when the access log is filtered out.
+    /// The body ended by itself (atomic: `is_end_stream` only has `&self`).
+    finished: AtomicBool,
+    /// The body ended in an error of its own (the node's side, for a proxied body).
+    body_failed: bool,
+    /// `None` when the access log is off or filtered out.
     log: Option<AccessLog>,
 }
 
 impl RequestEnd {
+    /// Why the response ended, if not by itself (see [`Record::closed`]).
+    fn closed(&self, finished: bool) -> Option<&'static str> {
+        let log = self.log.as_ref();
+        if let Some(why) = log.and_then(|l| l.end.as_ref()).and_then(EndWatch::reason) {
+            return Some(why.as_str());
+        }
+        if finished && self.status.is_some() {
+            return None;
+        }
+        if log.is_some_and(|l| l.stalled.is_set()) {
+            Some("send_timeout")
+        } else if self.body_failed {
+            Some("upstream")
+        } else if log.is_some_and(|l| l.shutdown.is_cancelled()) {
+            Some("shutdown")
+        } else {
+            Some("client")
+        }
+    }
+
     /// `n` more body bytes went out.
     fn sent(&mut self, n: usize) {
         self.bytes += n as u64;
@@ -625,7 +722,14 @@ impl RequestEnd {
 
 impl Drop for RequestEnd {
     fn drop(&mut self) {
-        self.counters.request(self.status);
+        let finished = self.finished.load(Ordering::Relaxed);
+        let closed = self.closed(finished);
+        // No answer: the client left first (499, as nginx logs it), or shutdown cut it (503,
+        // what the request would have been answered then).
+        let status = self
+            .status
+            .unwrap_or(if closed == Some("shutdown") { 503 } else { 499 });
+        self.counters.request(status);
         if self.bytes > self.counted {
             self.counters
                 .response_bytes
@@ -634,22 +738,24 @@ impl Drop for RequestEnd {
         let Some(log) = &self.log else {
             return;
         };
-        tracing::info!(
-            target: "access",
-            client = %log.client,
-            peer = %log.peer,
-            method = %log.method,
-            path = %log.path,
-            status = self.status,
-            bytes = self.bytes,
-            ms = log.start.elapsed().as_millis() as u64,
-            node = %log.node,
-            request_id = %log.request_id,
-            complete = self.finished,
-            error = log.error.as_deref().unwrap_or(""),
-            side = log.side,
-            decision = %log.decision,
-        );
+        let some = |s: &'static str| (!s.is_empty()).then_some(s);
+        log.sink.write(&Record {
+            ts: access_log::rfc3339(std::time::SystemTime::now()),
+            client: log.client,
+            peer: log.peer,
+            method: log.method.as_str(),
+            path: &log.path,
+            status,
+            bytes: self.bytes,
+            ms: log.start.elapsed().as_millis() as u64,
+            node: (!log.node.is_empty()).then_some(log.node.as_str()),
+            request_id: &log.request_id,
+            decision: some(log.decision),
+            complete: finished && self.status.is_some(),
+            closed,
+            error: log.error.as_deref(),
+            side: some(log.side),
+        });
     }
 }
 
@@ -731,13 +837,14 @@ impl HttpBody for CountedBody {
                 }
                 // hyper stops polling a body that says it has ended, so look now.
                 if this.inner.is_end_stream() {
-                    this.end.finished = true;
+                    this.end.finished.store(true, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None) => this.end.finished = true,
+            Poll::Ready(None) => this.end.finished.store(true, Ordering::Relaxed),
             Poll::Ready(Some(Err(e))) => {
-                // The body broke mid-way: the node's (hub, upstream body) or the viewer's side is
-                // not known here, only that the response did not complete.
+                // The body broke mid-way: a live viewer's end says why (slow, source failed);
+                // otherwise it is the node's answer that broke (upstream error or silence).
+                this.end.body_failed = true;
                 if let Some(log) = &mut this.end.log {
                     log.error = Some(e.to_string());
                 }
@@ -748,7 +855,13 @@ impl HttpBody for CountedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // hyper asks before writing the head: a body that is over already (a redirect, an
+        // empty answer) is never polled, and is complete once the head is handed over.
+        let over = self.inner.is_end_stream();
+        if over {
+            self.end.finished.store(true, Ordering::Relaxed);
+        }
+        over
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -778,11 +891,13 @@ pub async fn start_with_registry(
         None => BaseUrl::parse(&format!("http://{}", addrs[0]))
             .map_err(|e| std::io::Error::other(format!("public url: {e}")))?,
     };
-    let gw = Arc::new(Gateway::new(
+    let access = AccessSink::start(&settings.log, &shutdown)?;
+    let gw = Arc::new(Gateway::with_access_log(
         &settings,
         registry,
         public_url,
         shutdown.clone(),
+        access.clone(),
     ));
     // The metrics listener is bound before anything runs, so a bad address fails the start.
     let metrics_listener = match settings.metrics.listen {
@@ -812,6 +927,15 @@ pub async fn start_with_registry(
             let _ = m.task.await;
         });
     }
+    // Once the servers have drained, the access lines still queued are written before the task
+    // (which the binary waits for) ends.
+    let server_task = running.task;
+    running.task = tokio::spawn(async move {
+        let _ = server_task.await;
+        if let Some(a) = access {
+            a.close().await;
+        }
+    });
     Ok(running)
 }
 

@@ -10,6 +10,7 @@
 //! request path's modules are the crate's own.
 #![forbid(unsafe_code)]
 
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub mod auth;
 pub(crate) mod backoff;

@@ -31,15 +31,18 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{json_response, Body};
 use crate::config::ListenerSettings;
 use crate::proxy_protocol::Rewind;
-use crate::stall_timeout::StallTimeout;
+use crate::stall_timeout::{StallFlag, StallTimeout};
 
 /// What the server knows about the connection a request came on, handed to the handler.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// The client's address: the TCP peer (or what a trusted PROXY protocol header names).
     pub peer: SocketAddr,
     /// The viewer reached us over TLS (so forwarded requests say `https`).
     pub secure: bool,
+    /// Set if a write on the connection timed out (`send_timeout`): the access log says
+    /// `closed=send_timeout`. Cloned per request (a reference count), never allocated.
+    pub(crate) stalled: StallFlag,
 }
 
 impl ConnInfo {
@@ -48,7 +51,14 @@ impl ConnInfo {
         Self {
             peer,
             secure: false,
+            stalled: StallFlag::default(),
         }
+    }
+
+    /// The same connection, watched by `flag`.
+    pub(crate) fn with_stall_flag(mut self, flag: StallFlag) -> Self {
+        self.stalled = flag;
+        self
     }
 }
 
@@ -270,9 +280,12 @@ async fn accept_loop<H: Handler>(
                 Some(Ok(slot)) => (Some(slot), None),
                 Some(Err(e)) => (None, Some(Arc::new(e))),
             };
+            let io = StallTimeout::new(io, opts.send_timeout);
+            let info = info.with_stall_flag(io.flag());
             let svc = service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
                 let refused = refused.clone();
+                let info = info.clone();
                 async move {
                     if let Some(e) = refused {
                         let rid = crate::request_id::from_headers(req.headers());
@@ -302,7 +315,7 @@ async fn accept_loop<H: Handler>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(opts.header_read_timeout)
                 .max_buf_size(CONNECTION_BUFFER)
-                .serve_connection(TokioIo::new(StallTimeout::new(io, opts.send_timeout)), svc);
+                .serve_connection(TokioIo::new(io), svc);
             let conn = watcher.watch(conn);
             tokio::select! {
                 r = conn => if let Err(e) = r {

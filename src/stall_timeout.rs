@@ -8,11 +8,24 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+/// Set once the connection's write timed out, so whoever logs the request it was answering can
+/// say `closed=send_timeout` (the server puts a clone in every request's extensions).
+#[derive(Clone, Debug, Default)]
+pub struct StallFlag(Arc<AtomicBool>);
+
+impl StallFlag {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// `inner` with a bound on how long a write may stay pending.
 pub struct StallTimeout<T> {
@@ -20,6 +33,7 @@ pub struct StallTimeout<T> {
     limit: Duration,
     /// Running while a write is pending; reset by any progress.
     timer: Option<Pin<Box<Sleep>>>,
+    stalled: StallFlag,
 }
 
 impl<T> StallTimeout<T> {
@@ -28,7 +42,13 @@ impl<T> StallTimeout<T> {
             inner,
             limit,
             timer: None,
+            stalled: StallFlag::default(),
         }
+    }
+
+    /// The flag set when a write times out.
+    pub fn flag(&self) -> StallFlag {
+        self.stalled.clone()
     }
 
     /// Maps a write poll: progress resets the timer, pending arms it, expiry fails the write.
@@ -45,6 +65,7 @@ impl<T> StallTimeout<T> {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 if timer.as_mut().poll(cx).is_ready() {
                     self.timer = None;
+                    self.stalled.0.store(true, Ordering::Relaxed);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "peer stopped reading",
@@ -112,12 +133,14 @@ mod tests {
     async fn a_write_nobody_reads_fails_after_the_limit() {
         let (a, _b) = tokio::io::duplex(1024);
         let mut w = StallTimeout::new(a, Duration::from_millis(100));
+        let flag = w.flag();
         let big = vec![0u8; 64 * 1024];
         let err = w
             .write_all(&big)
             .await
             .expect_err("the duplex peer never reads");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(flag.is_set(), "whoever logs the request learns why");
     }
 
     #[tokio::test]

@@ -250,25 +250,6 @@ upstream = "/files/{{*rest}}"
         ui["players"],
         serde_json::json!({"hls.js": true, "mpegts.js": true})
     );
-
-    // A stream's viewers: none, then the one watching.
-    let v = get(a, "/api/v1/live/cam1", ADMIN).json();
-    assert_eq!(v["pulls"], serde_json::json!([]));
-    let (head, _watching, _) = common::open_stream(a, "/flv/cam1.flv?token=view");
-    assert_eq!(head.status, 200);
-    let mut last = serde_json::Value::Null;
-    common::wait_until("the viewer is listed", Duration::from_secs(10), || {
-        last = get(a, "/api/v1/live/cam1", ADMIN).json();
-        last["pulls"][0]["viewer_list"]
-            .as_array()
-            .is_some_and(|l| l.len() == 1)
-    });
-    let pull = &last["pulls"][0];
-    assert_eq!(pull["node"], "a");
-    assert_eq!(pull["upstream_path"], "/live/cam1.flv");
-    assert_eq!(pull["viewers"], 1);
-    assert!(pull["viewer_list"][0]["id"].as_u64().is_some(), "{last}");
-    assert_eq!(get(a, "/api/v1/live/..", ADMIN).status, 400);
 }
 
 /// Without the npm packages the dashboard still works, and its player says how to install them.

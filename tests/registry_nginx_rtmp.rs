@@ -120,7 +120,14 @@ fn nginx_rtmp_publishes_are_routed_and_strangers_are_refused() {
     assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
     assert_eq!(
         streams(gw.addr()),
-        serde_json::json!([{"name": "cam1", "nodes": ["n1"], "up_nodes": ["n1"]}])
+        serde_json::json!([{
+            "name": "cam1",
+            "registered": true,
+            "nodes": ["n1"],
+            "up_nodes": ["n1"],
+            "viewers": 0,
+            "pulls": []
+        }])
     );
     let segment = playlist
         .lines()

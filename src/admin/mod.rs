@@ -1,26 +1,30 @@
-//! The writers of the stream registry, over HTTP: the REST API under `/api/v1` (operators and
-//! node agents, `Authorization: Bearer <[admin] token>`) and the media-server hooks under
-//! `/hooks` (SRS `http_hooks`, nginx-rtmp `notify`; `?secret=<[registry] hook_secret>` in the
-//! URL because media servers cannot set headers).
+//! The gateway's operations over HTTP: the REST API under `/api/v1` (operators and node agents,
+//! `Authorization: Bearer <[admin] token>`): the registry's nodes and streams, the live streams
+//! with their viewers, bitrates and codecs, kicking a viewer, draining a node; and the
+//! media-server hooks under `/hooks` (SRS `http_hooks`, nginx-rtmp `notify`;
+//! `?secret=<[registry] hook_secret>` in the URL because media servers cannot set headers).
 //!
 //! With `[ui] enabled`, the dashboard's static files under `/ui/` are served here too
 //! ([`ui`]); the page itself holds no secret and calls the API with the admin token the
 //! operator types.
 //!
 //! The gateway hands these paths here before its route table. Routing inside is an `axum`
-//! router; every failure is a [`GatewayError`], turned into the response by `error.rs` like
-//! anywhere else (SRS hooks additionally get the non-zero `code` SRS reads). Credentials are
-//! checked before the body is read, so a wrong secret never touches the registry, and bodies
-//! are capped at [`MAX_BODY`] bytes.
+//! router built through [`Table`], which records every path and its methods: `GET /api/v1`
+//! lists them, and the test against docs/openapi.json reads that list. Every failure is a
+//! [`GatewayError`], turned into the response by `error.rs` like anywhere else (SRS hooks
+//! additionally get the non-zero `code` SRS reads). Credentials are checked before the body is
+//! read, so a wrong secret never touches the registry, and bodies are capped at [`MAX_BODY`]
+//! bytes.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use bytes::Bytes;
 use http::request::Parts;
@@ -32,11 +36,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use crate::access_log::rfc3339;
 use crate::auth::ct_eq;
 use crate::body::{full, json_response, Body};
+use crate::config::DrainMode;
 use crate::config::Settings;
 use crate::error::GatewayError;
-use crate::fanout::Hubs;
+use crate::fanout::{Hubs, PullInfo};
 use crate::registry::hooks::{self, HookAction, HookEvent};
 use crate::registry::{url_text, Node, Registry, RegistryError};
 use crate::router::valid_stream_name;
@@ -68,6 +74,34 @@ pub struct Admin {
     ui: bool,
 }
 
+/// One route of the admin router, as `GET /api/v1` lists it: the path in the router's syntax
+/// (`{id}` for a parameter) and the methods it serves (`HEAD` comes with `GET`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteDoc {
+    pub path: &'static str,
+    pub methods: &'static [&'static str],
+}
+
+/// The router under construction, and the list of what it serves: a route can only be added
+/// with the methods it answers (a unit test holds each entry to its router).
+struct Table {
+    router: Router<Arc<AdminState>>,
+    routes: Vec<RouteDoc>,
+}
+
+impl Table {
+    fn route(
+        mut self,
+        path: &'static str,
+        methods: &'static [&'static str],
+        handlers: MethodRouter<Arc<AdminState>>,
+    ) -> Self {
+        self.routes.push(RouteDoc { path, methods });
+        self.router = self.router.route(path, handlers);
+        self
+    }
+}
+
 /// What every handler needs.
 struct AdminState {
     registry: Arc<dyn Registry>,
@@ -82,14 +116,16 @@ struct AdminState {
     static_ids: HashSet<String>,
     /// The live fan-out, for `GET /api/v1/live`.
     hubs: Arc<Hubs>,
-    /// The transport's view of each node's health, for the node listings.
+    /// The transport's view of each node's health, for the node listings; drain marks too.
     health: Arc<Health>,
     /// The route table as `GET /api/v1/routes` lists it (built once: it never changes).
-    routes: Value,
+    route_table: Value,
     /// Where the dashboard's player libraries are installed.
     vendor: ui::VendorDirs,
     /// `[ui] viewer_token`: the viewer token the dashboard's player presents by default.
     viewer_token: Option<String>,
+    /// Every route, for `GET /api/v1`.
+    routes: Vec<RouteDoc>,
 }
 
 impl Admin {
@@ -99,6 +135,7 @@ impl Admin {
         hubs: Arc<Hubs>,
         health: Arc<Health>,
     ) -> Self {
+        let table = Self::table();
         let state = Arc::new(AdminState {
             registry,
             admin_token: settings.admin.token.clone(),
@@ -107,28 +144,14 @@ impl Admin {
             static_ids: settings.nodes.iter().map(|n| n.id.clone()).collect(),
             hubs,
             health,
-            routes: routes_json(&settings.routes),
+            route_table: routes_json(&settings.routes),
             vendor: ui::VendorDirs::new(settings.ui.vendor_dir.as_deref()),
             viewer_token: settings.ui.viewer_token.clone(),
+            routes: table.routes,
         });
-        let mut router = Router::new()
-            .route("/api/v1/nodes", get(list_nodes))
-            .route(
-                "/api/v1/nodes/{id}",
-                get(get_node).put(put_node).delete(delete_node),
-            )
-            .route("/api/v1/streams", get(list_streams))
-            .route("/api/v1/live", get(live_status))
-            .route("/api/v1/live/{name}", get(live_stream))
-            .route("/api/v1/routes", get(list_routes))
-            .route("/api/v1/ui", get(ui_settings))
-            .route(
-                "/api/v1/streams/{name}",
-                get(get_stream).put(put_stream).delete(delete_stream),
-            )
-            .route("/hooks/srs", post(srs_hook))
-            .route("/hooks/nginx-rtmp", post(nginx_rtmp_hook));
+        let mut router = table.router;
         if settings.ui.enabled {
+            // The dashboard's files are not part of the API (`GET /api/v1` does not list them).
             router = router
                 .route("/ui", get(|| async { ui::redirect_to_index() }))
                 .route("/ui/", get(ui_file))
@@ -136,7 +159,10 @@ impl Admin {
         }
         let router = router
             .fallback(|| async { ApiError(GatewayError::NoRoute) })
-            .method_not_allowed_fallback(|| async { ApiError(GatewayError::MethodNotAllowed) })
+            // axum sets `Allow` on this answer; `call` turns it into the message too.
+            .method_not_allowed_fallback(|| async {
+                ApiError(GatewayError::MethodNotAllowed(Cow::Borrowed("")))
+            })
             .with_state(state);
         Self {
             router,
@@ -150,6 +176,44 @@ impl Admin {
         handles(path) || (self.ui && ui::handles(path))
     }
 
+    /// Every route with its handlers, in the order `GET /api/v1` lists them.
+    fn table() -> Table {
+        Table {
+            router: Router::new(),
+            routes: Vec::new(),
+        }
+        .route("/api/v1", &["GET"], get(index))
+        .route("/api/v1/nodes", &["GET"], get(list_nodes))
+        .route(
+            "/api/v1/nodes/{id}",
+            &["GET", "PUT", "DELETE"],
+            get(get_node).put(put_node).delete(delete_node),
+        )
+        .route("/api/v1/nodes/{id}/drain", &["POST"], post(drain_node))
+        .route("/api/v1/nodes/{id}/undrain", &["POST"], post(undrain_node))
+        .route("/api/v1/streams", &["GET"], get(list_streams))
+        .route(
+            "/api/v1/streams/{name}",
+            &["GET", "PUT", "DELETE"],
+            get(get_stream).put(put_stream).delete(delete_stream),
+        )
+        .route(
+            "/api/v1/streams/{name}/viewers",
+            &["GET"],
+            get(list_viewers),
+        )
+        .route(
+            "/api/v1/streams/{name}/viewers/{id}",
+            &["DELETE"],
+            delete(kick_viewer),
+        )
+        .route("/api/v1/live", &["GET"], get(live_status))
+        .route("/api/v1/routes", &["GET"], get(list_routes))
+        .route("/api/v1/ui", &["GET"], get(ui_settings))
+        .route("/hooks/srs", &["POST"], post(srs_hook))
+        .route("/hooks/nginx-rtmp", &["POST"], post(nginx_rtmp_hook))
+    }
+
     /// Answers one admin or hook request; `request_id` goes into error bodies.
     pub async fn call(&self, req: Request<Incoming>, request_id: &str) -> Response<Body> {
         let srs = req.uri().path() == "/hooks/srs";
@@ -158,15 +222,35 @@ impl Admin {
             Err(never) => match never {},
         };
         let (mut parts, body) = resp.into_parts();
-        if let Some(Failure(e)) = parts.extensions.remove::<Failure>() {
+        if let Some(Failure(mut e)) = parts.extensions.remove::<Failure>() {
+            if matches!(*e, GatewayError::MethodNotAllowed(_)) {
+                // The methods the path serves, from the `Allow` header axum set ("GET,HEAD").
+                let allow = parts
+                    .headers
+                    .get(http::header::ALLOW)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                e = Arc::new(GatewayError::MethodNotAllowed(Cow::Owned(allow)));
+            }
             tracing::info!(request_id, error = %e, "admin request refused");
-            if srs {
+            let mut resp = if srs {
                 // SRS accepts only `{"code":0}`; a non-zero code says why it refused.
                 let (status, mut body) = e.to_json(request_id);
                 body["code"] = json!(status.as_u16());
-                return json_response(status, &body);
-            }
-            return e.to_response(request_id);
+                json_response(status, &body)
+            } else {
+                e.to_response(request_id)
+            };
+            resp.extensions_mut().insert(LoggedError {
+                error: e.to_string(),
+                side: e.side_name(),
+            });
+            return resp;
         }
         // Our handlers answer with small JSON bodies already in memory; axum's body type is not
         // `Sync` as ours must be, so take the bytes out.
@@ -183,6 +267,14 @@ struct ApiError(GatewayError);
 
 #[derive(Clone)]
 struct Failure(Arc<GatewayError>);
+
+/// An admin request's error, left in the response's extensions for the access log's `error`
+/// and `side` (the answer itself is already built).
+#[derive(Clone, Debug)]
+pub struct LoggedError {
+    pub error: String,
+    pub side: &'static str,
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
@@ -336,24 +428,105 @@ fn stream_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiErro
     Ok(name)
 }
 
-fn node_json(n: &Node, st: &AdminState, now: Instant) -> Value {
+/// Live pulls and their viewers per node.
+type Loads = HashMap<String, (usize, usize)>;
+
+fn node_json(n: &Node, st: &AdminState, loads: &Loads, now: Instant) -> Value {
+    let (pulls, viewers) = loads.get(&n.id).copied().unwrap_or_default();
     json!({
         "id": n.id,
         "url": url_text(&n.url),
         "up": n.is_up(now),
         "expires_in_ms": n.expires.map(|e| e.saturating_duration_since(now).as_millis() as u64),
         "static": st.static_ids.contains(&n.id),
-        // This gateway's own view (passive failures, active check); not shared between gateways.
+        // This gateway's own view (passive failures, active check, drain); not shared between
+        // gateways.
+        "draining": st.health.is_drained(&n.id),
         "health": st.health.snapshot(&n.id),
+        "live_pulls": pulls,
+        "live_viewers": viewers,
     })
 }
 
-fn stream_json(name: &str, nodes: &[String], reg: &dyn Registry, now: Instant) -> Value {
-    let up: Vec<&String> = nodes
+/// A stream: where the registry says it is (`registered`, `nodes`, `up_nodes`), and the live
+/// pulls this gateway runs for it.
+fn stream_json(
+    name: &str,
+    nodes: Option<&[String]>,
+    pulls: &[PullInfo],
+    reg: &dyn Registry,
+    now: Instant,
+) -> Value {
+    let listed = nodes.unwrap_or_default();
+    let up: Vec<&String> = listed
         .iter()
         .filter(|id| reg.node(id).is_some_and(|n| n.is_up(now)))
         .collect();
-    json!({ "name": name, "nodes": nodes, "up_nodes": up })
+    json!({
+        "name": name,
+        "registered": nodes.is_some(),
+        "nodes": listed,
+        "up_nodes": up,
+        "viewers": pulls.iter().map(|p| p.viewers).sum::<usize>(),
+        "pulls": pulls.iter().map(pull_json).collect::<Vec<_>>(),
+    })
+}
+
+fn pull_json(p: &PullInfo) -> Value {
+    json!({
+        "upstream_path": p.upstream_path,
+        "node": (!p.node.is_empty()).then_some(&p.node),
+        "phase": p.phase,
+        "viewers": p.viewers,
+        "bytes_in": p.bytes_in,
+        "bytes_out": p.bytes_out,
+        "bitrate_in_bps": p.bitrate_in,
+        "bitrate_out_bps": p.bitrate_out,
+        "video": p.video.as_ref().map(|v| json!({
+            "codec": v.codec,
+            "profile": v.profile,
+            "level": v.level,
+            "width": v.width,
+            "height": v.height,
+        })),
+        "audio": p.audio.as_ref().map(|a| json!({
+            "codec": a.codec,
+            "sample_rate": a.sample_rate,
+            "channels": a.channels,
+        })),
+        "started_at": rfc3339(p.started_at),
+        "uptime_s": secs(p.uptime),
+    })
+}
+
+/// Seconds with millisecond precision.
+fn secs(d: Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// The pulls of every stream, by stream name.
+fn pulls_by_stream(hubs: &Hubs) -> BTreeMap<String, Vec<PullInfo>> {
+    let mut by: BTreeMap<String, Vec<PullInfo>> = BTreeMap::new();
+    for p in hubs.pulls(None) {
+        by.entry(p.stream.clone()).or_default().push(p);
+    }
+    by
+}
+
+/// One stream, looked up directly in the registry and among the hubs (never a listing).
+fn one_stream(st: &AdminState, name: &str) -> Option<Value> {
+    let entry = st.registry.stream(name);
+    let pulls = st.hubs.pulls(Some(name));
+    if entry.is_none() && pulls.is_empty() {
+        return None;
+    }
+    Some(stream_json(
+        name,
+        entry.as_ref().map(|e| e.nodes.as_slice()),
+        &pulls,
+        st.registry.as_ref(),
+        Instant::now(),
+    ))
 }
 
 fn ok(v: Value) -> ApiResult {
@@ -378,29 +551,9 @@ async fn live_status(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResu
     }))
 }
 
-/// `GET /api/v1/live/{name}`: the running pulls of one stream, each with its viewers (empty
-/// while nobody watches it).
-async fn live_stream(
-    _: AdminAuth,
-    State(st): State<Arc<AdminState>>,
-    name: Result<Path<String>, PathRejection>,
-) -> ApiResult {
-    let name = stream_name(name)?;
-    let pulls: Vec<Value> = st
-        .hubs
-        .stream_viewers(&name)
-        .into_iter()
-        .map(|(s, viewers)| {
-            json!({
-                "node": s.node,
-                "upstream_path": s.upstream_path,
-                "viewers": s.viewers,
-                "bytes_in": s.bytes_in,
-                "viewer_list": viewers,
-            })
-        })
-        .collect();
-    ok(json!({ "stream": name, "pulls": pulls }))
+/// `GET /api/v1`: every route of this API (and the hooks) with its methods.
+async fn index(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    ok(json!({ "routes": st.routes }))
 }
 
 /// The route table for listings: pattern, action and auth mode (no secrets, no node addresses).
@@ -435,7 +588,7 @@ fn routes_json(routes: &[crate::config::RouteSettings]) -> Value {
 /// `GET /api/v1/routes`: how viewers reach streams and files (the dashboard builds play URLs
 /// from it).
 async fn list_routes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
-    ok(st.routes.clone())
+    ok(st.route_table.clone())
 }
 
 /// `GET /api/v1/ui`: what the dashboard's player needs: the default viewer token (`[ui]
@@ -458,11 +611,12 @@ async fn ui_file(
 
 async fn list_nodes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
     let now = Instant::now();
+    let loads = st.hubs.loads();
     let nodes: Vec<Value> = st
         .registry
         .nodes()
         .iter()
-        .map(|n| node_json(n, &st, now))
+        .map(|n| node_json(n, &st, &loads, now))
         .collect();
     ok(json!({ "nodes": nodes }))
 }
@@ -477,7 +631,52 @@ async fn get_node(
         .registry
         .node(&id)
         .ok_or(GatewayError::NodeNotFound(id))?;
-    ok(node_json(&n, &st, Instant::now()))
+    ok(node_json(&n, &st, &st.hubs.loads(), Instant::now()))
+}
+
+/// `POST /api/v1/nodes/{id}/drain`: nothing new goes to the node (viewers, proxied requests,
+/// redirects, pulls); its running pulls move at their next keyframe or stay (`[live] drain`).
+/// This gateway's mark only, like node health.
+async fn drain_node(
+    _: AdminAuth,
+    State(st): State<Arc<AdminState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    set_drain(&st, node_id(id)?, true)
+}
+
+/// `POST /api/v1/nodes/{id}/undrain`: the node takes new work again.
+async fn undrain_node(
+    _: AdminAuth,
+    State(st): State<Arc<AdminState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    set_drain(&st, node_id(id)?, false)
+}
+
+fn set_drain(st: &AdminState, id: String, drained: bool) -> ApiResult {
+    let n = st
+        .registry
+        .node(&id)
+        .ok_or_else(|| GatewayError::NodeNotFound(id.clone()))?;
+    let changed = st
+        .health
+        .set_drained(&id, drained)
+        .map_err(|why| GatewayError::Conflict(why.to_string()))?;
+    let mode = match st.hubs.drain_mode() {
+        DrainMode::Move => "move",
+        DrainMode::Stay => "stay",
+    };
+    if changed {
+        if drained {
+            tracing::info!(node = %id, pulls = mode, "node drained through the API");
+        } else {
+            tracing::info!(node = %id, "node undrained through the API");
+        }
+    }
+    let mut v = node_json(&n, st, &st.hubs.loads(), Instant::now());
+    v["drain_mode"] = json!(mode);
+    ok(v)
 }
 
 /// `PUT /api/v1/nodes/{id}` body. Unknown keys are refused so a typo (`"tll"`) is not silently
@@ -541,7 +740,7 @@ async fn put_node(
         .registry
         .node(&id)
         .ok_or_else(|| GatewayError::Internal("node vanished".into()))?;
-    ok(node_json(&n, &st, Instant::now()))
+    ok(node_json(&n, &st, &st.hubs.loads(), Instant::now()))
 }
 
 async fn delete_node(
@@ -559,43 +758,100 @@ async fn delete_node(
     if !st.registry.remove_node(&id).await? {
         return Err(GatewayError::NodeNotFound(id).into());
     }
+    // A node registered again under this id starts undrained.
+    let _ = st.health.set_drained(&id, false);
     tracing::info!(node = %id, "node removed through the API");
     ok(json!({ "id": id, "removed": true }))
 }
 
+/// `GET /api/v1/streams`: every registered stream and every stream this gateway pulls (a
+/// fixed-node route's streams are pulled without being registered), sorted by name.
 async fn list_streams(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
     let now = Instant::now();
-    let streams: Vec<Value> = st
+    let mut pulls = pulls_by_stream(&st.hubs);
+    let reg = st.registry.as_ref();
+    let mut streams: Vec<(String, Value)> = st
         .registry
         .streams()
         .iter()
-        .map(|s| stream_json(&s.name, &s.nodes, st.registry.as_ref(), now))
+        .map(|s| {
+            let p = pulls.remove(&s.name).unwrap_or_default();
+            let v = stream_json(&s.name, Some(&s.nodes), &p, reg, now);
+            (s.name.clone(), v)
+        })
         .collect();
+    streams.extend(
+        pulls
+            .into_iter()
+            .map(|(name, p)| (name.clone(), stream_json(&name, None, &p, reg, now))),
+    );
+    streams.sort_by(|a, b| a.0.cmp(&b.0));
+    let streams: Vec<Value> = streams.into_iter().map(|(_, v)| v).collect();
     ok(json!({ "streams": streams }))
 }
 
-fn find_stream(st: &AdminState, name: &str) -> Option<Vec<String>> {
-    st.registry
-        .streams()
-        .into_iter()
-        .find(|s| s.name == name)
-        .map(|s| s.nodes)
-}
-
+/// `GET /api/v1/streams/{name}`: one stream, without listing the registry.
 async fn get_stream(
     _: AdminAuth,
     State(st): State<Arc<AdminState>>,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let name = stream_name(name)?;
-    let nodes =
-        find_stream(&st, &name).ok_or_else(|| GatewayError::StreamNotFound(name.clone()))?;
-    ok(stream_json(
-        &name,
-        &nodes,
-        st.registry.as_ref(),
-        Instant::now(),
-    ))
+    let v = one_stream(&st, &name).ok_or(GatewayError::StreamNotFound(name))?;
+    ok(v)
+}
+
+/// `GET /api/v1/streams/{name}/viewers`: who watches the stream, on which pull.
+async fn list_viewers(
+    _: AdminAuth,
+    State(st): State<Arc<AdminState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let name = stream_name(name)?;
+    let viewers = st.hubs.viewers(&name);
+    if viewers.is_empty() && st.registry.stream(&name).is_none() {
+        return Err(GatewayError::StreamNotFound(name).into());
+    }
+    let viewers: Vec<Value> = viewers
+        .iter()
+        .map(|v| {
+            let s = &v.viewer;
+            json!({
+                "id": s.id,
+                "client": s.client.to_string(),
+                "protocol": s.protocol,
+                "since": rfc3339(s.since),
+                "connected_s": secs(s.connected),
+                "bytes": s.bytes,
+                "queue_bytes": s.queue_bytes,
+                "queue_lag_ms": s.queue_lag_ms,
+                "skipping": s.skipping,
+                "node": (!v.node.is_empty()).then_some(&v.node),
+                "upstream_path": v.upstream_path,
+            })
+        })
+        .collect();
+    ok(json!({ "stream": name, "viewers": viewers }))
+}
+
+/// `DELETE /api/v1/streams/{name}/viewers/{id}`: ends exactly that viewer's response (a clean
+/// end at once; its access line says `closed=kicked`).
+async fn kick_viewer(
+    _: AdminAuth,
+    State(st): State<Arc<AdminState>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let Path((name, id)) = p.map_err(|_| GatewayError::BadPath("undecodable path segment"))?;
+    if !valid_stream_name(&name) {
+        return Err(GatewayError::BadStreamName.into());
+    }
+    let id: u64 = id
+        .parse()
+        .map_err(|_| GatewayError::BadRequest("viewer ids are numbers"))?;
+    if !st.hubs.kick(&name, id) {
+        return Err(GatewayError::ViewerNotFound { stream: name, id }.into());
+    }
+    ok(json!({ "stream": name, "id": id, "kicked": true }))
 }
 
 /// `PUT /api/v1/streams/{name}` body.
@@ -620,13 +876,9 @@ async fn put_stream(
     }
     st.registry.announce(&name, &req.node).await?;
     tracing::info!(stream = %name, node = %req.node, "stream announced through the API");
-    let nodes = find_stream(&st, &name).unwrap_or_default();
-    ok(stream_json(
-        &name,
-        &nodes,
-        st.registry.as_ref(),
-        Instant::now(),
-    ))
+    let v =
+        one_stream(&st, &name).ok_or_else(|| GatewayError::Internal("stream vanished".into()))?;
+    ok(v)
 }
 
 /// `DELETE /api/v1/streams/{name}[?node=ID]`: from one node, or from every node holding it.
@@ -639,7 +891,11 @@ async fn delete_stream(
     let name = stream_name(name)?;
     let from: Vec<String> = match hooks::query_value(parts.query().unwrap_or(""), "node") {
         Some(n) => vec![n],
-        None => find_stream(&st, &name).unwrap_or_default(),
+        None => st
+            .registry
+            .stream(&name)
+            .map(|e| e.nodes)
+            .unwrap_or_default(),
     };
     let mut removed = Vec::new();
     for node in from {
@@ -722,6 +978,59 @@ async fn nginx_rtmp_hook(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the router did with a request: the error its placeholder answer carries.
+    async fn outcome(router: &Router, method: &str, path: &str) -> Option<String> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("infallible");
+        resp.extensions()
+            .get::<Failure>()
+            .map(|f| f.0.status_and_code().1.to_string())
+    }
+
+    #[tokio::test]
+    async fn every_route_serves_exactly_the_methods_it_lists() {
+        // No admin token and no hook secret: every handler stops at its credentials, so only
+        // the routing is tested.
+        let settings = crate::config::parse("").expect("config");
+        let transport = crate::upstream::Transport::new(&settings.upstream);
+        let hubs = Arc::new(Hubs::new(
+            settings.live.clone(),
+            transport.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let admin = Admin::new(
+            &settings,
+            Arc::new(crate::registry::MemoryRegistry::default()),
+            hubs,
+            transport.health().clone(),
+        );
+        let routes = Admin::table().routes;
+        assert!(routes.len() >= 12);
+        for r in &routes {
+            assert!(handles(r.path), "{} is handed to the admin router", r.path);
+            let path = r.path.replace("{id}", "7").replace("{name}", "cam1");
+            for m in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+                let got = outcome(&admin.router, m, &path).await;
+                if r.methods.contains(&m) {
+                    assert_eq!(got.as_deref(), Some("disabled"), "{m} {path}");
+                } else {
+                    assert_eq!(got.as_deref(), Some("method_not_allowed"), "{m} {path}");
+                }
+            }
+        }
+        for path in ["/api/v1/nope", "/api/v1/nodes/a/b/c", "/hooks/other"] {
+            assert_eq!(
+                outcome(&admin.router, "GET", path).await.as_deref(),
+                Some("not_found"),
+                "{path}"
+            );
+        }
+    }
 
     #[test]
     fn paths_and_ids() {

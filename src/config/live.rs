@@ -20,6 +20,17 @@ pub struct RawLive {
     pub max_gop_bytes: Option<usize>,
     pub flush_interval: Option<String>,
     pub upstream_idle_timeout: Option<String>,
+    pub drain: Option<String>,
+}
+
+/// What a pull running on a node does when an operator drains that node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DrainMode {
+    /// Reconnect to another node holding the stream at the next keyframe; viewers stay.
+    #[default]
+    Move,
+    /// Keep pulling from the drained node until the stream ends or the pull breaks.
+    Stay,
 }
 
 /// Tunables of the live fan-out (`[live]` in the config).
@@ -48,6 +59,8 @@ pub struct LiveSettings {
     /// Viewers are woken at most this often; tags queued meanwhile go out in one write.
     /// Zero wakes them for every upstream read (lowest latency, most CPU).
     pub flush_interval: Duration,
+    /// What running pulls do when their node is drained (`move` or `stay`).
+    pub drain: DrainMode,
 }
 
 impl Default for LiveSettings {
@@ -63,6 +76,7 @@ impl Default for LiveSettings {
             max_gop_bytes: 16 << 20,
             flush_interval: Duration::from_millis(50),
             upstream_idle_timeout: Duration::from_secs(10),
+            drain: DrainMode::Move,
         }
     }
 }
@@ -105,6 +119,16 @@ pub(super) fn validate(l: &RawLive) -> Result<LiveSettings, ConfigError> {
             &l.upstream_idle_timeout,
             d.upstream_idle_timeout,
         )?,
+        drain: match l.drain.as_deref() {
+            None | Some("move") => DrainMode::Move,
+            Some("stay") => DrainMode::Stay,
+            Some(other) => {
+                return Err(invalid(
+                    "live.drain",
+                    format!("{other:?} is not a drain mode (use \"move\" or \"stay\")"),
+                ))
+            }
+        },
     };
     if live.linger > Duration::from_secs(3600) {
         return Err(invalid(

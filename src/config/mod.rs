@@ -9,6 +9,7 @@ mod auth;
 mod duration;
 mod limits;
 mod live;
+mod log;
 mod metrics;
 mod registry;
 mod routes;
@@ -25,7 +26,8 @@ pub use auth::{
 use duration::duration;
 pub use duration::parse_duration;
 pub use limits::{LimitSettings, RateSettings, RawLimits};
-pub use live::{LiveSettings, RawLive};
+pub use live::{DrainMode, LiveSettings, RawLive};
+pub use log::{AccessTarget, LogFormat, LogSettings, RawLog};
 pub use metrics::{Cidr, MetricsSettings, RawMetrics};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
 pub use routes::{
@@ -88,6 +90,8 @@ pub struct RawConfig {
     pub ui: RawUi,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub log: RawLog,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -111,6 +115,8 @@ pub struct Settings {
     pub ui: UiSettings,
     /// Where `/metrics` is served and how its bounded families are cut (`[metrics]`).
     pub metrics: MetricsSettings,
+    /// The access log's format and destination (`[log]`).
+    pub log: LogSettings,
 }
 
 /// Reads and validates a config file.
@@ -142,6 +148,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let live = live::validate(&raw.live)?;
     let limits = limits::validate(&raw.limits)?;
     let ui = ui::validate(raw.ui, &auth, &admin)?;
+    let log = log::validate(&raw.log)?;
     let metrics = metrics::validate(&raw.metrics)?;
     // Port 0 asks the system for a free port each time: two such addresses never clash.
     if metrics
@@ -155,6 +162,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     }
     Ok(Settings {
         ui,
+        log,
         limits,
         metrics,
         server,
@@ -235,6 +243,23 @@ upstream = "/hls/{stream}/{*rest}"
         assert_eq!(s.routes[2].auth, AuthMode::Token);
         assert_eq!(s.upstream.idle_timeout, Duration::from_secs(90));
         assert_eq!(s.nodes[0].streams, vec!["cam1", "cam2"]);
+    }
+
+    #[test]
+    fn log_and_drain_settings() {
+        let s = parse(
+            "[log]\nformat = \"json\"\naccess = \"/var/log/sg.log\"\n[live]\ndrain = \"stay\"\n",
+        )
+        .expect("valid");
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.log.access, AccessTarget::File("/var/log/sg.log".into()));
+        assert_eq!(s.live.drain, DrainMode::Stay);
+        let d = parse("").expect("valid");
+        assert_eq!(d.log, LogSettings::default());
+        assert_eq!(d.live.drain, DrainMode::Move);
+        assert!(err("[log]\nformat = \"xml\"\n").starts_with("log.format:"));
+        assert!(err("[log]\naccess = \" \"\n").starts_with("log.access:"));
+        assert!(err("[live]\ndrain = \"later\"\n").starts_with("live.drain:"));
     }
 
     #[test]

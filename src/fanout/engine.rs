@@ -20,9 +20,27 @@ use tokio::time::Instant;
 
 use super::gop::{init_index, GopCache, InitCache};
 use super::timestamps::Rewriter;
-use super::viewer::{Budget, MediaKind, Offer, Slot, ViewerBody};
+use super::viewer::{
+    Budget, EndReason, MediaKind, Offer, Slot, ViewerBody, ViewerInfo, ViewerStats,
+};
 use super::{Failure, LiveCounters, Settings, StreamCounters};
+use crate::flv::codec::{AudioInfo, VideoInfo};
 use crate::flv::{self, Tag, TagKind};
+
+/// Viewer ids: unique in the process, so an id names one viewer whatever stream or pull it
+/// watches (the admin API kicks by id).
+static NEXT_VIEWER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Up to the first five data bytes of a tag: codec flags, or an enhanced-RTMP FourCC.
+type TagHead = ([u8; 5], u8);
+
+fn tag_head(tag: &Tag) -> TagHead {
+    let d = tag.data();
+    let n = d.len().min(5);
+    let mut h = [0u8; 5];
+    h[..n].copy_from_slice(&d[..n]);
+    (h, n as u8)
+}
 
 /// Where a stream is in its life.
 #[derive(Debug, Clone)]
@@ -43,17 +61,17 @@ impl Phase {
     fn is_over(&self) -> bool {
         matches!(self, Self::Ended | Self::Failed(_))
     }
-}
 
-/// One viewer as the admin API lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ViewerStats {
-    /// The viewer's number within its stream (unique per stream run).
-    pub id: u64,
-    /// How long it has been attached.
-    pub connected_ms: u64,
-    /// Bytes handed to its connection (start-up burst included).
-    pub bytes_sent: u64,
+    /// The phase's name in listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Live => "live",
+            Self::Reconnecting => "reconnecting",
+            Self::Ended => "ended",
+            Self::Failed(_) => "failed",
+        }
+    }
 }
 
 /// Why a stream could not take a viewer.
@@ -86,6 +104,9 @@ struct Inner {
     /// Joins in flight (one [`Joining`] guard each): between finding the stream and attaching,
     /// a joiner waits for the first connection; the stream is not idle meanwhile.
     joiners: usize,
+    /// The start of the latest video and audio tag, for the codec listings.
+    video_head: Option<TagHead>,
+    audio_head: Option<TagHead>,
 }
 
 /// A join in flight: while it lives, [`Core::idle`] does not end the stream. Dropped once the
@@ -120,7 +141,6 @@ pub struct Core {
     /// This stream's viewer count and bytes sent (the origin's `/stats`); `None` where nobody
     /// reads them (the gateway), so viewers do not share one more contended counter.
     stream: Option<Arc<StreamCounters>>,
-    next_id: AtomicU64,
 }
 
 impl Core {
@@ -144,12 +164,13 @@ impl Core {
                 seen_video: false,
                 idle_since: Some(Instant::now()),
                 joiners: 0,
+                video_head: None,
+                audio_head: None,
             }),
             changed: Notify::new(),
             viewer_left: Notify::new(),
             counters,
             stream,
-            next_id: AtomicU64::new(1),
         })
     }
 
@@ -178,19 +199,62 @@ impl Core {
         self.lock().viewers.len()
     }
 
-    /// Each attached viewer, for the admin API (read-only; taken under the lock, so keep it
-    /// to a listing).
-    pub fn viewer_list(&self) -> Vec<ViewerStats> {
-        let now = Instant::now();
-        self.lock()
-            .viewers
-            .iter()
-            .map(|v| ViewerStats {
-                id: v.id,
-                connected_ms: now.saturating_duration_since(v.joined).as_millis() as u64,
-                bytes_sent: v.bytes_sent(),
-            })
-            .collect()
+    /// Every attached viewer, as the admin API lists it.
+    pub fn viewer_stats(&self) -> Vec<ViewerStats> {
+        self.lock().viewers.iter().map(Slot::stats).collect()
+    }
+
+    /// What the stream carries now, from its sequence headers and latest tags.
+    pub fn media_info(&self) -> (Option<VideoInfo>, Option<AudioInfo>) {
+        let (video_seq, audio_seq, video_head, audio_head) = {
+            let inner = self.lock();
+            (
+                inner.init.video_seq.clone(),
+                inner.init.audio_seq.clone(),
+                inner.video_head,
+                inner.audio_head,
+            )
+        };
+        // Parsed outside the lock: the engine never waits on a listing.
+        let video = video_head.and_then(|(h, n)| {
+            flv::codec::video_info(&h[..usize::from(n)], video_seq.as_ref().map(Tag::data))
+        });
+        let audio = audio_head.and_then(|(h, n)| {
+            flv::codec::audio_info(&h[..usize::from(n)], audio_seq.as_ref().map(Tag::data))
+        });
+        (video, audio)
+    }
+
+    /// Bytes handed to viewers' connections since the last call (for the stream's rate; what
+    /// viewers that left took since the last call is not counted).
+    pub fn take_bytes_out(&self) -> u64 {
+        self.lock().viewers.iter_mut().map(Slot::take_sent).sum()
+    }
+
+    /// Removes viewer `id` at an operator's request: its queue is dropped and its body ends
+    /// cleanly at once. `false` if no such viewer is attached.
+    pub fn kick(&self, id: u64) -> bool {
+        let mut inner = self.lock();
+        let Some(pos) = inner.viewers.iter().position(|v| v.id == id) else {
+            return false;
+        };
+        let before = inner.viewers.len();
+        let mut slot = inner.viewers.remove(pos);
+        slot.kick();
+        drop(slot); // closed: the body ends
+        tracing::info!(stream = %self.name, viewer = id, "viewer kicked");
+        self.left(inner, before);
+        true
+    }
+
+    /// Bookkeeping after viewers were removed from a list that had `before`.
+    fn left(&self, mut inner: MutexGuard<'_, Inner>, before: usize) {
+        self.count_viewers(before, inner.viewers.len());
+        if inner.viewers.is_empty() && inner.idle_since.is_none() {
+            inner.idle_since = Some(Instant::now());
+            drop(inner);
+            self.viewer_left.notify_waiters();
+        }
     }
 
     fn budget(&self) -> Budget {
@@ -255,9 +319,14 @@ impl Core {
         }
     }
 
+    /// [`Core::attach_viewer`] for a viewer nobody lists (the origin's, tests').
+    pub fn attach(self: &Arc<Self>) -> Result<ViewerBody, AttachError> {
+        self.attach_viewer(ViewerInfo::unknown())
+    }
+
     /// Adds a viewer: it gets the header, start-up tags and the cached GOP (or waits for the next
     /// keyframe), then live tags. All under the lock, so it sees no gap and no duplicate.
-    pub fn attach(self: &Arc<Self>) -> Result<ViewerBody, AttachError> {
+    pub fn attach_viewer(self: &Arc<Self>, info: ViewerInfo) -> Result<ViewerBody, AttachError> {
         let mut inner = self.lock();
         if inner.phase.is_over() {
             return Err(AttachError::Ended);
@@ -265,8 +334,8 @@ impl Core {
         if inner.viewers.len() >= self.settings.max_viewers {
             return Err(AttachError::Full);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (mut slot, shared) = Slot::new(id);
+        let id = NEXT_VIEWER_ID.fetch_add(1, Ordering::Relaxed);
+        let (mut slot, shared) = Slot::new(id, info);
         let inner = &mut *inner;
         if let Some(h) = &inner.init.header {
             slot.push_burst(h, None);
@@ -317,12 +386,7 @@ impl Core {
         let mut inner = self.lock();
         let before = inner.viewers.len();
         inner.viewers.retain(|v| v.id != id);
-        self.count_viewers(before, inner.viewers.len());
-        if inner.viewers.is_empty() && inner.idle_since.is_none() {
-            inner.idle_since = Some(Instant::now());
-            drop(inner);
-            self.viewer_left.notify_waiters();
-        }
+        self.left(inner, before);
     }
 
     /// A source connection delivered its FLV header. The header flags new joiners get follow
@@ -361,11 +425,23 @@ impl Core {
 
     /// Ends the stream: every viewer gets what is queued, then a clean end.
     pub fn end(&self, why: &str) {
+        self.end_for(EndReason::StreamEnd, why);
+    }
+
+    /// Ends the stream because the process is shutting down (viewers' logs say so).
+    pub fn shut_down(&self) {
+        self.end_for(EndReason::Shutdown, "shutdown");
+    }
+
+    fn end_for(&self, reason: EndReason, why: &str) {
         let mut inner = self.lock();
         if inner.phase.is_over() {
             return;
         }
         tracing::info!(stream = %self.name, why, "live stream ended");
+        for v in inner.viewers.iter_mut() {
+            v.end(reason);
+        }
         self.close(&mut inner, Phase::Ended);
     }
 
@@ -409,7 +485,7 @@ impl Core {
                     _ if inner.joiners > 0 => None,
                     Some(t) if Instant::now() >= t + self.settings.linger => {
                         tracing::debug!(stream = %self.name, "no viewers for linger");
-                        self.close(&mut inner, Phase::Ended);
+                        self.close(&mut inner, Phase::Ended); // no viewer to tell why
                         return;
                     }
                     Some(t) => Some(t + self.settings.linger),
@@ -457,8 +533,13 @@ impl Core {
         } else {
             tag.with_timestamp(ts as u32)
         };
-        if tag.kind() == TagKind::Video {
-            inner.seen_video = true; // sequence headers count: they announce the track
+        match tag.kind() {
+            TagKind::Video => {
+                inner.seen_video = true; // sequence headers count: they announce the track
+                inner.video_head = Some(tag_head(&tag));
+            }
+            TagKind::Audio => inner.audio_head = Some(tag_head(&tag)),
+            TagKind::Script => {}
         }
         let before = inner.viewers.len();
         if let Some(idx) = init_index(&tag) {
@@ -650,27 +731,6 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn viewer_list_says_who_is_attached_for_how_long_and_what_they_got() {
-        let core = core_with(settings());
-        core.begin(true, true, "n1");
-        core.push(video(0, true, 100));
-        let mut a = core.attach().expect("attach");
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let b = core.attach().expect("attach");
-        core.flush();
-        let _ = a.frame().await;
-        let list = core.viewer_list();
-        assert_eq!(list.len(), 2);
-        assert_ne!(list[0].id, list[1].id);
-        assert_eq!(list[0].connected_ms, 5000);
-        assert_eq!(list[1].connected_ms, 0);
-        assert!(list[0].bytes_sent > 0, "{list:?}");
-        assert_eq!(list[1].bytes_sent, 0);
-        drop(b);
-        assert_eq!(core.viewer_list().len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn linger_expiry_ends_and_a_joiner_at_expiry_never_gets_overloaded() {
         let core = core_with(settings());
         core.begin(true, true, "n1");
@@ -748,7 +808,7 @@ mod tests {
         );
         core.begin(false, true, "n1");
         core.push(video(0, true, 300));
-        let _slow = core.attach().expect("attach");
+        let slow = core.attach().expect("attach");
         let mut fast = core.attach().expect("attach");
         drain(&mut fast).await;
         for i in 1..10 {
@@ -763,6 +823,8 @@ mod tests {
         core.push(video(400, true, 300));
         assert_eq!(core.viewers(), 1, "still backed up at the keyframe: cut");
         assert_eq!(counters.viewers_cut.load(Ordering::Relaxed), 1);
+        assert_eq!(slow.end_watch().reason(), Some(EndReason::SlowViewer));
+        assert_eq!(fast.end_watch().reason(), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -976,6 +1038,123 @@ mod tests {
                 "{who}: {media:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kick_ends_exactly_that_viewer_at_once_and_cleanly() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        core.push(avc_seq(1));
+        core.push(video(0, true, 100));
+        let mut kept = core.attach().expect("attach");
+        let mut kicked = core.attach().expect("attach");
+        let watch = kicked.end_watch();
+        assert_ne!(kept.id(), kicked.id());
+        core.push(video(40, false, 100)); // queued for both, not yet read
+        assert!(!core.kick(u64::MAX), "no such viewer");
+        assert!(core.kick(kicked.id()));
+        assert_eq!(core.viewers(), 1);
+        assert_eq!(watch.reason(), Some(EndReason::Kicked));
+        let (ev, ended) = drain(&mut kicked).await;
+        assert!(ended, "a clean end");
+        assert!(ev.is_empty(), "what was queued is dropped: {ev:?}");
+        core.push(video(80, false, 100));
+        core.flush();
+        let (ev, ended) = drain(&mut kept).await;
+        assert!(!ended);
+        assert_eq!(tags(&ev).len(), 4, "the other viewer got everything");
+        assert!(!core.kick(kicked.id()), "kicked once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn listings_show_viewers_and_what_the_stream_carries() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        let info = ViewerInfo {
+            client: "192.0.2.7".parse().expect("ip"),
+            protocol: "ws-flv",
+        };
+        let mut v = core.attach_viewer(info).expect("attach");
+        // AVC sequence header with a real SPS (1280x720 Constrained Baseline) and AAC 48k stereo.
+        let sps: [u8; 25] = [
+            0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03,
+            0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x83, 0x24, 0x80,
+        ];
+        let mut d = vec![
+            0x17,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0x42,
+            0xC0,
+            0x1F,
+            0xFF,
+            0xE1,
+            0,
+            sps.len() as u8,
+        ];
+        d.extend_from_slice(&sps);
+        core.push(Tag::new(TagKind::Video, 0, &d).expect("tag"));
+        core.push(Tag::new(TagKind::Audio, 0, &[0xAF, 0, 0x11, 0x90]).expect("tag"));
+        core.push(video(0, true, 100));
+        core.push(video(40, false, 100));
+        core.push(video(80, false, 100));
+        let (video_info, audio_info) = core.media_info();
+        let video_info = video_info.expect("video");
+        assert_eq!(
+            (video_info.codec, video_info.width, video_info.height),
+            ("h264", Some(1280), Some(720))
+        );
+        let audio_info = audio_info.expect("audio");
+        assert_eq!(
+            (
+                audio_info.codec,
+                audio_info.sample_rate,
+                audio_info.channels
+            ),
+            ("aac", Some(48000), Some(2))
+        );
+        let s = &core.viewer_stats()[0];
+        assert_eq!(
+            (s.client.to_string().as_str(), s.protocol),
+            ("192.0.2.7", "ws-flv")
+        );
+        assert!(s.queue_bytes > 0 && s.queue_lag_ms == 80, "{s:?}");
+        core.flush();
+        drain(&mut v).await;
+        let s = &core.viewer_stats()[0];
+        assert_eq!((s.queue_bytes, s.queue_lag_ms), (0, 0));
+        assert!(s.bytes > 300);
+        assert_eq!(core.take_bytes_out(), s.bytes);
+        assert_eq!(core.take_bytes_out(), 0, "counted once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn viewers_learn_why_the_stream_left_them() {
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        let v = core.attach().expect("attach");
+        core.shut_down();
+        assert_eq!(v.end_watch().reason(), Some(EndReason::Shutdown));
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        let v = core.attach().expect("attach");
+        core.end("unpublished");
+        assert_eq!(v.end_watch().reason(), Some(EndReason::StreamEnd));
+        let core = core_with(settings());
+        core.begin(true, true, "a");
+        let v = core.attach().expect("attach");
+        core.fail(Failure::Unavailable("t".into()));
+        assert_eq!(v.end_watch().reason(), Some(EndReason::Upstream));
+        let w = {
+            let core = core_with(settings());
+            core.begin(true, true, "a");
+            let v = core.attach().expect("attach");
+            v.end_watch()
+        };
+        assert_eq!(w.reason(), None, "a viewer that left by itself");
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,8 +22,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 pub use engine::Core;
-pub use pull::{Hubs, NodeSource};
-pub use viewer::ViewerBody;
+pub use pull::{Hubs, NodeSource, PullInfo};
+pub use viewer::{EndWatch, ViewerBody, ViewerInfo, HTTP_FLV};
 
 pub use crate::config::LiveSettings;
 use crate::error::GatewayError;
@@ -94,6 +94,7 @@ impl Settings {
 pub enum Failure {
     NotFound(String),
     Unavailable(String),
+    Draining(String),
     Timeout { node: String, secs: f64 },
     Connect { node: String, msg: String },
     Upstream { node: String, msg: String },
@@ -104,6 +105,7 @@ impl Failure {
         match e {
             GatewayError::StreamNotFound(s) => Self::NotFound(s.clone()),
             GatewayError::NodeUnavailable(s) => Self::Unavailable(s.clone()),
+            GatewayError::Draining(s) => Self::Draining(s.clone()),
             GatewayError::UpstreamTimeout { node, secs } => Self::Timeout {
                 node: node.clone(),
                 secs: *secs,
@@ -127,6 +129,7 @@ impl Failure {
         match self.clone() {
             Self::NotFound(s) => GatewayError::StreamNotFound(s),
             Self::Unavailable(s) => GatewayError::NodeUnavailable(s),
+            Self::Draining(s) => GatewayError::Draining(s),
             Self::Timeout { node, secs } => GatewayError::UpstreamTimeout { node, secs },
             Self::Connect { node, msg } => GatewayError::UpstreamConnect {
                 node,

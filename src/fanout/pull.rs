@@ -27,18 +27,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{AttachError, Core, Joining, Phase};
-use super::viewer::ViewerBody;
+use super::viewer::{ViewerBody, ViewerInfo, ViewerStats};
 use super::{Failure, LiveCounters, LiveSettings, Settings};
 use crate::backoff::Backoff;
 use crate::body::empty;
+use crate::config::DrainMode;
 use crate::error::GatewayError;
+use crate::flv::codec::{AudioInfo, VideoInfo};
 use crate::flv::{Event, Parser, TagKind};
 use crate::registry::{Lookup, Node, Registry};
 use crate::upstream::{PooledBody, Transport};
 
-/// The span over which a pull measures its stream's ingest rate; a rate not refreshed for two
-/// of these (the pull is reconnecting, or the node went quiet) reads as zero.
-const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a pull samples its bitrates; a sample older than [`RATE_STALE`] reads as 0.
+const RATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const RATE_STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// First and longest wait between reconnect rounds.
 const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
@@ -122,8 +124,38 @@ pub struct StreamStats {
     pub node: String,
     pub viewers: usize,
     pub bytes_in: u64,
-    /// Bytes per second read from the node, over the last couple of seconds.
+    /// Bytes per second read from the node, from the pull's latest rate sample.
     pub bytes_per_second: u64,
+}
+
+/// One pull with everything the admin API shows of it.
+#[derive(Debug, Clone)]
+pub struct PullInfo {
+    pub stream: String,
+    pub upstream_path: String,
+    /// The node it pulls from now (empty before the first connection).
+    pub node: String,
+    pub phase: &'static str,
+    pub viewers: usize,
+    /// Bytes read from nodes, and handed to viewers (the latter updated once a second).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Bits per second over the last second (0 while nothing flows).
+    pub bitrate_in: u64,
+    pub bitrate_out: u64,
+    pub video: Option<VideoInfo>,
+    pub audio: Option<AudioInfo>,
+    /// When the pull started (wall clock), and for how long it has run.
+    pub started_at: std::time::SystemTime,
+    pub uptime: std::time::Duration,
+}
+
+/// A viewer with the pull it watches.
+#[derive(Debug, Clone)]
+pub struct ViewerOf {
+    pub upstream_path: String,
+    pub node: String,
+    pub viewer: ViewerStats,
 }
 
 /// All hubs of this gateway.
@@ -163,6 +195,7 @@ impl Hubs {
         stream: &str,
         upstream_path: &str,
         source: NodeSource,
+        viewer: ViewerInfo,
     ) -> Result<(ViewerBody, String), GatewayError> {
         // A hub can end between lookup and attach (linger expiry, unpublish): start anew. Three
         // rounds bound the loop; each one either attaches or sees a hub end.
@@ -177,7 +210,7 @@ impl Hubs {
                 Phase::Ended => continue,
                 Phase::Connecting | Phase::Live | Phase::Reconnecting => {}
             }
-            match hub.core.attach() {
+            match hub.core.attach_viewer(viewer.clone()) {
                 Ok(v) => return Ok((v, hub.core.source())),
                 Err(AttachError::Ended) => continue,
                 Err(AttachError::Full) => {
@@ -214,17 +247,22 @@ impl Hubs {
                 "too many live streams on this gateway",
             ));
         }
-        let hub = Hub::new(
-            key.clone(),
-            stream,
-            upstream_path,
-            Core::new(
+        let hub = Arc::new(Hub {
+            key: key.clone(),
+            stream: stream.to_string(),
+            upstream_path: upstream_path.to_string(),
+            core: Core::new(
                 stream,
                 Settings::from_live(&self.settings),
                 self.counters.clone(),
                 None,
             ),
-        );
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            rates: Mutex::new(Rates::default()),
+        });
         // Registered before the pull starts: a new core is connecting, never over.
         let joining = hub.core.joining().ok_or(GatewayError::Overloaded(
             "the stream ended while joining; retry",
@@ -265,24 +303,61 @@ impl Hubs {
         v
     }
 
-    /// The running pulls of one stream (one per node source and upstream path), each with its
-    /// viewers.
-    pub fn stream_viewers(
-        &self,
-        stream: &str,
-    ) -> Vec<(StreamStats, Vec<super::engine::ViewerStats>)> {
-        let hubs: Vec<Arc<Hub>> = self
+    /// The running hubs, or those of one stream (a scan of at most `max_streams` hubs; the
+    /// registry is not read).
+    fn hubs_of(&self, stream: Option<&str>) -> Vec<Arc<Hub>> {
+        let mut v: Vec<Arc<Hub>> = self
             .lock()
             .values()
-            .filter(|h| h.stream == stream)
+            .filter(|h| stream.is_none_or(|s| h.stream == s))
             .cloned()
             .collect();
-        let mut v: Vec<_> = hubs
-            .iter()
-            .map(|h| (h.stats(), h.core.viewer_list()))
-            .collect();
-        v.sort_by(|a, b| a.0.upstream_path.cmp(&b.0.upstream_path));
+        v.sort_by(|a, b| (&a.stream, &a.upstream_path).cmp(&(&b.stream, &b.upstream_path)));
         v
+    }
+
+    /// Every pull (or those of `stream`) with its figures, codecs and rates.
+    pub fn pulls(&self, stream: Option<&str>) -> Vec<PullInfo> {
+        self.hubs_of(stream).iter().map(|h| h.info()).collect()
+    }
+
+    /// The viewers of `stream`, on whichever of its pulls.
+    pub fn viewers(&self, stream: &str) -> Vec<ViewerOf> {
+        let mut out = Vec::new();
+        for h in self.hubs_of(Some(stream)) {
+            let node = h.core.source();
+            out.extend(h.core.viewer_stats().into_iter().map(|v| ViewerOf {
+                upstream_path: h.upstream_path.clone(),
+                node: node.clone(),
+                viewer: v,
+            }));
+        }
+        out
+    }
+
+    /// Ends viewer `id` of `stream` (its body ends cleanly at once); `false` if it does not
+    /// watch that stream.
+    pub fn kick(&self, stream: &str, id: u64) -> bool {
+        self.hubs_of(Some(stream)).iter().any(|h| h.core.kick(id))
+    }
+
+    /// Per node: how many pulls run from it, and how many viewers they feed.
+    pub fn loads(&self) -> std::collections::HashMap<String, (usize, usize)> {
+        let mut m: std::collections::HashMap<String, (usize, usize)> = Default::default();
+        for h in self.hubs_of(None) {
+            if h.core.is_over() {
+                continue;
+            }
+            let e = m.entry(h.core.source()).or_default();
+            e.0 += 1;
+            e.1 += h.core.viewers();
+        }
+        m
+    }
+
+    /// What pulls do when their node is drained.
+    pub fn drain_mode(&self) -> DrainMode {
+        self.settings.drain
     }
 }
 
@@ -295,31 +370,62 @@ pub struct Hub {
     core: Arc<Core>,
     /// Bytes read from nodes for this stream.
     bytes_in: AtomicU64,
-    /// When the hub was made: the epoch of `rate_at_ms`.
-    born: Instant,
-    /// The ingest rate the pull measured over its last [`RATE_WINDOW`] (bytes per second).
-    rate: AtomicU64,
-    /// When `rate` was measured, in milliseconds since `born`.
-    rate_at_ms: AtomicU64,
+    /// Bytes handed to its viewers, summed at each rate sample.
+    bytes_out: AtomicU64,
+    /// When the pull started.
+    started: Instant,
+    started_at: std::time::SystemTime,
+    /// The latest bitrate sample, taken by the pull task.
+    rates: Mutex<Rates>,
+}
+
+/// A hub's bitrates, sampled about once a second by its pull task.
+#[derive(Debug, Default)]
+struct Rates {
+    /// When the last sample was taken (`None`: never).
+    at: Option<Instant>,
+    /// `bytes_in` then.
+    bytes_in_at: u64,
+    in_bps: u64,
+    out_bps: u64,
 }
 
 impl Hub {
-    fn new(key: String, stream: &str, upstream_path: &str, core: Arc<Core>) -> Arc<Self> {
-        Arc::new(Self {
-            key,
-            stream: stream.to_string(),
-            upstream_path: upstream_path.to_string(),
-            core,
-            bytes_in: AtomicU64::new(0),
-            born: Instant::now(),
-            rate: AtomicU64::new(0),
-            rate_at_ms: AtomicU64::new(0),
-        })
+    /// Takes a rate sample if the last one is [`RATE_EVERY`] old.
+    fn sample_rates(&self, now: Instant) {
+        let mut r = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(at) = r.at else {
+            r.at = Some(now);
+            r.bytes_in_at = self.bytes_in.load(Ordering::Relaxed);
+            self.bytes_out
+                .fetch_add(self.core.take_bytes_out(), Ordering::Relaxed);
+            return;
+        };
+        let dt = now.saturating_duration_since(at);
+        if dt < RATE_EVERY {
+            return;
+        }
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let out = self.core.take_bytes_out();
+        self.bytes_out.fetch_add(out, Ordering::Relaxed);
+        let per_sec = |bytes: u64| (bytes as f64 * 8.0 / dt.as_secs_f64()) as u64;
+        r.in_bps = per_sec(bytes_in.saturating_sub(r.bytes_in_at));
+        r.out_bps = per_sec(out);
+        r.at = Some(now);
+        r.bytes_in_at = bytes_in;
     }
 
-    /// The stream's recent ingest rate; zero once the pull has not measured one for two
-    /// windows (it is reconnecting, or the node went quiet).
-    /// This pull's figures, as the admin API and the metrics read them.
+    /// The latest bitrates in and out (bits per second); zero once no sample has been taken
+    /// for [`RATE_STALE`] (the pull is reconnecting, or the node went quiet).
+    fn bitrates(&self) -> (u64, u64) {
+        let r = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        match r.at {
+            Some(at) if at.elapsed() < RATE_STALE => (r.in_bps, r.out_bps),
+            _ => (0, 0),
+        }
+    }
+
+    /// This pull's figures, as `/api/v1/live` and the metrics read them.
     fn stats(&self) -> StreamStats {
         StreamStats {
             stream: self.stream.clone(),
@@ -327,50 +433,41 @@ impl Hub {
             node: self.core.source(),
             viewers: self.core.viewers(),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_per_second: self.bytes_per_second(),
+            bytes_per_second: self.bitrates().0 / 8,
         }
     }
 
-    fn bytes_per_second(&self) -> u64 {
-        let at = self.rate_at_ms.load(Ordering::Relaxed);
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        if now.saturating_sub(at) > 2 * RATE_WINDOW.as_millis() as u64 {
-            0
-        } else {
-            self.rate.load(Ordering::Relaxed)
+    fn info(&self) -> PullInfo {
+        let (bitrate_in, bitrate_out) = self.bitrates();
+        let (video, audio) = self.core.media_info();
+        PullInfo {
+            stream: self.stream.clone(),
+            upstream_path: self.upstream_path.clone(),
+            node: self.core.source(),
+            phase: self.core.phase().name(),
+            viewers: self.core.viewers(),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            bitrate_in,
+            bitrate_out,
+            video,
+            audio,
+            started_at: self.started_at,
+            uptime: self.started.elapsed(),
         }
     }
 }
 
-/// Measures a pull's ingest rate over windows of [`RATE_WINDOW`]; owned by one connection's
-/// pump, so counting a chunk is a local add.
-struct RateMeter {
-    since: Instant,
-    bytes: u64,
-}
-
-impl RateMeter {
-    fn new() -> Self {
-        Self {
-            since: Instant::now(),
-            bytes: 0,
-        }
+/// Where a viewer may start: a video keyframe, or any audio frame while the connection has shown
+/// no video (start-up tags are not frames).
+fn is_resume_point(t: &crate::flv::Tag, seen_video: bool) -> bool {
+    if t.is_sequence_header() {
+        return false;
     }
-
-    /// `n` bytes arrived at `now`; publishes the rate on `hub` once a window is full.
-    fn add(&mut self, n: usize, now: Instant, hub: &Hub) {
-        self.bytes += n as u64;
-        let span = now.saturating_duration_since(self.since);
-        if span >= RATE_WINDOW {
-            let ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX).max(1);
-            hub.rate
-                .store(self.bytes.saturating_mul(1000) / ms, Ordering::Relaxed);
-            let at = now.saturating_duration_since(hub.born).as_millis();
-            hub.rate_at_ms
-                .store(u64::try_from(at).unwrap_or(u64::MAX), Ordering::Relaxed);
-            self.since = now;
-            self.bytes = 0;
-        }
+    match t.kind() {
+        TagKind::Video => t.is_keyframe(),
+        TagKind::Audio => !seen_video,
+        TagKind::Script => false,
     }
 }
 
@@ -405,6 +502,8 @@ pub async fn open(
 enum PumpEnd {
     /// The connection broke (any EOF, reset, bad FLV, silence): reconnect.
     Broken(String),
+    /// The node was drained: left at a keyframe, to reconnect to another node at once.
+    Moved,
     /// Shutdown, or no viewers for `linger` (the core has ended).
     Stop,
 }
@@ -432,6 +531,8 @@ struct Pull {
 enum Round {
     /// A connection went live and then broke (or delivered nothing new): reconnect.
     Broke,
+    /// The node was drained under a live connection: reconnect elsewhere without waiting.
+    Moved,
     /// Every candidate answered 404.
     AllGone,
     /// No candidate could be used; the last error.
@@ -481,7 +582,7 @@ impl Pull {
         let mut avoid: Option<String> = None;
         loop {
             if self.stop.is_cancelled() {
-                core.end("shutdown");
+                core.shut_down();
                 return;
             }
             let round = match self.source.nodes(&stream) {
@@ -490,9 +591,14 @@ impl Pull {
                     return;
                 }
                 Err(e) => Round::Failed(e),
+                Ok(nodes) if !ever_live && self.transport.order(&nodes).is_empty() => {
+                    // A new pull never starts on a drained node.
+                    Round::Failed(GatewayError::Draining(stream.clone()))
+                }
                 Ok(nodes) => {
-                    // Healthy nodes first (the transport's view, shared with the proxy) ...
-                    let mut nodes = self.transport.order(&nodes);
+                    // Healthy nodes first (the transport's view, shared with the proxy); a
+                    // running pull may still fall back on a drained node, last ...
+                    let mut nodes = self.transport.health().order_for_reconnect(&nodes);
                     if let Some(bad) = &avoid {
                         // ... and the node that just failed last.
                         nodes.sort_by_key(|n| &n.id == bad);
@@ -508,9 +614,19 @@ impl Pull {
                 }
             };
             match round {
-                Round::Stop => {
-                    core.end("shutdown or no viewers");
+                Round::Stop if self.stop.is_cancelled() => {
+                    core.shut_down();
                     return;
+                }
+                Round::Stop => {
+                    core.end("no viewers");
+                    return;
+                }
+                Round::Moved => {
+                    // Viewers stay attached; they resume on the new node's first keyframe.
+                    core.reconnecting();
+                    self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
                 Round::AllGone if ever_live => {
                     core.end("the node(s) answer 404: the stream is over");
@@ -538,13 +654,22 @@ impl Pull {
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = self.stop.cancelled() => {
-                    core.end("shutdown");
+                    core.shut_down();
                     return;
                 }
                 _ = core.idle() => return,
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
+    }
+
+    /// Whether a node other than `node`, and not drained, holds the stream: only then does a
+    /// pull leave a drained node.
+    fn other_candidate(&self, node: &str) -> bool {
+        self.source
+            .nodes(&self.hub.stream)
+            .map(|ns| self.transport.order(&ns).iter().any(|n| n.id != node))
+            .unwrap_or(false)
     }
 
     /// Tries the candidates in order until one goes live; returns once its connection ends.
@@ -595,6 +720,10 @@ impl Pull {
             }
             match p.end {
                 PumpEnd::Stop => return Round::Stop,
+                PumpEnd::Moved => {
+                    *avoid = Some(node.id.clone());
+                    return Round::Moved;
+                }
                 PumpEnd::Broken(why) => {
                     tracing::warn!(stream = %stream, node = %node.id, %why, "upstream broke; reconnecting");
                     *avoid = Some(node.id.clone());
@@ -635,16 +764,37 @@ impl Pull {
             progressed: false,
         };
         let mut parser = Parser::new();
-        let mut rate = RateMeter::new();
         // Viewers are woken at most once per `flush_interval`: what queued meanwhile goes out
         // in one write per viewer.
         let interval = self.settings.flush_interval;
         let mut last_flush = Instant::now();
         let mut flush_at: Option<Instant> = None;
+        // `[live] drain = "move"`: once this node is drained (after the connection started),
+        // the pull leaves it just before its next keyframe (or after `reconnect_window` at the
+        // latest) and reconnects elsewhere, viewers attached.
+        let health = self.transport.health().clone();
+        let mut drains = health.drain_changes();
+        drains.mark_unchanged();
+        let mut watch_drain = self.settings.drain == DrainMode::Move;
+        let mut leave_by: Option<Instant> = None;
+        let mut seen_video = false;
         loop {
             let frame = tokio::select! {
                 _ = self.stop.cancelled() => return out,
                 _ = core.idle() => return out,
+                changed = drains.changed(), if watch_drain && leave_by.is_none() => {
+                    if changed.is_err() {
+                        watch_drain = false;
+                    } else if health.is_drained(node) && self.other_candidate(node) {
+                        tracing::info!(stream = %self.hub.stream, node, "node drained: the pull moves at the next keyframe");
+                        leave_by = Some(Instant::now() + window);
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(leave_by.unwrap_or(media_by)), if leave_by.is_some() => {
+                    out.end = PumpEnd::Moved;
+                    return out;
+                }
                 _ = tokio::time::sleep_until(media_by) => {
                     if out.live {
                         // A connection that never went live is the node's fault only: the
@@ -658,6 +808,7 @@ impl Pull {
                     core.flush();
                     last_flush = Instant::now();
                     flush_at = None;
+                    self.hub.sample_rates(last_flush);
                     continue;
                 }
                 f = tokio::time::timeout(self.settings.upstream_idle_timeout, body.frame()) => match f {
@@ -690,8 +841,9 @@ impl Pull {
                     Err(_) => continue, // trailers
                 },
             };
-            let len = data.len();
-            self.hub.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+            self.hub
+                .bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             self.counters
                 .bytes_in
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -714,6 +866,12 @@ impl Pull {
                         }
                     }
                     Ok(Some(Event::Tag(t))) => {
+                        if leave_by.is_some() && is_resume_point(&t, seen_video) {
+                            // Viewers got this node's whole GOP; the next node's starts them.
+                            out.end = PumpEnd::Moved;
+                            return out;
+                        }
+                        seen_video |= t.kind() == TagKind::Video;
                         media |= t.kind() != TagKind::Script && !t.is_sequence_header();
                         core.push(t);
                     }
@@ -724,12 +882,12 @@ impl Pull {
                 }
             }
             let now = Instant::now();
-            rate.add(len, now, &self.hub);
             if media {
                 out.progressed = true;
                 outage.media();
                 media_by = now + window;
             }
+            self.hub.sample_rates(now);
             if now >= last_flush + interval {
                 core.flush();
                 last_flush = now;
@@ -771,32 +929,6 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_ingest_rate_is_measured_per_window_and_goes_stale() {
-        let settings = live_settings();
-        let hub = Hub::new(
-            "k".into(),
-            "s",
-            "/live/s.flv",
-            Core::new(
-                "s",
-                Settings::from_live(&settings),
-                Arc::new(LiveCounters::default()),
-                None,
-            ),
-        );
-        let mut meter = RateMeter::new();
-        // 4,000 bytes a second for one window: published when the window is full.
-        for _ in 0..4 {
-            tokio::time::advance(RATE_WINDOW / 4).await;
-            meter.add(2000, Instant::now(), &hub);
-        }
-        assert_eq!(hub.bytes_per_second(), 4000);
-        // Nothing more arrives: after two windows the figure reads zero.
-        tokio::time::advance(RATE_WINDOW * 2 + Duration::from_millis(10)).await;
-        assert_eq!(hub.bytes_per_second(), 0);
-    }
-
     fn live_settings() -> LiveSettings {
         LiveSettings {
             reconnect_window: Duration::from_secs(5),
@@ -808,12 +940,17 @@ mod tests {
     fn test_pull(hubs: Option<&Arc<Hubs>>) -> Pull {
         let settings = live_settings();
         let counters = Arc::new(LiveCounters::default());
-        let hub = Hub::new(
-            "k".into(),
-            "s",
-            "/live/s.flv",
-            Core::new("s", Settings::from_live(&settings), counters.clone(), None),
-        );
+        let hub = Arc::new(Hub {
+            key: "k".into(),
+            stream: "s".into(),
+            upstream_path: "/live/s.flv".into(),
+            core: Core::new("s", Settings::from_live(&settings), counters.clone(), None),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            rates: Mutex::new(Rates::default()),
+        });
         if let Some(hubs) = hubs {
             hubs.lock().insert(hub.key.clone(), hub.clone());
         }
@@ -988,6 +1125,27 @@ mod tests {
         assert!(matches!(p.end, PumpEnd::Broken(_)));
         assert!(outage.expired());
         feeder.abort();
+    }
+
+    #[test]
+    fn a_drained_pull_leaves_only_where_a_viewer_can_start() {
+        let key = Tag::new(TagKind::Video, 0, &[0x17, 1, 0, 0, 0, 5]).expect("tag");
+        let inter = Tag::new(TagKind::Video, 0, &[0x27, 1, 0, 0, 0, 5]).expect("tag");
+        let avc_seq = Tag::new(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1]).expect("tag");
+        let aac = Tag::new(TagKind::Audio, 0, &[0xAF, 1, 9]).expect("tag");
+        let aac_seq = Tag::new(TagKind::Audio, 0, &[0xAF, 0, 0x12, 0x08]).expect("tag");
+        assert!(is_resume_point(&key, true));
+        assert!(!is_resume_point(&inter, true));
+        assert!(
+            !is_resume_point(&avc_seq, false),
+            "start-up tags are not frames"
+        );
+        assert!(!is_resume_point(&aac_seq, false));
+        assert!(
+            is_resume_point(&aac, false),
+            "audio-only so far: any audio frame"
+        );
+        assert!(!is_resume_point(&aac, true), "with video, only a keyframe");
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,10 +15,12 @@
 //! shared `Bytes`), is what a fan-out's CPU per viewer is made of.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -34,6 +36,87 @@ pub const QUEUE_TAGS: usize = 8192;
 
 /// No media tag consumed yet.
 const NONE: u64 = u64::MAX;
+
+/// The protocol of a viewer that reads the stream as a chunked HTTP-FLV body.
+pub const HTTP_FLV: &str = "http-flv";
+
+/// Who a viewer is, given when it joins: the listings show it, nothing else reads it.
+#[derive(Debug, Clone)]
+pub struct ViewerInfo {
+    /// The client's address (the TCP peer, or what a trusted PROXY header names).
+    pub client: IpAddr,
+    /// How the viewer reads the stream: [`HTTP_FLV`], or another transport's name.
+    pub protocol: &'static str,
+}
+
+impl ViewerInfo {
+    /// A viewer nobody will list (the origin's, tests').
+    pub fn unknown() -> Self {
+        Self {
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            protocol: HTTP_FLV,
+        }
+    }
+}
+
+/// Why the engine let go of a viewer (the access log's `closed=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EndReason {
+    /// The stream ended (unpublished, gone from every node, or no media for the window).
+    StreamEnd = 1,
+    /// The gateway is shutting down.
+    Shutdown = 2,
+    /// The stream's source failed under it.
+    Upstream = 3,
+    /// Too slow: still backed up at a keyframe.
+    SlowViewer = 4,
+    /// An operator kicked it (`DELETE /api/v1/streams/{name}/viewers/{id}`).
+    Kicked = 5,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StreamEnd => "stream_end",
+            Self::Shutdown => "shutdown",
+            Self::Upstream => "upstream",
+            Self::SlowViewer => "slow_viewer",
+            Self::Kicked => "kicked",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::StreamEnd,
+            2 => Self::Shutdown,
+            3 => Self::Upstream,
+            4 => Self::SlowViewer,
+            5 => Self::Kicked,
+            _ => return None,
+        })
+    }
+}
+
+/// One viewer as the admin API lists it.
+#[derive(Debug, Clone)]
+pub struct ViewerStats {
+    pub id: u64,
+    pub client: IpAddr,
+    pub protocol: &'static str,
+    /// When it joined (wall clock).
+    pub since: SystemTime,
+    /// How long it has been attached.
+    pub connected: std::time::Duration,
+    /// Bytes handed to its connection.
+    pub bytes: u64,
+    /// Bytes queued for it and not yet handed to its connection.
+    pub queue_bytes: u64,
+    /// Media time queued ahead of what it has consumed.
+    pub queue_lag_ms: u64,
+    /// Dropping frames until the next keyframe (it fell behind).
+    pub skipping: bool,
+}
 
 /// One queued piece of the stream.
 #[derive(Debug)]
@@ -56,10 +139,10 @@ pub(crate) struct Shared {
     taken: AtomicU64,
     /// The hub let go of this viewer: the body ends once the queue is drained.
     closed: AtomicBool,
-    /// ... and it let go because the viewer was too slow.
-    cut: AtomicBool,
-    /// ... or because the stream failed under it (its source died): the body ends in an error.
-    failed: AtomicBool,
+    /// ... and why ([`EndReason`] as `u8`; 0 until then). Too slow or a failed source end the
+    /// body in an error (no final chunk: the player sees a broken stream), the others cleanly.
+    /// The first reason set stays.
+    end: AtomicU8,
     /// Tests: runs once right after the body found the queue empty, before it looks at
     /// `closed` (where the engine's last push and close can fall).
     #[cfg(test)]
@@ -81,6 +164,29 @@ impl std::fmt::Debug for Hook {
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Item>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records why the viewer ends, unless a reason is already recorded.
+    fn set_end(&self, why: EndReason) {
+        let _ = self
+            .end
+            .compare_exchange(0, why as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn end_reason(&self) -> Option<EndReason> {
+        EndReason::from_u8(self.end.load(Ordering::Relaxed))
+    }
+}
+
+/// A look at why a viewer's body ended, kept by whoever logs the request.
+#[derive(Debug, Clone)]
+pub struct EndWatch(Arc<Shared>);
+
+impl EndWatch {
+    /// Why the engine let go of the viewer; `None` while it has not (or if the viewer left by
+    /// itself).
+    pub fn reason(&self) -> Option<EndReason> {
+        self.0.end_reason()
     }
 }
 
@@ -151,13 +257,18 @@ pub(crate) struct Slot {
     pub known: [Option<Tag>; 3],
     /// Items queued since the last wake.
     dirty: bool,
-    /// When the viewer joined, for the admin API's viewer list.
-    pub joined: tokio::time::Instant,
+    /// Who the viewer is (listings).
+    info: ViewerInfo,
+    /// When it joined: wall clock for listings, monotonic for its age.
+    since: SystemTime,
+    joined: tokio::time::Instant,
+    /// `taken` at the last rate sample (see [`Slot::take_sent`]).
+    sampled: u64,
 }
 
 impl Slot {
     /// A new viewer and the shared state its body will read.
-    pub fn new(id: u64) -> (Self, Arc<Shared>) {
+    pub fn new(id: u64, info: ViewerInfo) -> (Self, Arc<Shared>) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             waker: AtomicWaker::new(),
@@ -165,8 +276,7 @@ impl Slot {
             consumed_ts: AtomicU64::new(NONE),
             taken: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            cut: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
+            end: AtomicU8::new(0),
             #[cfg(test)]
             after_empty: Hook::default(),
         });
@@ -183,14 +293,48 @@ impl Slot {
             splice: None,
             known: [None, None, None],
             dirty: false,
+            info,
+            since: SystemTime::now(),
             joined: tokio::time::Instant::now(),
+            sampled: 0,
         };
         (slot, shared)
     }
 
-    /// Bytes handed to the viewer's connection so far.
-    pub fn bytes_sent(&self) -> u64 {
-        self.shared.taken.load(Ordering::Relaxed)
+    /// The viewer as the admin API lists it.
+    pub fn stats(&self) -> ViewerStats {
+        let queued = self.shared.queued.load(Ordering::Relaxed);
+        let lag = if queued == 0 {
+            0
+        } else {
+            let base = match self.shared.consumed_ts.load(Ordering::Relaxed) {
+                NONE => self.first_ts,
+                c => Some(c),
+            };
+            match (self.last_ts, base) {
+                (Some(last), Some(base)) => last.saturating_sub(base),
+                _ => 0,
+            }
+        };
+        ViewerStats {
+            id: self.id,
+            client: self.info.client,
+            protocol: self.info.protocol,
+            since: self.since,
+            connected: self.joined.elapsed(),
+            bytes: self.shared.taken.load(Ordering::Relaxed),
+            queue_bytes: queued as u64,
+            queue_lag_ms: lag,
+            skipping: self.skipping,
+        }
+    }
+
+    /// Bytes handed to the viewer's connection since the last call (for the stream's rate).
+    pub fn take_sent(&mut self) -> u64 {
+        let taken = self.shared.taken.load(Ordering::Relaxed);
+        let d = taken.saturating_sub(self.sampled);
+        self.sampled = taken;
+        d
     }
 
     fn push(&mut self, bytes: &Bytes, ts: Option<u64>) -> bool {
@@ -325,11 +469,27 @@ impl Slot {
 
     /// The stream failed: the body ends in an error after its queue, not a clean end.
     pub fn fail(&mut self) {
-        self.shared.failed.store(true, Ordering::Relaxed);
+        self.shared.set_end(EndReason::Upstream);
+    }
+
+    /// The stream ends for `why` (the stream is over, or shutdown): a clean end after the queue.
+    pub fn end(&mut self, why: EndReason) {
+        self.shared.set_end(why);
+    }
+
+    /// An operator removes the viewer: what is queued is dropped, and once the slot is dropped
+    /// the body ends cleanly at once.
+    pub fn kick(&mut self) {
+        self.shared.set_end(EndReason::Kicked);
+        let mut q = self.shared.lock();
+        let dropped: usize = q.iter().map(|i| i.bytes.len()).sum();
+        q.clear();
+        drop(q);
+        self.shared.queued.fetch_sub(dropped, Ordering::Relaxed);
     }
 
     fn cut(&mut self) -> Offer {
-        self.shared.cut.store(true, Ordering::Relaxed);
+        self.shared.set_end(EndReason::SlowViewer);
         Offer::Cut
     }
 }
@@ -366,6 +526,16 @@ impl ViewerBody {
 
     fn pop(&self) -> Option<Item> {
         self.shared.lock().pop_front()
+    }
+
+    /// The viewer's id (unique in the process), as the admin API lists it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A look at why this body ends, for the access log.
+    pub fn end_watch(&self) -> EndWatch {
+        EndWatch(self.shared.clone())
     }
 }
 
@@ -417,17 +587,17 @@ impl HttpBody for ViewerBody {
                 this.core.count_bytes_out(len);
                 Poll::Ready(Some(Ok(Frame::data(item.bytes))))
             }
-            None if closed => {
-                if this.shared.cut.load(Ordering::Relaxed) {
-                    // An error, not an end: hyper then closes without the final chunk, so the
-                    // player knows the stream broke rather than ended.
+            None if closed => match this.shared.end_reason() {
+                // An error, not an end: hyper then closes without the final chunk, so the
+                // player knows the stream broke rather than ended.
+                Some(EndReason::SlowViewer) => {
                     Poll::Ready(Some(Err("viewer too slow: cut off".into())))
-                } else if this.shared.failed.load(Ordering::Relaxed) {
-                    Poll::Ready(Some(Err("the live source failed".into())))
-                } else {
-                    Poll::Ready(None)
                 }
-            }
+                Some(EndReason::Upstream) => {
+                    Poll::Ready(Some(Err("the live source failed".into())))
+                }
+                _ => Poll::Ready(None),
+            },
             None => Poll::Pending,
         }
     }
@@ -471,7 +641,7 @@ mod tests {
 
     #[test]
     fn slow_viewer_skips_to_keyframe_then_is_cut() {
-        let (mut slot, _shared) = Slot::new(1);
+        let (mut slot, _shared) = Slot::new(1, ViewerInfo::unknown());
         let tag = Bytes::from(vec![0u8; 40]);
         assert_eq!(
             slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET),
@@ -500,7 +670,7 @@ mod tests {
 
     #[test]
     fn a_viewer_that_drains_resumes_on_a_keyframe() {
-        let (mut slot, shared) = Slot::new(1);
+        let (mut slot, shared) = Slot::new(1, ViewerInfo::unknown());
         let tag = Bytes::from(vec![0u8; 40]);
         slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
         slot.offer(&tag, 40, MediaKind::VideoInter, BUDGET);
@@ -523,7 +693,7 @@ mod tests {
 
     #[test]
     fn media_time_budget_applies() {
-        let (mut slot, _shared) = Slot::new(1);
+        let (mut slot, _shared) = Slot::new(1, ViewerInfo::unknown());
         let tag = Bytes::from(vec![0u8; 1]);
         assert_eq!(
             slot.offer(&tag, 500, MediaKind::VideoKey, BUDGET),
@@ -544,7 +714,7 @@ mod tests {
     #[test]
     fn a_newcomer_on_a_long_running_stream_is_not_behind() {
         // The node's clock is far from zero; the viewer has consumed nothing yet.
-        let (mut slot, shared) = Slot::new(1);
+        let (mut slot, shared) = Slot::new(1, ViewerInfo::unknown());
         let small = Bytes::from(vec![0u8; 1]);
         assert_eq!(slot.offer_control(&small), Offer::Sent);
         slot.skipping = true; // waiting for a keyframe, as a joiner without GOP cache does
@@ -561,7 +731,7 @@ mod tests {
 
     #[test]
     fn the_start_up_burst_is_exempt_until_consumed() {
-        let (mut slot, shared) = Slot::new(1);
+        let (mut slot, shared) = Slot::new(1, ViewerInfo::unknown());
         let big = Bytes::from(vec![0u8; 400]); // 4x the byte budget
         assert!(slot.push_burst(&big, Some(0)));
         assert!(slot.push_burst(&big, Some(2000))); // 2 s of GOP, over the 1 s budget too
@@ -591,7 +761,7 @@ mod tests {
     fn a_splice_gap_is_not_lag_but_unconsumed_media_is() {
         let tag = Bytes::from(vec![0u8; 1]);
         // Keeping up: everything consumed; the new sequence header is queued, not yet read.
-        let (mut slot, shared) = Slot::new(1);
+        let (mut slot, shared) = Slot::new(1, ViewerInfo::unknown());
         slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
         slot.offer(&tag, 40, MediaKind::VideoInter, BUDGET);
         while consume(&shared).is_some() {}
@@ -619,7 +789,7 @@ mod tests {
         );
 
         // Behind: 600 ms of the old connection unconsumed (over half the 1 s budget).
-        let (mut slot, shared) = Slot::new(2);
+        let (mut slot, shared) = Slot::new(2, ViewerInfo::unknown());
         slot.offer(&tag, 0, MediaKind::VideoKey, BUDGET);
         assert!(consume(&shared).is_some());
         for ts in (40..=600).step_by(40) {
@@ -673,7 +843,7 @@ mod tests {
 
     #[test]
     fn dropping_the_slot_ends_the_body_after_the_queue() {
-        let (mut slot, shared) = Slot::new(1);
+        let (mut slot, shared) = Slot::new(1, ViewerInfo::unknown());
         slot.offer_control(&Bytes::from_static(b"x"));
         drop(slot);
         assert!(shared.closed.load(Ordering::Acquire));
@@ -681,6 +851,6 @@ mod tests {
             consume(&shared).is_some(),
             "queued bytes are still delivered"
         );
-        assert!(!shared.cut.load(Ordering::Relaxed));
+        assert_eq!(shared.end_reason(), None);
     }
 }

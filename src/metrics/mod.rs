@@ -243,7 +243,9 @@ impl Metrics {
         headers: &HeaderMap,
     ) -> Result<Response<Body>, GatewayError> {
         if !matches!(*method, Method::GET | Method::HEAD) {
-            return Err(GatewayError::MethodNotAllowed);
+            return Err(GatewayError::MethodNotAllowed(std::borrow::Cow::Borrowed(
+                "GET, HEAD",
+            )));
         }
         let openmetrics = headers
             .get_all(header::ACCEPT)

@@ -99,7 +99,9 @@ pub enum OriginError {
     NotFound,
     #[error("bad path: {0}")]
     BadPath(&'static str),
-    #[error("method not allowed")]
+    /// The origin serves files and live streams to GET and HEAD only (the `Allow` header says
+    /// so too).
+    #[error("this path serves only GET, HEAD")]
     MethodNotAllowed,
     #[error("no live stream named {0:?}")]
     StreamNotFound(String),

@@ -244,6 +244,13 @@ impl Registry for MemoryRegistry {
         v
     }
 
+    fn stream(&self, name: &str) -> Option<StreamEntry> {
+        self.read().streams.get(name).map(|ids| StreamEntry {
+            name: name.to_string(),
+            nodes: ids.clone(),
+        })
+    }
+
     fn put_node<'a>(
         &'a self,
         id: &'a str,
@@ -313,6 +320,24 @@ mod tests {
         r.put_node_now("a", &url(), Some(Duration::from_secs(60)))
             .expect("heartbeat");
         assert!(matches!(r.resolve_at("cam1", later), Lookup::Found(_)));
+    }
+
+    #[test]
+    fn one_stream_is_looked_up_directly() {
+        let r = MemoryRegistry::default();
+        r.put_node_now("a", &url(), None).expect("put");
+        r.put_node_until("b", &url(), dead()).expect("put");
+        r.announce_now("s1", "a").expect("1");
+        r.announce_now("s1", "b").expect("1b");
+        assert_eq!(
+            r.stream("s1"),
+            Some(StreamEntry {
+                name: "s1".into(),
+                nodes: vec!["a".into(), "b".into()]
+            }),
+            "every node holding it, up or not, in preference order"
+        );
+        assert_eq!(r.stream("s2"), None);
     }
 
     #[test]

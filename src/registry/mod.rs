@@ -88,6 +88,8 @@ pub trait Registry: Send + Sync + 'static {
     fn nodes(&self) -> Vec<Arc<Node>>;
     /// Every known stream with the nodes holding it, sorted by name.
     fn streams(&self) -> Vec<StreamEntry>;
+    /// One stream with the nodes holding it (up or not), looked up directly: never a listing.
+    fn stream(&self, name: &str) -> Option<StreamEntry>;
     /// Adds a node or refreshes it (a heartbeat): it counts as up for `ttl` from now, or for
     /// ever with `None`.
     fn put_node<'a>(

@@ -637,6 +637,10 @@ impl Registry for RedisRegistry {
         self.snap().streams()
     }
 
+    fn stream(&self, name: &str) -> Option<StreamEntry> {
+        self.snap().stream(name)
+    }
+
     fn put_node<'a>(
         &'a self,
         id: &'a str,

@@ -8,17 +8,26 @@
 //! After its cooldown a node is tried again; one more failure starts a new cooldown at once
 //! (its count is still at `max_fails`), one success clears it.
 //!
-//! The map is bounded: a node has an entry only while it has failures on record or an active
-//! check (a success removes a passive-only entry), so it holds about one entry per failing or
-//! checked node, and never more than [`MAX_TRACKED`] (the registry's own node limit): past it,
-//! an entry without an active check is evicted, one not cooling down first. A node removed
-//! from the registry keeps its entry until it is evicted or succeeds again under the same id.
+//! The map is bounded: a node has an entry only while it has failures on record, an active
+//! check or a drain mark (a success removes a passive-only entry), so it holds about one entry
+//! per failing, checked or draining node, and never more than [`MAX_TRACKED`] (the registry's
+//! own node limit): past it, an entry without an active check or drain mark is evicted, one not
+//! cooling down first. A node removed from the registry keeps its entry until it is evicted or
+//! succeeds again under the same id.
+//!
+//! **Drain** is an operator's mark (`POST /api/v1/nodes/{id}/drain`), kept here because it
+//! steers the same choice: a draining node is *left out* of [`Health::order`] (no new viewer,
+//! proxied request, redirect or pull goes to it), while [`Health::order_for_reconnect`] keeps it
+//! last so a pull already running on it can still reconnect there when no other node can serve.
+//! Pulls watch [`Health::drain_changes`] to move off a node drained under them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::registry::Node;
@@ -49,6 +58,8 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// The node has an active health check.
     pub checked: bool,
+    /// An operator drained the node: nothing new is sent to it.
+    pub draining: bool,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +73,8 @@ struct Entry {
     checked: bool,
     /// The last active check failed.
     check_down: bool,
+    /// Drained by an operator: left out of [`Health::order`]; never evicted.
+    drained: bool,
 }
 
 impl Entry {
@@ -77,7 +90,7 @@ impl Entry {
 
     /// Nothing worth remembering: an entry like this is dropped.
     fn is_clean(&self) -> bool {
-        !self.checked && self.consecutive_fails == 0
+        !self.checked && !self.drained && self.consecutive_fails == 0
     }
 }
 
@@ -89,6 +102,10 @@ pub struct Health {
     fail_timeout: Duration,
     /// By node id; see the module docs for the bound.
     map: Mutex<HashMap<String, Entry>>,
+    /// How many entries are drained, so the single-candidate path can skip the lock.
+    drained: AtomicUsize,
+    /// Bumped on every drain or undrain; running pulls watch it.
+    drain_gen: watch::Sender<u64>,
 }
 
 impl Health {
@@ -97,6 +114,8 @@ impl Health {
             max_fails,
             fail_timeout,
             map: Mutex::new(HashMap::new()),
+            drained: AtomicUsize::new(0),
+            drain_gen: watch::Sender::new(0),
         }
     }
 
@@ -110,7 +129,7 @@ impl Health {
             if map.len() >= MAX_TRACKED {
                 let victim = map
                     .iter()
-                    .filter(|(_, e)| !e.checked)
+                    .filter(|(_, e)| !e.checked && !e.drained)
                     .min_by_key(|(_, e)| e.cooling_until)
                     .map(|(k, _)| k.clone())?;
                 map.remove(&victim);
@@ -198,31 +217,101 @@ impl Health {
                 consecutive_fails: 0,
                 last_error: None,
                 checked: false,
+                draining: false,
             },
             Some(e) => Snapshot {
                 state: e.state(now),
                 consecutive_fails: e.consecutive_fails,
                 last_error: e.last_error.clone(),
                 checked: e.checked,
+                draining: e.drained,
             },
         }
     }
 
-    /// `nodes` with the ones that are up first, each group in its given order. Nodes cooling
-    /// down or down are kept at the end rather than dropped: if every candidate is unhealthy,
-    /// they are tried anyway rather than failing the viewer.
+    /// `nodes` with the ones that are up first, each group in its given order; draining nodes
+    /// left out. Nodes cooling down or down are kept at the end rather than dropped: if every
+    /// candidate is unhealthy, they are tried anyway rather than failing the viewer. Empty only
+    /// if every candidate is draining.
     pub fn order(&self, nodes: &[Arc<Node>]) -> Vec<Arc<Node>> {
+        self.order_with(nodes, false)
+    }
+
+    /// [`Health::order`] for a pull that is already running: draining nodes come last instead
+    /// of not at all, so the pull can fall back on the node it was on when nothing else serves.
+    pub fn order_for_reconnect(&self, nodes: &[Arc<Node>]) -> Vec<Arc<Node>> {
+        self.order_with(nodes, true)
+    }
+
+    fn order_with(&self, nodes: &[Arc<Node>], keep_drained: bool) -> Vec<Arc<Node>> {
         let now = Instant::now();
         let map = self.lock();
         if map.is_empty() {
             return nodes.to_vec();
         }
-        let (mut up, rest): (Vec<_>, Vec<_>) = nodes
-            .iter()
-            .cloned()
-            .partition(|n| map.get(&n.id).is_none_or(|e| e.state(now) == State::Up));
-        up.extend(rest);
+        let mut up = Vec::with_capacity(nodes.len());
+        let mut unhealthy = Vec::new();
+        let mut drained = Vec::new();
+        for n in nodes {
+            match map.get(&n.id) {
+                Some(e) if e.drained => drained.push(n.clone()),
+                Some(e) if e.state(now) != State::Up => unhealthy.push(n.clone()),
+                _ => up.push(n.clone()),
+            }
+        }
+        up.extend(unhealthy);
+        if keep_drained {
+            up.extend(drained);
+        }
         up
+    }
+
+    /// Whether any node is drained (a cheap look, without the lock).
+    pub fn any_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether `id` is drained.
+    pub fn is_drained(&self, id: &str) -> bool {
+        self.any_drained() && self.lock().get(id).is_some_and(|e| e.drained)
+    }
+
+    /// Marks `id` drained (`true`) or not. Returns whether the mark changed. Only fails to
+    /// drain when the map is full of nodes that cannot be evicted (checked or drained).
+    pub fn set_drained(&self, id: &str, drained: bool) -> Result<bool, &'static str> {
+        let mut map = self.lock();
+        let changed = if drained {
+            let Some(e) = Self::entry(&mut map, id) else {
+                return Err("too many nodes tracked to drain another");
+            };
+            !std::mem::replace(&mut e.drained, true)
+        } else {
+            match map.get_mut(id) {
+                Some(e) if e.drained => {
+                    e.drained = false;
+                    if e.is_clean() {
+                        map.remove(id);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            if drained {
+                self.drained.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.drained.fetch_sub(1, Ordering::Relaxed);
+            }
+            drop(map);
+            self.drain_gen.send_modify(|g| *g += 1);
+        }
+        Ok(changed)
+    }
+
+    /// Changes whenever a node is drained or undrained.
+    pub fn drain_changes(&self) -> watch::Receiver<u64> {
+        self.drain_gen.subscribe()
     }
 
     /// Entries held (for tests of the bound).
@@ -335,6 +424,31 @@ mod tests {
         h.record_check("a", Ok(()));
         assert_eq!(h.state("a"), State::Up);
         assert_eq!(h.tracked(), 1, "a checked node keeps its entry");
+    }
+
+    #[test]
+    fn drained_nodes_get_nothing_new_but_a_running_pull_may_fall_back() {
+        let h = Health::new(1, Duration::from_secs(10));
+        let nodes = [node("a"), node("b"), node("c")];
+        let mut changes = h.drain_changes();
+        assert!(!h.any_drained());
+        assert_eq!(h.set_drained("a", true), Ok(true));
+        assert_eq!(h.set_drained("a", true), Ok(false), "idempotent");
+        assert!(changes.has_changed().expect("sender alive"));
+        changes.mark_unchanged();
+        assert!(h.is_drained("a") && !h.is_drained("b") && h.snapshot("a").draining);
+        h.record_failure("b", "x"); // cooling down: last, but still a candidate
+        assert_eq!(ids(&h.order(&nodes)), ["c", "b"]);
+        assert_eq!(ids(&h.order_for_reconnect(&nodes)), ["c", "b", "a"]);
+        assert!(h.order(&[node("a")]).is_empty(), "every candidate draining");
+        h.record_success("a");
+        assert!(h.is_drained("a"), "an answer does not undrain");
+        assert_eq!(h.set_drained("a", false), Ok(true));
+        assert!(changes.has_changed().expect("sender alive"));
+        assert!(!h.any_drained());
+        assert_eq!(ids(&h.order(&nodes)), ["a", "c", "b"]);
+        h.record_success("b");
+        assert_eq!(h.tracked(), 0, "an undrained healthy node leaves no entry");
     }
 
     #[test]

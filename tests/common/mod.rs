@@ -289,9 +289,18 @@ pub fn get(addr: SocketAddr, path: &str, extra_headers: &str) -> RawResponse {
 /// Opens a connection, sends `GET path`, and returns the stream after the response head has
 /// been read, with the head parsed; the body is left to the caller (live streams).
 pub fn open_stream(addr: SocketAddr, path: &str) -> (RawResponse, TcpStream, Vec<u8>) {
+    open_stream_with(addr, path, "")
+}
+
+/// [`open_stream`] with extra header lines (each ending in \r\n).
+pub fn open_stream_with(
+    addr: SocketAddr,
+    path: &str,
+    extra_headers: &str,
+) -> (RawResponse, TcpStream, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(READY_TIMEOUT)).expect("timeout");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra_headers}\r\n").as_bytes())
         .expect("write");
     let mut buf = Vec::new();
     let mut tmp = [0u8; 16384];

@@ -22,7 +22,6 @@ const state = {
   rates: new Map(),
   selected: null,
   /** Which viewer list the gateway has: unknown (null), 'streams' or 'live'. */
-  viewerApi: null,
   timer: null,
   tiles: [],
 };
@@ -246,38 +245,25 @@ function select(name) {
 }
 
 /**
- * A stream's viewers as rows of { pull, id, client, connected_ms, bytes }. Asks
- * `GET /api/v1/streams/{name}/viewers` (the admin API's viewer list, with client addresses)
- * and, where this gateway has no such route, `GET /api/v1/live/{name}` (each pull's viewers).
+ * A stream's viewers as rows of { pull, id, client, connected_ms, bytes }, from
+ * `GET /api/v1/streams/{name}/viewers` (the admin API's viewer list).
  */
 async function viewersOf(name) {
-  const n = encodeURIComponent(name);
-  if (state.viewerApi !== 'live') {
-    try {
-      const d = await api(`/api/v1/streams/${n}/viewers`);
-      state.viewerApi = 'streams';
-      return (d.viewers || []).map((v) => ({
-        pull: [v.node, v.upstream_path].filter(Boolean).join(' '),
-        id: v.id,
-        client: [v.client, v.protocol].filter(Boolean).join(' '),
-        connected_ms: v.connected_ms ?? (v.connected_s ?? 0) * 1000,
-        bytes: v.bytes ?? v.bytes_sent ?? 0,
-      }));
-    } catch (e) {
-      // A stream the registry does not know yet: no viewers, same as the other list says.
-      if (e.code === 'stream_not_found') return [];
-      if (state.viewerApi === 'streams' || !['not_found', 'method_not_allowed'].includes(e.code)) throw e;
-      state.viewerApi = 'live';
-    }
+  let d;
+  try {
+    d = await api(`/api/v1/streams/${encodeURIComponent(name)}/viewers`);
+  } catch (e) {
+    // A stream the registry does not know yet: no viewers, same as the other list says.
+    if (e.code === 'stream_not_found') return [];
+    throw e;
   }
-  const d = await api(`/api/v1/live/${n}`);
-  return (d.pulls || []).flatMap((p) => (p.viewer_list || []).map((v) => ({
-    pull: `${p.node} ${p.upstream_path}`,
+  return (d.viewers || []).map((v) => ({
+    pull: [v.node, v.upstream_path].filter(Boolean).join(' '),
     id: v.id,
-    client: v.client || '',
-    connected_ms: v.connected_ms,
-    bytes: v.bytes_sent,
-  })));
+    client: [v.client, v.protocol].filter(Boolean).join(' '),
+    connected_ms: (v.connected_s ?? 0) * 1000,
+    bytes: v.bytes ?? 0,
+  }));
 }
 
 async function renderDetail(name) {

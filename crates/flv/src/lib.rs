@@ -17,6 +17,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+pub mod codec;
+
 /// Length of the FLV file header proper (signature, version, flags, data offset).
 pub const FILE_HEADER_LEN: usize = 9;
 /// Length of a tag header (type, data size, timestamp, extended timestamp, stream id).

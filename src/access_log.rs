@@ -1,0 +1,459 @@
+//! The access log: one line per request, as `key=value` text or JSON, to stderr or a file.
+//!
+//! Request tasks never touch the disk. A finished request formats its line and hands it to a
+//! bounded channel ([`QUEUE_LINES`]) without waiting; a dedicated writer thread drains the
+//! channel and writes what it finds in one write per batch. When the writer falls behind (a
+//! slow disk) and the channel is full, the line is dropped and counted
+//! ([`AccessSink::dropped`]); the writer reports the running total as a warning.
+//!
+//! A file is opened in append mode at start (an unwritable path stops the start) and reopened
+//! on SIGUSR1, so `logrotate` can rename it and signal: lines written before the signal land in
+//! the renamed file, later ones in a new file at the configured path.
+//!
+//! The field names are stable and documented in docs/operations.md ("Access log"). Whether a
+//! line is written at all also follows `RUST_LOG` for the `access` target, as before
+//! (`RUST_LOG=warn` turns it off; `RUST_LOG=warn,access=info` keeps it).
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AccessTarget, LogFormat, LogSettings};
+
+/// Lines the channel holds before new ones are dropped (a few MB at worst).
+pub const QUEUE_LINES: usize = 16 * 1024;
+/// Most bytes the writer gathers into one write.
+const BATCH_BYTES: usize = 64 * 1024;
+/// How long shutdown waits for the writer to write what is queued.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// One request as the access log records it.
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    /// When the line was written (the request's end), RFC 3339 UTC.
+    pub ts: String,
+    /// The client's address (the real one: see `client_addr`).
+    pub client: IpAddr,
+    /// The connection's peer: the TCP peer, or the PROXY header's source (address and port).
+    pub peer: std::net::SocketAddr,
+    pub method: &'a str,
+    /// Path and query, credentials removed.
+    pub path: &'a str,
+    /// The status sent; 499 when the client left before the answer.
+    pub status: u16,
+    /// Body bytes handed to the connection.
+    pub bytes: u64,
+    /// Milliseconds from the request's arrival to the line.
+    pub ms: u64,
+    /// The node that served (or failed) it; `None` when no node was involved.
+    pub node: Option<&'a str>,
+    pub request_id: &'a str,
+    /// `redirect`, `proxy` or `live` (what an `auto` route chose); `None` before a route acted.
+    pub decision: Option<&'a str>,
+    /// The whole answer was handed to the connection.
+    pub complete: bool,
+    /// Why the response ended when something other than its own end closed it (`client`,
+    /// `send_timeout`, `slow_viewer`, `kicked`, `shutdown`, `upstream`), or `stream_end` for a
+    /// live stream that ended; `None` for an answer that completed by itself.
+    pub closed: Option<&'static str>,
+    pub error: Option<&'a str>,
+    /// Where the error came from (`downstream`, `upstream`, `internal`).
+    pub side: Option<&'a str>,
+}
+
+impl Record<'_> {
+    /// The line in `format`, newline included.
+    pub fn line(&self, format: LogFormat) -> String {
+        match format {
+            LogFormat::Json => {
+                let mut s = serde_json::to_string(self).unwrap_or_else(|_| "{}".into());
+                s.push('\n');
+                s
+            }
+            // The shape the process's other logs have (tracing's fmt), with the fields the
+            // access line always had first: tools that read them keep working.
+            LogFormat::Text => format!(
+                "{}  INFO access: method={} path={} status={} bytes={} ms={} node={} request_id={} complete={} error={:?} side={:?} decision={} closed={:?} client={} peer={}\n",
+                self.ts,
+                self.method,
+                self.path,
+                self.status,
+                self.bytes,
+                self.ms,
+                self.node.unwrap_or(""),
+                self.request_id,
+                self.complete,
+                self.error.unwrap_or(""),
+                self.side.unwrap_or(""),
+                self.decision.unwrap_or(""),
+                self.closed.unwrap_or(""),
+                self.client,
+                self.peer,
+            ),
+        }
+    }
+}
+
+enum Msg {
+    Line(String),
+    /// SIGUSR1: reopen the file (the flag is set too, in case the channel was full).
+    Reopen,
+    /// Shutdown: write what is queued, then say so.
+    Close(oneshot::Sender<()>),
+}
+
+/// The access log's sending side, shared by every request.
+pub struct AccessSink {
+    tx: mpsc::Sender<Msg>,
+    format: LogFormat,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessSink {
+    /// Opens the destination and starts the writer; `None` when the log is off. Must run
+    /// inside the runtime (the SIGUSR1 listener is a task; it stops with `shutdown`).
+    pub fn start(
+        settings: &LogSettings,
+        shutdown: &CancellationToken,
+    ) -> std::io::Result<Option<Arc<Self>>> {
+        let out = match &settings.access {
+            AccessTarget::Off => return Ok(None),
+            AccessTarget::Stderr => Out::Stderr,
+            AccessTarget::File(path) => Out::File {
+                file: open(path).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("log.access: cannot open {}: {e}", path.display()),
+                    )
+                })?,
+                path: path.clone(),
+            },
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_LINES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let reopen = Arc::new(AtomicBool::new(false));
+        // Listened for with stderr too (reopening is then a no-op): a logrotate script that
+        // signals must not kill the gateway, as SIGUSR1's default action would.
+        spawn_reopen_listener(tx.downgrade(), reopen.clone(), shutdown.clone());
+        let writer = Writer {
+            rx,
+            out,
+            dropped: dropped.clone(),
+            reopen,
+            reported: 0,
+        };
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer.run())?;
+        Ok(Some(Arc::new(Self {
+            tx,
+            format: settings.format,
+            dropped,
+        })))
+    }
+
+    /// Queues `record`'s line; never waits (a full queue drops and counts it).
+    pub fn write(&self, record: &Record<'_>) {
+        if self
+            .tx
+            .try_send(Msg::Line(record.line(self.format)))
+            .is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped because the writer could not keep up (or had stopped).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes what is queued and stops the writer (shutdown), waiting at most [`CLOSE_WAIT`].
+    pub async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            if self.tx.send(Msg::Close(ack)).await.is_ok() {
+                let _ = done.await;
+            }
+        })
+        .await;
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+}
+
+#[cfg(unix)]
+fn spawn_reopen_listener(
+    tx: mpsc::WeakSender<Msg>,
+    reopen: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGUSR1: the access log will not be reopened");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = usr1.recv() => if s.is_none() { return },
+            }
+            reopen.store(true, Ordering::Relaxed);
+            match tx.upgrade() {
+                Some(tx) => {
+                    let _ = tx.try_send(Msg::Reopen);
+                }
+                None => return,
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_reopen_listener(_: mpsc::WeakSender<Msg>, _: Arc<AtomicBool>, _: CancellationToken) {}
+
+/// Where the writer writes.
+enum Out {
+    Stderr,
+    File { path: PathBuf, file: std::fs::File },
+}
+
+impl Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            // Under stderr's lock, as the other logs write: lines never interleave.
+            Self::Stderr => std::io::stderr().lock().write_all(buf),
+            Self::File { file, .. } => file.write_all(buf),
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Self::File { path, file } = self {
+            match open(path) {
+                Ok(f) => {
+                    *file = f;
+                    tracing::info!(path = %path.display(), "access log reopened");
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot reopen the access log; writing on to the old file")
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    rx: mpsc::Receiver<Msg>,
+    out: Out,
+    dropped: Arc<AtomicU64>,
+    reopen: Arc<AtomicBool>,
+    /// `dropped` when it was last reported.
+    reported: u64,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut buf = Vec::with_capacity(BATCH_BYTES);
+        // Ends when every sender is gone (the gateway was dropped) or on `Close`.
+        while let Some(first) = self.rx.blocking_recv() {
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Line(l) => buf.extend_from_slice(l.as_bytes()),
+                    // Lines queued after the signal go to the new file: end the batch here.
+                    Msg::Reopen => break,
+                    Msg::Close(ack) => {
+                        // Everything queued before the close goes out with it.
+                        close = Some(ack);
+                        while let Ok(m) = self.rx.try_recv() {
+                            if let Msg::Line(l) = m {
+                                buf.extend_from_slice(l.as_bytes());
+                            }
+                        }
+                        break;
+                    }
+                }
+                if buf.len() < BATCH_BYTES {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if !buf.is_empty() {
+                if let Err(e) = self.out.write(&buf) {
+                    tracing::warn!(error = %e, "cannot write the access log");
+                }
+                buf.clear();
+            }
+            if self.reopen.swap(false, Ordering::Relaxed) {
+                self.out.reopen();
+            }
+            let dropped = self.dropped.load(Ordering::Relaxed);
+            if dropped > self.reported {
+                tracing::warn!(
+                    dropped_total = dropped,
+                    "access log lines dropped: the writer could not keep up"
+                );
+                self.reported = dropped;
+            }
+            if let Some(ack) = close {
+                let _ = ack.send(());
+                return;
+            }
+        }
+    }
+}
+
+/// `t` as RFC 3339 UTC with microseconds (`2024-05-01T12:00:00.123456Z`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Year, month, day of a day count since 1970-01-01 (proleptic Gregorian; H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::from_micros(951_782_400_000_000 + 1_500_123);
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:01.500123Z", "a leap day");
+        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_799);
+        assert_eq!(rfc3339(t), "2099-12-31T23:59:59.000000Z");
+    }
+
+    fn record() -> Record<'static> {
+        Record {
+            ts: "2024-05-01T12:00:00.000000Z".into(),
+            client: "10.0.0.7".parse().expect("ip"),
+            peer: "10.0.0.8:40000".parse().expect("peer"),
+            method: "GET",
+            path: "/flv/cam1.flv?a=1",
+            status: 200,
+            bytes: 1234,
+            ms: 56,
+            node: Some("a"),
+            request_id: "r1",
+            decision: Some("live"),
+            complete: false,
+            closed: Some("kicked"),
+            error: None,
+            side: None,
+        }
+    }
+
+    #[test]
+    fn text_lines_keep_the_old_shape_and_json_lines_parse() {
+        let r = record();
+        assert_eq!(
+            r.line(LogFormat::Text),
+            "2024-05-01T12:00:00.000000Z  INFO access: method=GET path=/flv/cam1.flv?a=1 status=200 bytes=1234 ms=56 node=a request_id=r1 complete=false error=\"\" side=\"\" decision=live closed=\"kicked\" client=10.0.0.7 peer=10.0.0.8:40000\n"
+        );
+        let line = r.line(LogFormat::Json);
+        assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["closed"], "kicked");
+        assert_eq!(v["error"], serde_json::Value::Null);
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["client"], "10.0.0.7");
+        let error = Record {
+            error: Some("a \"quoted\"\nmessage"),
+            ..record()
+        };
+        assert!(
+            error
+                .line(LogFormat::Text)
+                .contains(r#"error="a \"quoted\"\nmessage""#),
+            "one line, whatever the error says"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (tx, _rx) = mpsc::channel(1);
+        let sink = AccessSink {
+            tx,
+            format: LogFormat::Json,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for _ in 0..5 {
+            sink.write(&record());
+        }
+        assert_eq!(sink.dropped(), 4, "one queued, four dropped, none waited");
+    }
+
+    #[tokio::test]
+    async fn close_writes_what_is_queued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let settings = LogSettings {
+            format: LogFormat::Json,
+            access: AccessTarget::File(path.clone()),
+        };
+        let sink = AccessSink::start(&settings, &CancellationToken::new())
+            .expect("open")
+            .expect("on");
+        for _ in 0..100 {
+            sink.write(&record());
+        }
+        sink.close().await;
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 100);
+        let off = LogSettings {
+            access: AccessTarget::Off,
+            ..settings
+        };
+        assert!(AccessSink::start(&off, &CancellationToken::new())
+            .expect("ok")
+            .is_none());
+        let bad = LogSettings {
+            format: LogFormat::Text,
+            access: AccessTarget::File(dir.path().join("no/such/dir/x.log")),
+        };
+        let err = AccessSink::start(&bad, &CancellationToken::new())
+            .err()
+            .expect("fails");
+        assert!(err.to_string().contains("log.access"), "{err}");
+    }
+}
