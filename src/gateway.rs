@@ -29,6 +29,7 @@ use crate::router::{Captures, STREAM};
 use crate::server::{self, Handler, Running, ServeOptions};
 use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
+use crate::websocket;
 
 /// Everything the request path needs, built once at start.
 pub struct Gateway {
@@ -49,6 +50,10 @@ pub struct Gateway {
     rate: Option<Arc<RateLimit>>,
     /// `[limits] live_viewers_per_ip`: open live bodies per client address.
     viewers: Option<Arc<Counter>>,
+    /// `live.websocket_ping_interval`, for WebSocket-FLV viewers.
+    ws_ping_interval: std::time::Duration,
+    /// The gateway's shutdown: a WebSocket viewer is told (close 1001) rather than cut.
+    shutdown: CancellationToken,
 }
 
 /// Why the gateway could not start.
@@ -106,6 +111,8 @@ impl Gateway {
             jwt
         });
         Self {
+            ws_ping_interval: settings.live.websocket_ping_interval,
+            shutdown: shutdown.clone(),
             rate,
             viewers: settings
                 .limits
@@ -285,7 +292,7 @@ impl Gateway {
         action: Action,
         route: &RouteSettings,
         caps: &Captures,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
@@ -324,6 +331,41 @@ impl Gateway {
                     Target::Registry => NodeSource::Registry(self.registry.clone()),
                     _ => NodeSource::Fixed(nodes),
                 };
+                if websocket::is_upgrade(&req) {
+                    // WebSocket-FLV: the same viewer, framed as WebSocket messages. Everything
+                    // that can refuse it happens before the `101`.
+                    let accept = websocket::accept_key(req.headers())?;
+                    let slot = match &self.viewers {
+                        Some(c) => Some(c.acquire(peer.ip())?),
+                        None => None,
+                    };
+                    let (viewer, node) = self.hubs.join(stream, &path, source).await?;
+                    let session = websocket::Session {
+                        viewer,
+                        upgrade: hyper::upgrade::on(&mut req),
+                        ping_interval: self.ws_ping_interval,
+                        shutdown: self.shutdown.clone(),
+                        hold: req.extensions().get::<server::ConnHold>().cloned(),
+                    };
+                    // The access line is written when the session ends, with its bytes.
+                    let mut log = log.take();
+                    if let Some(log) = &mut log {
+                        log.node = node;
+                        log.proto = "ws";
+                        log.status = http::StatusCode::SWITCHING_PROTOCOLS.as_u16();
+                    }
+                    tokio::spawn(async move {
+                        let out = session.run().await;
+                        drop(slot);
+                        if let Some(log) = &mut log {
+                            log.bytes = out.bytes;
+                            log.finished = out.error.is_none();
+                            log.close = out.close;
+                            log.error = out.error;
+                        }
+                    });
+                    return Ok(websocket::switching(accept));
+                }
                 let mut resp = if req.method() == Method::HEAD {
                     // Headers only: no reason to start (and linger) a pull for a probe.
                     Response::new(crate::body::empty())
@@ -417,6 +459,8 @@ impl Handler for Gateway {
                 error: None,
                 side: "",
                 decision: "",
+                proto: "http",
+                close: None,
                 bytes: 0,
                 finished: false,
             });
@@ -491,6 +535,10 @@ struct AccessLog {
     side: &'static str,
     /// What the route did: `redirect`, `proxy` or `live` (an `auto` route's choice shows here).
     decision: &'static str,
+    /// How the answer went out: `http`, or `ws` for a WebSocket-FLV viewer.
+    proto: &'static str,
+    /// The WebSocket close code sent or echoed (none for HTTP).
+    close: Option<u16>,
     bytes: u64,
     finished: bool,
 }
@@ -510,6 +558,8 @@ impl Drop for AccessLog {
             error = self.error.as_deref().unwrap_or(""),
             side = self.side,
             decision = %self.decision,
+            proto = %self.proto,
+            ws_close = self.close.unwrap_or(0),
         );
     }
 }

@@ -47,6 +47,29 @@ impl ConnInfo {
     }
 }
 
+/// What an open connection holds: its `max_connections` permit, its per-address slot, and its
+/// place in the drain (shutdown waits for it). Handed to every request in its extensions, so a
+/// connection that a handler takes over after a `101` (WebSocket-FLV) keeps them after hyper's
+/// connection task has let go of it; the last clone gives them back.
+#[derive(Clone)]
+pub struct ConnHold(Arc<HoldInner>);
+
+struct HoldInner {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _ip_slot: Option<crate::limits::CountGuard>,
+    /// Counted by `GracefulShutdown::shutdown`, which waits for every watcher to go.
+    _drain: hyper_util::server::graceful::Watcher,
+    /// Cancelled at the drain deadline: whoever holds the connection drops it then.
+    force_close: CancellationToken,
+}
+
+impl ConnHold {
+    /// Cancelled when the drain deadline passes: close the connection now.
+    pub fn force_close(&self) -> CancellationToken {
+        self.0.force_close.clone()
+    }
+}
+
 /// What a server does with one request. Implemented by the gateway and by the origin.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request on `conn`. Must not panic, but if it does, only this request fails.
@@ -219,10 +242,18 @@ async fn accept_loop<H: Handler>(
             Some(Err(e)) => (None, Some(Arc::new(e))),
         };
         let info = ConnInfo::plain(peer);
+        let hold = ConnHold(Arc::new(HoldInner {
+            _permit: permit,
+            _ip_slot: ip_slot,
+            _drain: graceful.watcher(),
+            force_close: force_close.clone(),
+        }));
         let handler = handler.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let svc_hold = hold.clone();
+        let svc = service_fn(move |mut req: Request<Incoming>| {
             let handler = handler.clone();
             let refused = refused.clone();
+            req.extensions_mut().insert(svc_hold.clone());
             async move {
                 if let Some(e) = refused {
                     let rid = crate::request_id::from_headers(req.headers());
@@ -255,19 +286,36 @@ async fn accept_loop<H: Handler>(
             .serve_connection(
                 TokioIo::new(StallTimeout::new(stream, opts.send_timeout)),
                 svc,
-            );
-        let conn = graceful.watch(conn);
+            )
+            // A live route may answer `101` and take the connection (WebSocket-FLV); the
+            // upgraded IO is still the `StallTimeout` socket, so writes keep `send_timeout`.
+            .with_upgrades();
         let force_close = force_close.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended with error");
-                },
+            // hyper-util's `GracefulShutdown::watch` takes no upgradeable HTTP/1 connection, so
+            // the same is done here: on shutdown, idle keep-alive connections close and
+            // in-flight requests finish; the hold's watcher keeps the drain waiting meanwhile.
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = conn.as_mut() => Some(r),
+                        _ = force_close.cancelled() => None,
+                    }
+                }
+                _ = force_close.cancelled() => None,
+            };
+            match r {
+                Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with error"),
                 // Dropping the connection closes its socket.
-                _ = force_close.cancelled() => tracing::debug!(%peer, "closed at the drain deadline"),
+                None => tracing::debug!(%peer, "closed at the drain deadline"),
+                Some(Ok(())) => {}
             }
-            drop(ip_slot);
-            drop(permit);
+            // An upgraded connection's session holds a clone until it ends.
+            drop(hold);
         });
     }
 }

@@ -20,6 +20,7 @@ pub struct RawLive {
     pub max_gop_bytes: Option<usize>,
     pub flush_interval: Option<String>,
     pub upstream_idle_timeout: Option<String>,
+    pub websocket_ping_interval: Option<String>,
 }
 
 /// Tunables of the live fan-out (`[live]` in the config).
@@ -48,6 +49,9 @@ pub struct LiveSettings {
     /// Viewers are woken at most this often; tags queued meanwhile go out in one write.
     /// Zero wakes them for every upstream read (lowest latency, most CPU).
     pub flush_interval: Duration,
+    /// A WebSocket-FLV viewer is pinged this often, and dropped when it has not answered the
+    /// previous ping by the next one.
+    pub websocket_ping_interval: Duration,
 }
 
 impl Default for LiveSettings {
@@ -63,6 +67,7 @@ impl Default for LiveSettings {
             max_gop_bytes: 16 << 20,
             flush_interval: Duration::from_millis(50),
             upstream_idle_timeout: Duration::from_secs(10),
+            websocket_ping_interval: Duration::from_secs(30),
         }
     }
 }
@@ -105,7 +110,20 @@ pub(super) fn validate(l: &RawLive) -> Result<LiveSettings, ConfigError> {
             &l.upstream_idle_timeout,
             d.upstream_idle_timeout,
         )?,
+        websocket_ping_interval: duration(
+            "live.websocket_ping_interval",
+            &l.websocket_ping_interval,
+            d.websocket_ping_interval,
+        )?,
     };
+    if live.websocket_ping_interval < Duration::from_secs(1)
+        || live.websocket_ping_interval > Duration::from_secs(3600)
+    {
+        return Err(invalid(
+            "live.websocket_ping_interval",
+            "must be between 1s and 1h",
+        ));
+    }
     if live.linger > Duration::from_secs(3600) {
         return Err(invalid(
             "live.linger",

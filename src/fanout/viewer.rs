@@ -359,6 +359,12 @@ impl ViewerBody {
     fn pop(&self) -> Option<Item> {
         self.shared.lock().pop_front()
     }
+
+    /// The hub cut this viewer off for being too slow (its body then ends in an error): a
+    /// WebSocket viewer says so with its close code.
+    pub(crate) fn was_cut(&self) -> bool {
+        self.shared.cut.load(Ordering::Relaxed)
+    }
 }
 
 impl HttpBody for ViewerBody {
