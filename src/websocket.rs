@@ -195,35 +195,56 @@ impl Session {
             hold,
         } = self;
         let force = hold.as_ref().map(|h| h.force_close()).unwrap_or_default();
-        let mut out = Outcome::default();
         let upgraded = tokio::select! {
             u = upgrade => match u {
                 Ok(u) => u,
                 Err(e) => {
-                    out.error = Some(format!("upgrade failed: {e}"));
-                    return out;
+                    return Outcome {
+                        error: Some(format!("upgrade failed: {e}")),
+                        ..Outcome::default()
+                    };
                 }
             },
-            _ = force.cancelled() => return out,
+            _ = force.cancelled() => return Outcome::default(),
         };
-        let mut io = TokioIo::new(upgraded);
-        let end = tokio::select! {
-            e = pump(&mut io, viewer, ping_interval, &shutdown, &mut out) => e,
-            _ = force.cancelled() => {
-                out.error = Some("closed at the drain deadline".into());
-                End::Done
-            }
-        };
-        if let End::Close(c) = end {
-            out.close = Some(c);
-            tokio::select! {
-                _ = close_handshake(&mut io, c) => {}
-                _ = force.cancelled() => {}
-            }
-        }
+        let out = serve(
+            TokioIo::new(upgraded),
+            viewer,
+            ping_interval,
+            &shutdown,
+            &force,
+        )
+        .await;
         drop(hold);
         out
     }
+}
+
+/// The session on its connection: [`pump`], then the closing handshake; `force` (the drain
+/// deadline) ends it wherever it is. The connection is dropped when this returns.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    viewer: ViewerBody,
+    ping_interval: Duration,
+    shutdown: &CancellationToken,
+    force: &CancellationToken,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let end = tokio::select! {
+        e = pump(&mut io, viewer, ping_interval, shutdown, &mut out) => e,
+        _ = force.cancelled() => {
+            out.error = Some("closed at the drain deadline".into());
+            End::Done
+        }
+    };
+    if let End::Close(c) = end {
+        out.close = Some(c);
+        tokio::select! {
+            _ = close_handshake(&mut io, c) => {}
+            _ = force.cancelled() => {}
+        }
+    }
+    out
 }
 
 /// Sends tags and pings, answers control frames, until the session must end. The viewer is
@@ -659,6 +680,206 @@ mod tests {
             code::PROTOCOL,
             "a code never sent on the wire"
         );
+    }
+
+    mod session {
+        use std::sync::Arc;
+
+        use tokio::io::DuplexStream;
+
+        use super::super::*;
+        use crate::fanout::{Core, Failure, LiveCounters, Settings};
+        use crate::flv::{Tag, TagKind};
+
+        fn core() -> Arc<Core> {
+            let core = Core::new(
+                "t",
+                Settings {
+                    gop_cache: true,
+                    linger: Duration::from_secs(5),
+                    viewer_queue_bytes: 64 * 1024,
+                    viewer_queue_duration: Duration::from_secs(10),
+                    max_viewers: 10,
+                    max_gop_bytes: 1 << 20,
+                },
+                Arc::new(LiveCounters::default()),
+                None,
+            );
+            core.begin(false, true, "n1");
+            core
+        }
+
+        fn video(ts: u32, key: bool, size: usize) -> Tag {
+            let mut d = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+            d.resize(size, 7);
+            Tag::new(TagKind::Video, ts, &d).expect("tag")
+        }
+
+        /// Runs a session over an in-memory pipe of `pipe` bytes; returns the client's end.
+        fn start(
+            core: &Arc<Core>,
+            pipe: usize,
+            ping: Duration,
+            shutdown: &CancellationToken,
+        ) -> (DuplexStream, tokio::task::JoinHandle<Outcome>) {
+            let viewer = core.attach().expect("attach");
+            let (server, client) = tokio::io::duplex(pipe);
+            let shutdown = shutdown.clone();
+            let task = tokio::spawn(async move {
+                serve(server, viewer, ping, &shutdown, &CancellationToken::new()).await
+            });
+            (client, task)
+        }
+
+        /// Server frames until EOF: (opcode, payload). Answers a close with a close.
+        async fn frames(client: &mut DuplexStream) -> Vec<(u8, Vec<u8>)> {
+            let mut raw = Vec::new();
+            let mut out = Vec::new();
+            let mut tmp = [0u8; 4096];
+            loop {
+                // Whole frames first.
+                loop {
+                    if raw.len() < 2 {
+                        break;
+                    }
+                    let (len, at) = match raw[1] & 0x7F {
+                        126 if raw.len() >= 4 => (u16::from_be_bytes([raw[2], raw[3]]) as usize, 4),
+                        127 if raw.len() >= 10 => (
+                            u64::from_be_bytes(raw[2..10].try_into().expect("8")) as usize,
+                            10,
+                        ),
+                        126 | 127 => break,
+                        n => (n as usize, 2),
+                    };
+                    if raw.len() < at + len {
+                        break;
+                    }
+                    let opcode = raw[0] & 0x0F;
+                    out.push((opcode, raw[at..at + len].to_vec()));
+                    raw.drain(..at + len);
+                    if opcode == op::CLOSE {
+                        let payload = out.last().map(|f| f.1.clone()).unwrap_or_default();
+                        let mut echo = vec![0x88, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                        echo.extend_from_slice(&payload);
+                        let _ = client.write_all(&echo).await;
+                    }
+                }
+                match client.read(&mut tmp).await {
+                    Ok(0) | Err(_) => return out,
+                    Ok(n) => raw.extend_from_slice(&tmp[..n]),
+                }
+            }
+        }
+
+        fn close_code(frames: &[(u8, Vec<u8>)]) -> Option<u16> {
+            let (opcode, p) = frames.last()?;
+            (*opcode == op::CLOSE).then(|| u16::from_be_bytes([p[0], p[1]]))
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_stream_ending_sends_its_tags_then_1000() {
+            let core = core();
+            let (mut client, task) = start(
+                &core,
+                1 << 16,
+                Duration::from_secs(30),
+                &CancellationToken::new(),
+            );
+            core.push(video(0, true, 100));
+            core.flush();
+            core.end("test");
+            let got = frames(&mut client).await;
+            assert_eq!(close_code(&got), Some(code::NORMAL));
+            let flv: Vec<u8> = got
+                .iter()
+                .filter(|(o, _)| *o == op::BINARY)
+                .flat_map(|(_, p)| p.clone())
+                .collect();
+            assert_eq!(&flv[..3], b"FLV");
+            assert_eq!(
+                flv.len(),
+                13 + 11 + 100 + 4,
+                "header and the one tag, whole"
+            );
+            let out = task.await.expect("session");
+            assert_eq!(out.bytes, flv.len() as u64);
+            assert_eq!(out.close, Some(code::NORMAL));
+            assert!(out.error.is_none());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_failed_source_closes_with_1011_and_shutdown_with_1001() {
+            let core = core();
+            let (mut client, task) = start(
+                &core,
+                1 << 16,
+                Duration::from_secs(30),
+                &CancellationToken::new(),
+            );
+            core.fail(Failure::Upstream {
+                node: "n1".into(),
+                msg: "gone".into(),
+            });
+            assert_eq!(
+                close_code(&frames(&mut client).await),
+                Some(code::SOURCE_FAILED)
+            );
+            task.await.expect("session");
+
+            let core = self::core();
+            let shutdown = CancellationToken::new();
+            let (mut client, task) = start(&core, 1 << 16, Duration::from_secs(30), &shutdown);
+            shutdown.cancel();
+            assert_eq!(
+                close_code(&frames(&mut client).await),
+                Some(code::GOING_AWAY)
+            );
+            assert_eq!(task.await.expect("session").close, Some(code::GOING_AWAY));
+            assert_eq!(core.viewers(), 0, "the viewer left the stream");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_client_that_answers_no_ping_is_dropped() {
+            let core = core();
+            let (mut client, task) = start(
+                &core,
+                1 << 16,
+                Duration::from_secs(5),
+                &CancellationToken::new(),
+            );
+            // Nothing answers: one ping, then the connection ends without a close frame.
+            let got = frames(&mut client).await;
+            assert_eq!(got.iter().filter(|(o, _)| *o == op::PING).count(), 1);
+            assert_eq!(close_code(&got), None);
+            let out = task.await.expect("session");
+            assert!(out.error.is_some_and(|e| e.contains("no pong")));
+            assert_eq!(core.viewers(), 0);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_viewer_that_stops_reading_is_cut_with_1008() {
+            let core = core();
+            // A 1 KiB pipe nobody reads: the session blocks in its first write.
+            let (mut client, task) = start(
+                &core,
+                1024,
+                Duration::from_secs(30),
+                &CancellationToken::new(),
+            );
+            core.push(video(0, true, 20_000));
+            core.flush();
+            tokio::task::yield_now().await;
+            for i in 1..=4 {
+                core.push(video(i * 40, false, 20_000));
+            }
+            // Backed up past the budget, skipping: the next keyframe cuts it.
+            core.push(video(200, true, 20_000));
+            assert_eq!(core.viewers(), 0, "cut");
+            let got = frames(&mut client).await;
+            assert_eq!(close_code(&got), Some(code::POLICY));
+            let out = task.await.expect("session");
+            assert_eq!(out.close, Some(code::POLICY));
+        }
     }
 
     #[tokio::test]
