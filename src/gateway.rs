@@ -469,6 +469,12 @@ impl Handler for Gateway {
         let path = req.uri().path();
         let admin = crate::admin::handles(path);
         let found = (!admin).then(|| self.find_route(path));
+        if let (Some(log), Some(Ok((r, _)))) = (&mut log, &found) {
+            // A WebSocket-FLV attempt is logged as one, refused (401, 429, …) or not.
+            if r.action == Action::Live && websocket::is_upgrade(&req) {
+                log.proto = "ws";
+            }
+        }
         let cors = match &found {
             Some(Ok((r, _))) => r.cors.as_ref().map(|c| (c, r.action)),
             _ => None,

@@ -111,14 +111,23 @@ fn a_ws_viewer_gets_the_flv_stream_and_shares_the_pull_with_http() {
 fn auth_and_limits_answer_before_any_upgrade() {
     let o = origin(&common::media_dir());
     let (gw, _d) = gateway(&config(&o, "", ""));
-    for path in ["/flv/cam1.flv", "/flv/cam1.flv?token=wrong"] {
-        let r = WsClient::try_connect(gw.addr(), path, "")
+    for (i, path) in ["/flv/cam1.flv", "/flv/cam1.flv?token=wrong"]
+        .iter()
+        .enumerate()
+    {
+        let rid = format!("ws-refused-{i}");
+        let r = WsClient::try_connect(gw.addr(), path, &format!("X-Request-Id: {rid}\r\n"))
             .err()
             .unwrap_or_else(|| panic!("{path} was upgraded"));
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(r.json()["error"], "unauthorized");
         assert!(r.header("upgrade").is_none());
         assert!(r.header("sec-websocket-accept").is_none());
+        let line = common::access_line(&gw, &rid);
+        assert!(
+            line.contains("status=401") && line.contains("proto=ws"),
+            "{line}"
+        );
     }
     // The token may also travel as a header (non-browser clients).
     let ok = WsClient::try_connect(
@@ -275,6 +284,7 @@ fn mpegts_js_plays_a_ws_flv_url_in_chromium() {
     let (gw, _d) = gateway(&config(&o, "", ""));
     let url = format!("ws://{}{CAM}", gw.addr());
     let v = common::browser::run_script("ws_flv.mjs", &[&url], Duration::from_secs(120));
+    println!("ws_flv.mjs: {v}");
     let advanced = v["advanced"].as_f64().unwrap_or(0.0);
     assert!(advanced >= 3.0, "playback advanced {advanced} s: {v}");
     assert_eq!(live_clients(&o), 1);
