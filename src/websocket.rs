@@ -113,7 +113,7 @@ pub(crate) fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, GatewayErro
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(|v| v.as_bytes());
     if version != Some(b"13") {
-        return Err(GatewayError::BadRequest("Sec-WebSocket-Version must be 13"));
+        return Err(GatewayError::WebSocketVersion);
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)

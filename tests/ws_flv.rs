@@ -137,18 +137,19 @@ fn auth_and_limits_answer_before_any_upgrade() {
     );
     assert!(ok.is_ok(), "a header token upgrades too");
     drop(ok);
-    // A version other than 13 is refused with a JSON error, not upgraded.
+    // A version other than 13 is refused with 426 naming the version spoken, not upgraded.
     let mut s = std::net::TcpStream::connect(gw.addr()).expect("connect");
+    let req = common::ws::handshake(CAM, "")
+        .replace("Connection: Upgrade\r\n", "Connection: Upgrade, close\r\n")
+        .replace("Version: 13", "Version: 8");
     use std::io::{Read, Write};
-    s.write_all(
-        common::ws::handshake(CAM, "")
-            .replace("Version: 13", "Version: 8")
-            .as_bytes(),
-    )
-    .expect("write");
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).expect("read");
-    assert_eq!(&head, b"HTTP/1.1 400");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let r = common::parse_response(&raw);
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert_eq!(r.header("sec-websocket-version"), Some("13"));
+    assert_eq!(r.json()["error"], "upgrade_required");
     // A route that is not live answers an upgrade request as it answers any GET.
     let r = WsClient::try_connect(gw.addr(), "/r/cam1.flv", "")
         .err()
