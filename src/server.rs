@@ -393,6 +393,99 @@ mod tests {
 
     use futures_util::StreamExt;
 
+    /// Answers an `Upgrade` request with `101` and keeps the upgraded connection (and its hold)
+    /// until the client closes it; anything else gets a plain `200`.
+    struct Upgrader;
+
+    impl Handler for Upgrader {
+        async fn call(&self, mut req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+            if !req.headers().contains_key(http::header::UPGRADE) {
+                return Response::new(crate::body::full("plain"));
+            }
+            let hold = req.extensions().get::<ConnHold>().cloned();
+            assert!(
+                hold.is_some(),
+                "every request carries its connection's hold"
+            );
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(u) = upgrade.await {
+                    let mut io = TokioIo::new(u);
+                    let mut b = [0u8; 16];
+                    while let Ok(n) = io.read(&mut b).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                drop(hold);
+            });
+            let mut resp = Response::new(crate::body::empty());
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut().insert(
+                http::header::UPGRADE,
+                http::HeaderValue::from_static("test"),
+            );
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+            resp
+        }
+    }
+
+    async fn head_of(client: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the response head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_keeps_its_connection_slot() {
+        let shutdown = CancellationToken::new();
+        let opts = ServeOptions {
+            max_connections: 1,
+            ..ServeOptions::default()
+        };
+        let running = start(
+            &[SocketAddr::from(([127, 0, 0, 1], 0))],
+            Arc::new(Upgrader),
+            opts,
+            shutdown.clone(),
+        )
+        .await
+        .expect("bind");
+        let addr = running.addrs[0];
+        let mut upgraded = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        upgraded
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(head_of(&mut upgraded).await.starts_with("HTTP/1.1 101"));
+        // hyper's connection task is over; the session still holds the only slot.
+        let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        second
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let waited = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+        assert!(waited.is_err(), "not served while the upgraded one is open");
+        // The session ends: its slot goes back and the waiting connection is served.
+        drop(upgraded);
+        assert!(head_of(&mut second).await.starts_with("HTTP/1.1 200"));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running.task)
+            .await
+            .expect("server task ends")
+            .expect("no panic");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_drain_deadline_closes_what_is_still_open() {
         let shutdown = CancellationToken::new();
