@@ -68,6 +68,9 @@ pub enum GatewayError {
     /// `Allow` header and the message name them).
     #[error("this path serves only {0}")]
     MethodNotAllowed(std::borrow::Cow<'static, str>),
+    /// A WebSocket handshake for a version other than 13 (RFC 6455 section 4.2.2).
+    #[error("WebSocket version 13 only")]
+    WebSocketVersion,
     #[error("too many {what} from this address; retry in {retry_after}s")]
     TooManyRequests {
         /// Which per-client limit was hit (`requests`, `connections`, `live viewers`).
@@ -130,6 +133,7 @@ impl GatewayError {
             Self::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
             Self::RequestBodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::WebSocketVersion => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::CorsForbidden => (StatusCode::FORBIDDEN, "cors_forbidden"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -204,6 +208,13 @@ impl GatewayError {
             if let Ok(v) = HeaderValue::from_str(allow) {
                 resp.headers_mut().insert(http::header::ALLOW, v);
             }
+        }
+        if let Self::WebSocketVersion = self {
+            // The versions this server speaks, as the RFC requires with the refusal.
+            resp.headers_mut().insert(
+                http::header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
         }
         if let Self::TooManyRequests { retry_after, .. } = self {
             resp.headers_mut()

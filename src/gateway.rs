@@ -23,7 +23,7 @@ use crate::client_addr::{self, Client, TrustedProxies};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
 use crate::cors;
 use crate::error::GatewayError;
-use crate::fanout::{EndWatch, Hubs, NodeSource, ViewerInfo, HTTP_FLV};
+use crate::fanout::{EndWatch, Hubs, NodeSource, ViewerInfo, HTTP_FLV, WS_FLV};
 use crate::limits::{Counter, RateLimit};
 use crate::metrics::{self, Metrics, NodeMetrics, RouteCounters};
 use crate::proxy::{self, Forward};
@@ -35,6 +35,7 @@ use crate::server::{self, Handler, Running, ServeOptions};
 use crate::stall_timeout::StallFlag;
 use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
+use crate::websocket;
 
 /// Everything the request path needs, built once at start.
 pub struct Gateway {
@@ -66,6 +67,8 @@ pub struct Gateway {
     /// Where access lines go (`None`: `[log] access = "off"`).
     access: Option<Arc<AccessSink>>,
     /// Cancelled at shutdown: a response cut then is logged `closed=shutdown`.
+    /// `live.websocket_ping_interval`, for WebSocket-FLV viewers.
+    ws_ping_interval: std::time::Duration,
     shutdown: CancellationToken,
 }
 
@@ -176,6 +179,7 @@ impl Gateway {
                 .listen
                 .is_none()
                 .then(|| metrics::Access::new(settings)),
+            ws_ping_interval: settings.live.websocket_ping_interval,
             rate,
             trusted_proxies: settings.server.trusted_proxies.clone(),
             viewers: settings
@@ -303,7 +307,7 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         dest: Dest<'_>,
-        counters: &RouteCounters,
+        counters: &Arc<RouteCounters>,
         client: &Client,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
@@ -406,12 +410,12 @@ impl Gateway {
         action: Action,
         route: &RouteSettings,
         caps: &Captures,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: &Client,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
         upstream: Upstream,
-        counters: &RouteCounters,
+        counters: &Arc<RouteCounters>,
     ) -> Result<Response<Body>, GatewayError> {
         let Upstream { nodes, path, query } = upstream;
         match action {
@@ -452,6 +456,54 @@ impl Gateway {
                         NodeSource::Fixed(self.candidates(route, caps)?)
                     }
                 };
+                if websocket::is_upgrade(&req) {
+                    // WebSocket-FLV: the same viewer, framed as WebSocket messages. Everything
+                    // that can refuse it happens before the `101`.
+                    let accept = websocket::accept_key(req.headers())?;
+                    let slot = match &self.viewers {
+                        Some(c) => Some(c.acquire(client.ip)?),
+                        None => None,
+                    };
+                    let info = ViewerInfo {
+                        client: client.ip,
+                        protocol: WS_FLV,
+                    };
+                    let (viewer, node) = self.hubs.join(stream, &path, source, info).await?;
+                    let end_watch = viewer.end_watch();
+                    let session = websocket::Session {
+                        viewer,
+                        upgrade: hyper::upgrade::on(&mut req),
+                        ping_interval: self.ws_ping_interval,
+                        shutdown: self.shutdown.clone(),
+                        hold: req.extensions().get::<server::ConnHold>().cloned(),
+                    };
+                    // The access line is written when the session ends, with its bytes; the
+                    // request itself is counted as the `101` goes out.
+                    let mut log = log.take();
+                    if let Some(log) = &mut log {
+                        log.node = node;
+                        log.proto = "ws";
+                    }
+                    let counters = counters.clone();
+                    tokio::spawn(async move {
+                        let out = session.run().await;
+                        drop(slot);
+                        counters.response_bytes.inc_by(out.bytes);
+                        if let Some(log) = &mut log {
+                            log.close = out.close;
+                            let complete = out.error.is_none();
+                            log.error = out.error;
+                            // Why the engine let go of it (slow, kicked, stream end), else the
+                            // client's doing.
+                            let closed = end_watch
+                                .reason()
+                                .map(|r| r.as_str())
+                                .or((!complete).then_some("client"));
+                            log.write(101, out.bytes, complete, closed);
+                        }
+                    });
+                    return Ok(websocket::switching(accept));
+                }
                 let mut resp = if req.method() == Method::HEAD {
                     // Headers only: no reason to start (and linger) a pull for a probe.
                     Response::new(crate::body::empty())
@@ -558,6 +610,8 @@ impl Handler for Gateway {
                     error: None,
                     side: "",
                     decision: "",
+                    proto: "http",
+                    close: None,
                     end: None,
                     stalled,
                     shutdown: self.shutdown.clone(),
@@ -577,6 +631,12 @@ impl Handler for Gateway {
             body_failed: false,
             log,
         };
+        if let (Some(log), Dest::Route(Ok((_, r, _)))) = (&mut end.log, &dest) {
+            // A WebSocket-FLV attempt is logged as one, refused (401, 429, …) or not.
+            if r.action == Action::Live && websocket::is_upgrade(&req) {
+                log.proto = "ws";
+            }
+        }
         let cors = match &dest {
             Dest::Route(Ok((_, r, _))) => r.cors.as_ref().map(|c| (c, r.action)),
             _ => None,
@@ -663,6 +723,36 @@ struct AccessLog {
     /// Set if the connection's write timed out (`send_timeout`).
     stalled: StallFlag,
     shutdown: CancellationToken,
+    /// How the answer went out: `http`, or `ws` for a WebSocket-FLV viewer.
+    proto: &'static str,
+    /// The WebSocket close code sent or echoed (none for HTTP).
+    close: Option<u16>,
+}
+
+impl AccessLog {
+    /// Writes the line with the request's outcome.
+    fn write(&self, status: u16, bytes: u64, complete: bool, closed: Option<&'static str>) {
+        let some = |s: &'static str| (!s.is_empty()).then_some(s);
+        self.sink.write(&Record {
+            ts: access_log::rfc3339(std::time::SystemTime::now()),
+            client: self.client,
+            peer: self.peer,
+            method: self.method.as_str(),
+            path: &self.path,
+            status,
+            bytes,
+            ms: self.start.elapsed().as_millis() as u64,
+            node: (!self.node.is_empty()).then_some(self.node.as_str()),
+            request_id: &self.request_id,
+            decision: some(self.decision),
+            complete,
+            closed,
+            error: self.error.as_deref(),
+            side: some(self.side),
+            proto: self.proto,
+            ws_close: self.close,
+        });
+    }
 }
 
 /// The end of one request, the one place that knows its outcome: when the response body is
@@ -735,27 +825,14 @@ impl Drop for RequestEnd {
                 .response_bytes
                 .inc_by(self.bytes - self.counted);
         }
-        let Some(log) = &self.log else {
-            return;
-        };
-        let some = |s: &'static str| (!s.is_empty()).then_some(s);
-        log.sink.write(&Record {
-            ts: access_log::rfc3339(std::time::SystemTime::now()),
-            client: log.client,
-            peer: log.peer,
-            method: log.method.as_str(),
-            path: &log.path,
-            status,
-            bytes: self.bytes,
-            ms: log.start.elapsed().as_millis() as u64,
-            node: (!log.node.is_empty()).then_some(log.node.as_str()),
-            request_id: &log.request_id,
-            decision: some(log.decision),
-            complete: finished && self.status.is_some(),
-            closed,
-            error: log.error.as_deref(),
-            side: some(log.side),
-        });
+        if let Some(log) = &self.log {
+            log.write(
+                status,
+                self.bytes,
+                finished && self.status.is_some(),
+                closed,
+            );
+        }
     }
 }
 

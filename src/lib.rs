@@ -35,6 +35,7 @@ pub mod server;
 pub(crate) mod stall_timeout;
 pub(crate) mod upstream;
 pub mod upstream_path;
+pub(crate) mod websocket;
 
 /// The FLV codec lives in its own crate (`crates/flv`, with its fuzz target).
 pub use streamgate_flv as flv;

@@ -62,6 +62,29 @@ impl ConnInfo {
     }
 }
 
+/// What an open connection holds: its `max_connections` permit, its per-address slot, and its
+/// place in the drain (shutdown waits for it). Handed to every request in its extensions, so a
+/// connection that a handler takes over after a `101` (WebSocket-FLV) keeps them after hyper's
+/// connection task has let go of it; the last clone gives them back.
+#[derive(Clone)]
+pub struct ConnHold(Arc<HoldInner>);
+
+struct HoldInner {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _ip_slot: Option<crate::limits::CountGuard>,
+    /// Counted by `GracefulShutdown::shutdown`, which waits for every watcher to go.
+    _drain: hyper_util::server::graceful::Watcher,
+    /// Cancelled at the drain deadline: whoever holds the connection drops it then.
+    force_close: CancellationToken,
+}
+
+impl ConnHold {
+    /// Cancelled when the drain deadline passes: close the connection now.
+    pub fn force_close(&self) -> CancellationToken {
+        self.0.force_close.clone()
+    }
+}
+
 /// What a server does with one request. Implemented by the gateway and by the origin.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request on `conn`. Must not panic, but if it does, only this request fails.
@@ -254,6 +277,7 @@ async fn accept_loop<H: Handler>(
         let handler = handler.clone();
         let opts = opts.clone();
         let force_close = force_close.clone();
+        let shutdown = shutdown.clone();
         // Everything from here runs per connection, so a slow PROXY header holds up only its
         // own connection, never the accept loop.
         tokio::spawn(async move {
@@ -280,12 +304,22 @@ async fn accept_loop<H: Handler>(
                 Some(Ok(slot)) => (Some(slot), None),
                 Some(Err(e)) => (None, Some(Arc::new(e))),
             };
+            // The connection's slots and drain watch, held by every request on it and by an
+            // upgraded session (WebSocket-FLV) until it ends.
+            let hold = ConnHold(Arc::new(HoldInner {
+                _permit: permit,
+                _ip_slot: ip_slot,
+                _drain: watcher,
+                force_close: force_close.clone(),
+            }));
             let io = StallTimeout::new(io, opts.send_timeout);
             let info = info.with_stall_flag(io.flag());
-            let svc = service_fn(move |req: Request<Incoming>| {
+            let svc_hold = hold.clone();
+            let svc = service_fn(move |mut req: Request<Incoming>| {
                 let handler = handler.clone();
                 let refused = refused.clone();
                 let info = info.clone();
+                req.extensions_mut().insert(svc_hold.clone());
                 async move {
                     if let Some(e) = refused {
                         let rid = crate::request_id::from_headers(req.headers());
@@ -315,17 +349,33 @@ async fn accept_loop<H: Handler>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(opts.header_read_timeout)
                 .max_buf_size(CONNECTION_BUFFER)
-                .serve_connection(TokioIo::new(io), svc);
-            let conn = watcher.watch(conn);
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended with error");
-                },
+                .serve_connection(TokioIo::new(io), svc)
+                // A live route may answer `101` and take the connection (WebSocket-FLV); the
+                // upgraded IO is still the `StallTimeout` socket, so writes keep `send_timeout`.
+                .with_upgrades();
+            // hyper-util's `GracefulShutdown::watch` takes no upgradeable HTTP/1 connection, so
+            // the same is done here: on shutdown, idle keep-alive connections close and
+            // in-flight requests finish; the hold's watcher keeps the drain waiting meanwhile.
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = conn.as_mut() => Some(r),
+                        _ = force_close.cancelled() => None,
+                    }
+                }
+                _ = force_close.cancelled() => None,
+            };
+            match r {
+                Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with error"),
                 // Dropping the connection closes its socket.
-                _ = force_close.cancelled() => tracing::debug!(%peer, "closed at the drain deadline"),
+                None => tracing::debug!(%peer, "closed at the drain deadline"),
+                Some(Ok(())) => {}
             }
-            drop(ip_slot);
-            drop(permit);
+            // An upgraded connection's session holds a clone until it ends.
+            drop(hold);
         });
     }
 }
@@ -436,6 +486,102 @@ mod tests {
     }
 
     use futures_util::StreamExt;
+
+    /// Answers an `Upgrade` request with `101` and keeps the upgraded connection (and its hold)
+    /// until the client closes it; anything else gets a plain `200`.
+    struct Upgrader;
+
+    impl Handler for Upgrader {
+        async fn call(&self, mut req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+            if !req.headers().contains_key(http::header::UPGRADE) {
+                return Response::new(crate::body::full("plain"));
+            }
+            let hold = req.extensions().get::<ConnHold>().cloned();
+            assert!(
+                hold.is_some(),
+                "every request carries its connection's hold"
+            );
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(u) = upgrade.await {
+                    let mut io = TokioIo::new(u);
+                    let mut b = [0u8; 16];
+                    while let Ok(n) = io.read(&mut b).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                drop(hold);
+            });
+            let mut resp = Response::new(crate::body::empty());
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut().insert(
+                http::header::UPGRADE,
+                http::HeaderValue::from_static("test"),
+            );
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+            resp
+        }
+    }
+
+    async fn head_of(client: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the response head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_keeps_its_connection_slot() {
+        let shutdown = CancellationToken::new();
+        let opts = ServeOptions {
+            max_connections: 1,
+            ..ServeOptions::default()
+        };
+        let running = start(
+            &[ListenerSettings::plain(SocketAddr::from((
+                [127, 0, 0, 1],
+                0,
+            )))],
+            Arc::new(Upgrader),
+            opts,
+            shutdown.clone(),
+        )
+        .await
+        .expect("bind");
+        let addr = running.addrs[0];
+        let mut upgraded = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        upgraded
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(head_of(&mut upgraded).await.starts_with("HTTP/1.1 101"));
+        // hyper's connection task is over; the session still holds the only slot.
+        let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        second
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let waited = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+        assert!(waited.is_err(), "not served while the upgraded one is open");
+        // The session ends: its slot goes back and the waiting connection is served.
+        drop(upgraded);
+        assert!(head_of(&mut second).await.starts_with("HTTP/1.1 200"));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running.task)
+            .await
+            .expect("server task ends")
+            .expect("no panic");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_drain_deadline_closes_what_is_still_open() {

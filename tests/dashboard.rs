@@ -16,10 +16,6 @@ use common::{get, spawn};
 /// The browser part's bound: each script keeps well inside it.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(60);
 
-/// Whether the gateway serves WebSocket-FLV on live routes: then the dashboard test plays cam2
-/// over it too. Turn on (and drop the `#[ignore]` below) when the `wsflv` branch merges.
-const WS_FLV: bool = false;
-
 fn output_dir() -> PathBuf {
     std::env::var_os("STREAMGATE_TEST_OUTPUT")
         .map(PathBuf::from)
@@ -73,18 +69,11 @@ fn the_demo_dashboard_logs_in_lists_and_plays() {
         out.to_str().expect("utf-8 path"),
     ];
     args.push("--file=/vod/movie.mp4");
-    if WS_FLV {
-        args.push("--ws");
-    }
+    args.push("--ws");
     let v = run_script("dashboard.mjs", &args, SCRIPT_LIMIT);
     assert_eq!(v["streams"], serde_json::json!(["cam1", "cam2"]), "{v}");
     assert_eq!(v["nodes"], serde_json::json!(["a", "b"]), "{v}");
-    let kinds: &[&str] = if WS_FLV {
-        &["flv", "hls", "file", "ws"]
-    } else {
-        &["flv", "hls", "file"]
-    };
-    for kind in kinds {
+    for kind in ["flv", "hls", "file", "ws"] {
         let d = v["advanced"][kind].as_f64().unwrap_or(0.0);
         assert!(d >= 3.0, "{kind} advanced only {d} s: {v}");
     }
@@ -98,7 +87,6 @@ fn the_demo_dashboard_logs_in_lists_and_plays() {
 /// Eight live streams on one page, all playing at once. Over HTTP/1.1 Chromium opens only six
 /// connections per host, so this needs WebSocket-FLV on the live route.
 #[test]
-#[ignore = "needs WebSocket-FLV on live routes (wsflv branch): enable when it merges"]
 fn eight_live_streams_play_at_once_over_websocket() {
     let media = tempfile::tempdir().expect("tempdir");
     let names: Vec<String> = (1..=8).map(|i| format!("s{i}")).collect();

@@ -21,6 +21,7 @@ pub struct RawLive {
     pub flush_interval: Option<String>,
     pub upstream_idle_timeout: Option<String>,
     pub drain: Option<String>,
+    pub websocket_ping_interval: Option<String>,
 }
 
 /// What a pull running on a node does when an operator drains that node.
@@ -61,6 +62,9 @@ pub struct LiveSettings {
     pub flush_interval: Duration,
     /// What running pulls do when their node is drained (`move` or `stay`).
     pub drain: DrainMode,
+    /// A WebSocket-FLV viewer is pinged this often, and dropped when it has not answered the
+    /// previous ping by the next one.
+    pub websocket_ping_interval: Duration,
 }
 
 impl Default for LiveSettings {
@@ -77,6 +81,7 @@ impl Default for LiveSettings {
             flush_interval: Duration::from_millis(50),
             upstream_idle_timeout: Duration::from_secs(10),
             drain: DrainMode::Move,
+            websocket_ping_interval: Duration::from_secs(30),
         }
     }
 }
@@ -129,7 +134,20 @@ pub(super) fn validate(l: &RawLive) -> Result<LiveSettings, ConfigError> {
                 ))
             }
         },
+        websocket_ping_interval: duration(
+            "live.websocket_ping_interval",
+            &l.websocket_ping_interval,
+            d.websocket_ping_interval,
+        )?,
     };
+    if live.websocket_ping_interval < Duration::from_secs(1)
+        || live.websocket_ping_interval > Duration::from_secs(3600)
+    {
+        return Err(invalid(
+            "live.websocket_ping_interval",
+            "must be between 1s and 1h",
+        ));
+    }
     if live.linger > Duration::from_secs(3600) {
         return Err(invalid(
             "live.linger",

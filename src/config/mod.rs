@@ -584,5 +584,10 @@ max_gop_bytes = 1000
         assert!(err("[live]\nreconnect_window = \"0s\"\n").starts_with("live.reconnect_window:"));
         let s = parse("[live]\nlinger = \"0s\"\n").expect("no linger is a valid choice");
         assert_eq!(s.live.linger, Duration::ZERO);
+        assert_eq!(s.live.websocket_ping_interval, Duration::from_secs(30));
+        for bad in ["500ms", "2h"] {
+            let e = err(&format!("[live]\nwebsocket_ping_interval = \"{bad}\"\n"));
+            assert!(e.starts_with("live.websocket_ping_interval:"), "{e}");
+        }
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use engine::Core;
 pub use pull::{Hubs, NodeSource, PullInfo};
-pub use viewer::{EndWatch, ViewerBody, ViewerInfo, HTTP_FLV};
+pub use viewer::{EndWatch, ViewerBody, ViewerInfo, HTTP_FLV, WS_FLV};
 
 pub use crate::config::LiveSettings;
 use crate::error::GatewayError;

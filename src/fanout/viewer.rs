@@ -39,6 +39,8 @@ const NONE: u64 = u64::MAX;
 
 /// The protocol of a viewer that reads the stream as a chunked HTTP-FLV body.
 pub const HTTP_FLV: &str = "http-flv";
+/// A WebSocket-FLV viewer's protocol name.
+pub const WS_FLV: &str = "ws-flv";
 
 /// Who a viewer is, given when it joins: the listings show it, nothing else reads it.
 #[derive(Debug, Clone)]
@@ -536,6 +538,12 @@ impl ViewerBody {
     /// A look at why this body ends, for the access log.
     pub fn end_watch(&self) -> EndWatch {
         EndWatch(self.shared.clone())
+    }
+
+    /// The hub cut this viewer off for being too slow (its body then ends in an error): a
+    /// WebSocket viewer says so with its close code.
+    pub(crate) fn was_cut(&self) -> bool {
+        matches!(self.shared.end_reason(), Some(EndReason::SlowViewer))
     }
 }
 

@@ -266,10 +266,28 @@ impl FlvStream {
     }
 }
 
+/// A live FLV byte stream read header first, then tag by tag: an HTTP-FLV response
+/// ([`FlvStream`]) or a WebSocket-FLV session (`common::ws::WsClient`).
+pub trait LiveFlv {
+    /// The FLV header, which must come first.
+    fn header(&mut self, timeout: Duration) -> Header;
+    /// The next tag (panics on header, end, timeout or error).
+    fn tag(&mut self, timeout: Duration) -> Tag;
+}
+
+impl LiveFlv for FlvStream {
+    fn header(&mut self, timeout: Duration) -> Header {
+        FlvStream::header(self, timeout)
+    }
+    fn tag(&mut self, timeout: Duration) -> Tag {
+        FlvStream::tag(self, timeout)
+    }
+}
+
 /// Checks the start every viewer must see: header, then onMetaData, the AVC and AAC sequence
 /// headers (in any order among themselves), then a video keyframe as the first media tag.
 /// Returns the tags read, keyframe last.
-pub fn expect_live_start(s: &mut FlvStream, timeout: Duration) -> Vec<Tag> {
+pub fn expect_live_start(s: &mut impl LiveFlv, timeout: Duration) -> Vec<Tag> {
     let h = s.header(timeout);
     assert_eq!(&h.bytes[..3], b"FLV");
     let mut tags = Vec::new();

@@ -9,6 +9,7 @@ pub mod nginx_http;
 pub mod nginx_rtmp;
 pub mod redis;
 pub mod upstream;
+pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
