@@ -4,6 +4,7 @@
 //! response drops the upstream connection.
 
 pub mod headers;
+pub mod playlist;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
