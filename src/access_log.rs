@@ -70,6 +70,8 @@ pub struct Record<'a> {
     pub proto: &'static str,
     /// A WebSocket session's close code, sent or echoed (`None` for HTTP, or no close frame).
     pub ws_close: Option<u16>,
+    /// The HLS session the request came with or opened (`hls_session` routes).
+    pub session: Option<&'a str>,
 }
 
 impl Record<'_> {
@@ -84,7 +86,7 @@ impl Record<'_> {
             // The shape the process's other logs have (tracing's fmt), with the fields the
             // access line always had first: tools that read them keep working.
             LogFormat::Text => format!(
-                "{}  INFO access: method={} path={} status={} bytes={} ms={} node={} request_id={} complete={} error={:?} side={:?} decision={} closed={:?} client={} peer={} proto={} ws_close={}\n",
+                "{}  INFO access: method={} path={} status={} bytes={} ms={} node={} request_id={} complete={} error={:?} side={:?} decision={} closed={:?} client={} peer={} proto={} ws_close={} session={}\n",
                 self.ts,
                 self.method,
                 self.path,
@@ -102,6 +104,7 @@ impl Record<'_> {
                 self.peer,
                 self.proto,
                 self.ws_close.unwrap_or(0),
+                self.session.unwrap_or(""),
             ),
         }
     }
@@ -388,6 +391,7 @@ mod tests {
             side: None,
             proto: "http",
             ws_close: None,
+            session: None,
         }
     }
 
@@ -396,7 +400,7 @@ mod tests {
         let r = record();
         assert_eq!(
             r.line(LogFormat::Text),
-            "2024-05-01T12:00:00.000000Z  INFO access: method=GET path=/flv/cam1.flv?a=1 status=200 bytes=1234 ms=56 node=a request_id=r1 complete=false error=\"\" side=\"\" decision=live closed=\"kicked\" client=10.0.0.7 peer=10.0.0.8:40000 proto=http ws_close=0\n"
+            "2024-05-01T12:00:00.000000Z  INFO access: method=GET path=/flv/cam1.flv?a=1 status=200 bytes=1234 ms=56 node=a request_id=r1 complete=false error=\"\" side=\"\" decision=live closed=\"kicked\" client=10.0.0.7 peer=10.0.0.8:40000 proto=http ws_close=0 session=\n"
         );
         let line = r.line(LogFormat::Json);
         assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));

@@ -2,11 +2,13 @@
 //! compared in constant time so response timing does not leak how much of a guess was right.
 //! Signed URLs: [`signed`] (native, HMAC-SHA256) and [`secure_link`] (nginx-compatible MD5);
 //! every secret comparison goes through the one [`ct_eq`]. JWTs: [`jwt`]. An external service
-//! decides for `auth = "hook"` routes: [`hook`].
+//! decides for `auth = "hook"` routes: [`hook`]. The gateway's own HLS session signatures,
+//! which stand in for a route's auth on the URIs of a playlist it served: [`session`].
 
 pub mod hook;
 pub mod jwt;
 pub mod secure_link;
+pub mod session;
 pub mod signed;
 
 use std::net::IpAddr;
@@ -20,6 +22,7 @@ use crate::upstream_path::query_param;
 pub use hook::{AuthHook, HookQuery};
 pub use jwt::JwtAuth;
 pub use secure_link::SecureLink;
+pub use session::{HlsSessions, Session};
 pub use signed::{SignedUrls, SigningKey};
 
 /// Every way a route can check its viewers, built once from the config.
@@ -35,6 +38,8 @@ pub struct ViewerAuth {
     pub hook: Option<AuthHook>,
     /// `auth = "jwt"`: the `[auth.jwt]` keys and claim rules.
     pub jwt: Option<JwtAuth>,
+    /// `hls_session = true` routes: the key that signs and checks session URLs.
+    pub sessions: HlsSessions,
 }
 
 /// The parts of a request that authentication looks at.

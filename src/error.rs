@@ -47,6 +47,18 @@ pub enum GatewayError {
     SignatureInvalid,
     #[error("the signed URL has expired")]
     SignatureExpired,
+    /// HLS session parameters that are incomplete, forged, or for another path or address.
+    #[error("missing, forged or misplaced HLS session signature")]
+    SessionInvalid,
+    /// A genuine HLS session URL past its `hls_e`.
+    #[error("the HLS session has expired; load the stream again")]
+    SessionExpired,
+    /// On an `hls_session` route, a node's playlist larger than the gateway rewrites.
+    #[error("node {node} sent a playlist larger than {limit} bytes")]
+    PlaylistTooLarge { node: String, limit: usize },
+    /// On an `hls_session` route, a node's playlist the gateway cannot rewrite.
+    #[error("node {node} sent a playlist that cannot be rewritten: {why}")]
+    PlaylistUnreadable { node: String, why: &'static str },
     #[error("stream {0:?} is not on any node")]
     StreamNotFound(String),
     #[error("every node holding stream {0:?} is down")]
@@ -124,6 +136,10 @@ impl GatewayError {
             // A signed URL is a capability, not a login: 403, as CDNs and nginx answer.
             Self::SignatureInvalid => (StatusCode::FORBIDDEN, "signature_invalid"),
             Self::SignatureExpired => (StatusCode::FORBIDDEN, "signature_expired"),
+            Self::SessionInvalid => (StatusCode::FORBIDDEN, "session_invalid"),
+            Self::SessionExpired => (StatusCode::FORBIDDEN, "session_expired"),
+            Self::PlaylistTooLarge { .. } => (StatusCode::BAD_GATEWAY, "playlist_too_large"),
+            Self::PlaylistUnreadable { .. } => (StatusCode::BAD_GATEWAY, "playlist_unreadable"),
             Self::StreamNotFound(_) => (StatusCode::NOT_FOUND, "stream_not_found"),
             Self::NodeUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable"),
             Self::Draining(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_draining"),
@@ -163,7 +179,9 @@ impl GatewayError {
         match self {
             Self::UpstreamConnect { node, .. }
             | Self::UpstreamTimeout { node, .. }
-            | Self::Upstream { node, .. } => Some(node),
+            | Self::Upstream { node, .. }
+            | Self::PlaylistTooLarge { node, .. }
+            | Self::PlaylistUnreadable { node, .. } => Some(node),
             _ => None,
         }
     }
@@ -180,9 +198,11 @@ impl GatewayError {
     /// Which side the error comes from.
     pub fn source_side(&self) -> Source {
         match self {
-            Self::UpstreamConnect { .. } | Self::UpstreamTimeout { .. } | Self::Upstream { .. } => {
-                Source::Upstream
-            }
+            Self::UpstreamConnect { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::Upstream { .. }
+            | Self::PlaylistTooLarge { .. }
+            | Self::PlaylistUnreadable { .. } => Source::Upstream,
             Self::Internal(_) | Self::RegistryUnavailable | Self::RegistryFull(_) => {
                 Source::Internal
             }
@@ -240,6 +260,14 @@ impl GatewayError {
                 body["message"] = json!("the media node did not answer in time")
             }
             Self::Upstream { .. } => body["message"] = json!("the media node failed"),
+            Self::PlaylistTooLarge { limit, .. } => {
+                body["message"] = json!(format!(
+                    "the media node's playlist is larger than {limit} bytes"
+                ))
+            }
+            Self::PlaylistUnreadable { why, .. } => {
+                body["message"] = json!(format!("the media node's playlist {why}"))
+            }
             Self::Internal(_) => body["message"] = json!("internal error"),
             other => body["message"] = json!(other.to_string()),
         }
@@ -310,6 +338,25 @@ mod tests {
             GatewayError::SignatureExpired.status_and_code(),
             (StatusCode::FORBIDDEN, "signature_expired")
         );
+        assert_eq!(
+            GatewayError::SessionInvalid.status_and_code(),
+            (StatusCode::FORBIDDEN, "session_invalid")
+        );
+        assert_eq!(
+            GatewayError::SessionExpired.status_and_code(),
+            (StatusCode::FORBIDDEN, "session_expired")
+        );
+        let big = GatewayError::PlaylistTooLarge {
+            node: "n1".into(),
+            limit: 1 << 20,
+        };
+        assert_eq!(
+            big.status_and_code(),
+            (StatusCode::BAD_GATEWAY, "playlist_too_large")
+        );
+        assert_eq!(big.source_side(), Source::Upstream);
+        assert_eq!(big.node(), Some("n1"));
+        assert!(!big.to_json("r").1.to_string().contains("n1"));
         assert_eq!(
             GatewayError::Forbidden("no").status_and_code(),
             (StatusCode::FORBIDDEN, "forbidden")

@@ -17,7 +17,10 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{self, AccessSink, Record};
-use crate::auth::{now_unix, AuthHook, HookQuery, RequestFacts, SignedUrls, TokenAuth, ViewerAuth};
+use crate::auth::{
+    now_unix, AuthHook, HlsSessions, HookQuery, RequestFacts, Session, SignedUrls, TokenAuth,
+    ViewerAuth,
+};
 use crate::body::{Body, BoxError};
 use crate::client_addr::{self, Client, TrustedProxies};
 use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
@@ -26,6 +29,7 @@ use crate::error::GatewayError;
 use crate::fanout::{EndWatch, Hubs, NodeSource, ViewerInfo, HTTP_FLV, WS_FLV};
 use crate::limits::{Counter, RateLimit};
 use crate::metrics::{self, Metrics, NodeMetrics, RouteCounters};
+use crate::proxy::playlist::{self, Kind, Place};
 use crate::proxy::{self, Forward};
 use crate::redirect;
 use crate::registry::{self, Lookup, Node, Registry};
@@ -202,6 +206,7 @@ impl Gateway {
                 secure_link: settings.auth.secure_link.clone(),
                 hook,
                 jwt,
+                sessions: HlsSessions::new(&settings.auth.hls_session),
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
             public_url,
@@ -328,8 +333,26 @@ impl Gateway {
         // Phase 1: route.
         let (_, route, caps) = found?;
         let caps = caps.validate()?;
-        // Phase 2: auth, before anything touches a node.
-        if route.auth != AuthMode::None {
+        // Phase 2: auth, before anything touches a node. On an `hls_session` route, a URL the
+        // gateway signed for this path stands in for the route's auth (see `auth::session`).
+        let session = if route.hls_session {
+            let uri = req.uri();
+            self.auth
+                .sessions
+                .check(uri.path(), uri.query(), client.ip, now_unix())?
+        } else {
+            None
+        };
+        if let Some(s) = &session {
+            // A session is a capability to read what a playlist listed, nothing more.
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                return Err(GatewayError::SessionInvalid);
+            }
+            if let Some(log) = log {
+                log.session.clone_from(&s.id);
+            }
+        }
+        if route.auth != AuthMode::None && session.is_none() {
             let host = req
                 .uri()
                 .host()
@@ -389,7 +412,12 @@ impl Gateway {
                 client,
                 rid,
                 log,
-                Upstream { nodes, path, query },
+                Upstream {
+                    nodes,
+                    path,
+                    query,
+                    session,
+                },
                 counters,
             )
             .await?;
@@ -417,7 +445,12 @@ impl Gateway {
         upstream: Upstream,
         counters: &Arc<RouteCounters>,
     ) -> Result<Response<Body>, GatewayError> {
-        let Upstream { nodes, path, query } = upstream;
+        let Upstream {
+            nodes,
+            path,
+            query,
+            session,
+        } = upstream;
         match action {
             Action::Auto => Err(GatewayError::Internal("auto not resolved".into())),
             Action::Redirect => {
@@ -548,6 +581,30 @@ impl Gateway {
                     None => path,
                 };
                 let (mut parts, body) = req.into_parts();
+                // What a playlist answer is rewritten with: the request as the viewer sent it.
+                let viewer = route.hls_session.then(|| ViewerRequest {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    host: parts
+                        .uri
+                        .authority()
+                        .map(|a| a.as_str().to_string())
+                        .or_else(|| {
+                            parts
+                                .headers
+                                .get(http::header::HOST)
+                                .and_then(|h| h.to_str().ok())
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_default(),
+                    client: client.ip,
+                    session,
+                });
+                if viewer.is_some() {
+                    // A playlist must arrive readable to be rewritten; media segments gain
+                    // nothing from compression anyway.
+                    parts.headers.remove(http::header::ACCEPT_ENCODING);
+                }
                 // Every viewer credential goes, whichever Authorization line carries it.
                 self.auth
                     .tokens
@@ -577,10 +634,164 @@ impl Gateway {
                 if let Some(log) = log {
                     log.node = node.id.clone();
                 }
-                Ok(resp)
+                match viewer {
+                    Some(v)
+                        if resp.status() == http::StatusCode::OK
+                            && matches!(v.method, Method::GET | Method::HEAD)
+                            && playlist::is_playlist(v.uri.path(), resp.headers()) =>
+                    {
+                        self.session_playlist(resp, route, &node, v, log).await
+                    }
+                    _ => Ok(resp),
+                }
             }
         }
     }
+
+    /// A node's playlist on an `hls_session` route, answered per viewer: its URIs signed for
+    /// the viewer's session (a new one when the request passed the route's auth), or, for a
+    /// live media playlist fetched with the viewer's credentials, a redirect to its own session
+    /// URL, which the player then reloads instead of the credential URL.
+    async fn session_playlist(
+        &self,
+        resp: Response<Body>,
+        route: &RouteSettings,
+        node: &Node,
+        v: ViewerRequest,
+        log: &mut Option<AccessLog>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (mut parts, body) = resp.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.parse::<u64>().ok());
+        let h = &mut parts.headers;
+        // Per viewer, and rewritten: the node's validators and length describe another body.
+        for name in [
+            http::header::CONTENT_LENGTH,
+            http::header::ETAG,
+            http::header::LAST_MODIFIED,
+            http::header::ACCEPT_RANGES,
+        ] {
+            h.remove(name);
+        }
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        if !h.contains_key(http::header::CONTENT_TYPE) {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/vnd.apple.mpegurl"),
+            );
+        }
+        if v.method == Method::HEAD {
+            return Ok(Response::from_parts(parts, body));
+        }
+        let unreadable = |why| GatewayError::PlaylistUnreadable {
+            node: node.id.clone(),
+            why,
+        };
+        if h.get(http::header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return Err(unreadable("is compressed (Content-Encoding)"));
+        }
+        if declared.is_some_and(|n| n > playlist::MAX_PLAYLIST_BYTES as u64) {
+            return Err(GatewayError::PlaylistTooLarge {
+                node: node.id.clone(),
+                limit: playlist::MAX_PLAYLIST_BYTES,
+            });
+        }
+        let bytes = playlist::read(body, &node.id).await?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| unreadable("is not UTF-8"))?;
+        if !playlist::is_m3u(text) {
+            // Not a playlist after all (an error page served as .m3u8): as it came.
+            return Ok(with_body(parts, bytes));
+        }
+        let sessions = &self.auth.sessions;
+        let now = now_unix();
+        let shape = playlist::shape(text);
+        let path = v.uri.path();
+        let (session, opened) = match v.session {
+            Some(s) => (s, false),
+            None => (sessions.open(now), true),
+        };
+        if let Some(log) = log {
+            log.session.clone_from(&session.id);
+        }
+        if opened && !shape.master && !shape.ended {
+            // The player reloads a live media playlist at the URL it first fetched; that must
+            // be the session's, not the (soon expired) credential's.
+            let last = &path[path.rfind('/').map_or(0, |i| i + 1)..];
+            let theirs = strip_credentials(v.uri.query());
+            let ours = sessions.query(&session, path, session.end, v.client);
+            let location = match theirs {
+                Some(q) => format!("./{last}?{q}&{ours}"),
+                None => format!("./{last}?{ours}"),
+            };
+            let mut r = Response::new(crate::body::empty());
+            *r.status_mut() = http::StatusCode::FOUND;
+            let h = r.headers_mut();
+            h.insert(
+                http::header::LOCATION,
+                HeaderValue::from_str(&location)
+                    .map_err(|_| GatewayError::BadRequest("path cannot be redirected"))?,
+            );
+            h.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(0));
+            return Ok(r);
+        }
+        let media_expires =
+            sessions.media_expiry(&session, now, if shape.ended { shape.duration } else { 0 });
+        let place = Place {
+            path,
+            host: &v.host,
+            public_url: &self.public_url,
+            node: &node.url,
+            map: proxy::headers::PathMap {
+                upstream: &route.upstream_prefix,
+                public: &route.public_prefix,
+            },
+        };
+        let rewritten = playlist::rewrite(text, &place, &mut |p, kind| {
+            // Only paths a session can open: those of an `hls_session` route.
+            let covered = self.find_route(p).is_ok_and(|(_, r, _)| r.hls_session);
+            covered.then(|| {
+                let expires = match kind {
+                    Kind::Playlist => session.end,
+                    Kind::Media => media_expires,
+                };
+                sessions.query(&session, p, expires, v.client)
+            })
+        });
+        Ok(with_body(parts, Bytes::from(rewritten)))
+    }
+}
+
+/// A response of `parts` with `bytes` as its whole body, and the length to match.
+fn with_body(mut parts: http::response::Parts, bytes: Bytes) -> Response<Body> {
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Response::from_parts(parts, crate::body::full(bytes))
+}
+
+/// On an `hls_session` route, what a playlist's rewriting needs of the viewer's request.
+struct ViewerRequest {
+    method: Method,
+    /// The request target as the viewer sent it (path at the gateway, query with credentials).
+    uri: http::Uri,
+    /// The host the viewer named: URIs naming it are the gateway's own.
+    host: String,
+    /// The real client (a session may be bound to its address).
+    client: IpAddr,
+    /// The session the request came with, if it did.
+    session: Option<Session>,
 }
 
 impl Handler for Gateway {
@@ -610,6 +821,7 @@ impl Handler for Gateway {
                     error: None,
                     side: "",
                     decision: "",
+                    session: String::new(),
                     proto: "http",
                     close: None,
                     end: None,
@@ -727,6 +939,8 @@ struct AccessLog {
     proto: &'static str,
     /// The WebSocket close code sent or echoed (none for HTTP).
     close: Option<u16>,
+    /// The HLS session the request came with or opened (`hls_session` routes).
+    session: String,
 }
 
 impl AccessLog {
@@ -751,6 +965,7 @@ impl AccessLog {
             side: some(self.side),
             proto: self.proto,
             ws_close: self.close,
+            session: (!self.session.is_empty()).then_some(self.session.as_str()),
         });
     }
 }
@@ -875,6 +1090,8 @@ struct Upstream {
     path: String,
     /// The viewer's query without credentials.
     query: Option<String>,
+    /// The HLS session the request came with (it then skipped the route's auth).
+    session: Option<Session>,
 }
 
 /// Whether the client follows a redirect by itself: a browser loading an `<img>`, `<video>`,

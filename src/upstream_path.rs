@@ -5,10 +5,11 @@
 use percent_encoding::percent_decode_str;
 
 /// Query parameters that carry viewer credentials and never leave the gateway: the viewer token,
-/// the viewer JWT (`jwt`) and the signed-URL parameters (native `expires`, `kid`, `prefix`, `ip`,
-/// `sign`; nginx `secure_link`'s `md5` and `expires`).
+/// the viewer JWT (`jwt`), the signed-URL parameters (native `expires`, `kid`, `prefix`, `ip`,
+/// `sign`; nginx `secure_link`'s `md5` and `expires`) and the gateway's HLS session parameters
+/// (`hls_s`, `hls_e`, `hls_sig`, see `auth::session`).
 pub const CREDENTIAL_PARAMS: &[&str] = &[
-    "token", "expires", "sign", "kid", "prefix", "ip", "md5", "jwt",
+    "token", "expires", "sign", "kid", "prefix", "ip", "md5", "jwt", "hls_s", "hls_e", "hls_sig",
 ];
 
 /// The media-server hooks' shared secret (`?secret=`): never logged, besides the credentials.
@@ -184,6 +185,17 @@ mod tests {
             strip_secrets(Some("sign=ab&secret=h&md5=x&jwt=e.y.s&q=1")).as_deref(),
             Some("q=1")
         );
+        assert_eq!(
+            strip_secrets(Some("hls_s=a1&x=2&hls_e=9&HLS_SIG=ff")).as_deref(),
+            Some("x=2")
+        );
+    }
+
+    #[test]
+    fn session_parameters_are_credentials() {
+        for p in crate::auth::session::PARAMS {
+            assert!(CREDENTIAL_PARAMS.contains(&p), "{p}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use common::{access_line, gateway, get, origin, wait_until, Proc};
 const T: Duration = Duration::from_secs(20);
 
 /// The fields of a JSON access line, as docs/operations.md lists them.
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 18] = [
     "ts",
     "client",
     "peer",
@@ -34,6 +34,7 @@ const FIELDS: [&str; 17] = [
     "side",
     "proto",
     "ws_close",
+    "session",
 ];
 
 /// A gateway in front of `node_url`: a proxy route, a redirect route and a live route.

@@ -341,7 +341,8 @@ pub(crate) fn parse_unix(s: &str) -> Option<u64> {
     s.parse().ok().filter(|&n| n > 0)
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lowercase hex of `b`.
+pub(crate) fn hex(b: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
     for &x in b {

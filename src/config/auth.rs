@@ -27,7 +27,68 @@ pub struct RawAuth {
     pub hook: Option<RawHook>,
     /// `[auth.jwt]`: keys and claim rules for `auth = "jwt"`.
     pub jwt: Option<RawJwt>,
+    /// `[auth.hls_session]`: the gateway's own HLS session signatures (`hls_session = true`).
+    pub hls_session: Option<RawHlsSession>,
 }
+
+/// `[auth.hls_session]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHlsSession {
+    /// The HMAC key of session signatures; a random key per process when absent.
+    pub secret: Option<String>,
+    /// How long a segment (key, map, part) URL in a rewritten playlist works.
+    pub ttl: Option<String>,
+    /// How long a session lasts from the credential check that opened it.
+    pub max_age: Option<String>,
+    /// Bind each session to the viewer's address.
+    pub bind_ip: Option<bool>,
+}
+
+/// Validated `[auth.hls_session]` (defaults when the table is absent).
+#[derive(Clone)]
+pub struct HlsSessionSettings {
+    /// The configured key; `None`: the gateway draws a random one at start (sessions then end
+    /// with the process, and several gateways cannot check each other's).
+    pub secret: Option<Vec<u8>>,
+    /// Lifetime of a segment URL from the playlist fetch that issued it (rounded up, see
+    /// `auth::session`); a VOD playlist's segments get its duration on top.
+    pub ttl: Duration,
+    /// Lifetime of a session, and of its playlist URLs, which players reload as they are.
+    pub max_age: Duration,
+    /// Sessions work only from the address they were opened from.
+    pub bind_ip: bool,
+}
+
+impl Default for HlsSessionSettings {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            ttl: DEFAULT_HLS_SESSION_TTL,
+            max_age: DEFAULT_HLS_SESSION_MAX_AGE,
+            bind_ip: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for HlsSessionSettings {
+    // A config dump never shows the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HlsSessionSettings")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("ttl", &self.ttl)
+            .field("max_age", &self.max_age)
+            .field("bind_ip", &self.bind_ip)
+            .finish()
+    }
+}
+
+/// `auth.hls_session.ttl` unless set: a live player fetches a segment seconds after the
+/// playlist that lists it; minutes leave room for a stall and a VOD pause.
+pub const DEFAULT_HLS_SESSION_TTL: Duration = Duration::from_secs(300);
+
+/// `auth.hls_session.max_age` unless set: longer than a match, a concert or a film.
+pub const DEFAULT_HLS_SESSION_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +207,8 @@ pub struct AuthSettings {
     pub hook: Option<HookSettings>,
     /// `[auth.jwt]`, keys loaded.
     pub jwt: Option<JwtSettings>,
+    /// `[auth.hls_session]`, for routes with `hls_session = true`.
+    pub hls_session: HlsSessionSettings,
 }
 
 /// `auth.jwt.jwks_refresh` unless set.
@@ -226,6 +289,11 @@ pub(super) fn validate(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
     }
     let hook = raw.hook.as_ref().map(validate_hook).transpose()?;
     let jwt = raw.jwt.map(validate_jwt).transpose()?;
+    let hls_session = raw
+        .hls_session
+        .map(validate_hls_session)
+        .transpose()?
+        .unwrap_or_default();
     Ok(AuthSettings {
         tokens: raw.tokens,
         signing_keys,
@@ -233,6 +301,42 @@ pub(super) fn validate(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
         redirect_link_ttl,
         hook,
         jwt,
+        hls_session,
+    })
+}
+
+fn validate_hls_session(raw: RawHlsSession) -> Result<HlsSessionSettings, ConfigError> {
+    if let Some(s) = &raw.secret {
+        if s.len() < MIN_SECRET_LEN {
+            return Err(invalid(
+                "auth.hls_session.secret",
+                format!("must be at least {MIN_SECRET_LEN} bytes (e.g. `openssl rand -hex 32`)"),
+            ));
+        }
+    }
+    let ttl = duration("auth.hls_session.ttl", &raw.ttl, DEFAULT_HLS_SESSION_TTL)?;
+    if ttl < Duration::from_secs(10) {
+        return Err(invalid(
+            "auth.hls_session.ttl",
+            "must be at least 10s: a player fetches segments a few target durations after their playlist",
+        ));
+    }
+    let max_age = duration(
+        "auth.hls_session.max_age",
+        &raw.max_age,
+        DEFAULT_HLS_SESSION_MAX_AGE,
+    )?;
+    if max_age < ttl {
+        return Err(invalid(
+            "auth.hls_session.max_age",
+            "must be at least auth.hls_session.ttl",
+        ));
+    }
+    Ok(HlsSessionSettings {
+        secret: raw.secret.map(String::into_bytes),
+        ttl,
+        max_age,
+        bind_ip: raw.bind_ip.unwrap_or(false),
     })
 }
 
@@ -483,6 +587,51 @@ mod tests {
             "[auth]\nsigning_keys = [{ id = \"k1\", secret = \"0123456789abcdef\", x = 1 }]\n"
         )
         .contains('x'));
+    }
+
+    #[test]
+    fn hls_session_settings() {
+        let proxy = "[[nodes]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/hls/{stream}/{*rest}\"\naction = \"proxy\"\nto = \"a\"\n";
+        let s = parse(&format!(
+            "{KEYS}{proxy}auth = \"signed\"\nhls_session = true\n"
+        ))
+        .expect("valid");
+        assert!(s.routes[0].hls_session);
+        let h = &s.auth.hls_session;
+        assert_eq!(h.secret, None);
+        assert_eq!(h.ttl, DEFAULT_HLS_SESSION_TTL);
+        assert_eq!(h.max_age, DEFAULT_HLS_SESSION_MAX_AGE);
+        assert!(!h.bind_ip);
+        let table = "[auth.hls_session]\nsecret = \"0123456789abcdef-hls\"\nttl = \"1m\"\nmax_age = \"2h\"\nbind_ip = true\n";
+        let s = parse(&format!(
+            "{KEYS}{table}{proxy}auth = \"signed\"\nhls_session = true\n"
+        ))
+        .expect("valid");
+        let h = &s.auth.hls_session;
+        assert_eq!(h.ttl, Duration::from_secs(60));
+        assert_eq!(h.max_age, Duration::from_secs(7200));
+        assert!(h.bind_ip);
+        assert!(!format!("{:?}", s.auth).contains("0123456789abcdef-hls"));
+
+        let e = err(&format!("{proxy}hls_session = true\n"));
+        assert!(e.starts_with("routes[0].hls_session:"), "{e}");
+        let e = err(&format!(
+            "{KEYS}{ROUTE}auth = \"signed\"\nhls_session = true\n"
+        ));
+        assert!(e.starts_with("routes[0].hls_session:"), "{e}");
+        for (bad, key) in [
+            ("secret = \"short\"", "auth.hls_session.secret:"),
+            ("ttl = \"5s\"", "auth.hls_session.ttl:"),
+            (
+                "ttl = \"10m\"\nmax_age = \"5m\"",
+                "auth.hls_session.max_age:",
+            ),
+            ("ttl = \"soon\"", "auth.hls_session.ttl:"),
+        ] {
+            let e = err(&format!("[auth.hls_session]\n{bad}\n"));
+            assert!(e.starts_with(key), "{e}");
+        }
+        assert!(err("[auth.hls_session]\nkey = \"x\"\n").contains("key"));
     }
 
     const JWT_ROUTE: &str =

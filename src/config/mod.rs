@@ -20,8 +20,8 @@ mod upstream;
 use serde::Deserialize;
 
 pub use auth::{
-    AuthSettings, HookFormat, HookSettings, RawAuth, RawHook, RawSigningKey,
-    DEFAULT_REDIRECT_LINK_TTL,
+    AuthSettings, HlsSessionSettings, HookFormat, HookSettings, RawAuth, RawHlsSession, RawHook,
+    RawSigningKey, DEFAULT_HLS_SESSION_MAX_AGE, DEFAULT_HLS_SESSION_TTL, DEFAULT_REDIRECT_LINK_TTL,
 };
 use duration::duration;
 pub use duration::parse_duration;

@@ -36,6 +36,8 @@ pub struct RawRoute {
     pub streams: Option<Vec<String>>,
     /// Browser origins allowed to read this route's answers: a list, or `"*"`.
     pub cors: Option<RawCors>,
+    /// Proxy routes: playlists carry the gateway's own session signatures (`[auth.hls_session]`).
+    pub hls_session: Option<bool>,
 }
 
 /// `cors` may be `"*"` or a list of origins.
@@ -153,6 +155,9 @@ pub struct RouteSettings {
     pub streams: Option<StreamList>,
     /// Cross-origin access for browsers (`None`: the gateway adds no CORS headers).
     pub cors: Option<CorsPolicy>,
+    /// HLS sessions: playlists are rewritten so their URIs carry a session signature, and a
+    /// request with a valid one skips `auth` (see `auth::session`).
+    pub hls_session: bool,
 }
 
 /// Validates `[[nodes]]`.
@@ -401,6 +406,21 @@ pub(super) fn validate_routes(
                 ));
             }
         }
+        let hls_session = r.hls_session.unwrap_or(false);
+        if hls_session {
+            if action != Action::Proxy {
+                return Err(invalid(
+                    format!("{key}.hls_session"),
+                    "only proxy routes: the gateway must read the playlist to rewrite it",
+                ));
+            }
+            if auth == AuthMode::None {
+                return Err(invalid(
+                    format!("{key}.hls_session"),
+                    "a session stands in for the route's auth; this route has none (set `auth`)",
+                ));
+            }
+        }
         let streams = validate_streams(&key, r, action, &target)?;
         let cors = match &r.cors {
             None => None,
@@ -410,6 +430,7 @@ pub(super) fn validate_routes(
             path: r.path.clone(),
             streams,
             cors,
+            hls_session,
             upstream_prefix: upstream.literal_prefix().to_string(),
             public_prefix: pattern.literal_prefix(),
             pattern,

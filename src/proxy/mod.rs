@@ -4,6 +4,7 @@
 //! response drops the upstream connection.
 
 pub mod headers;
+pub mod playlist;
 
 use std::sync::Arc;
 use std::time::Duration;

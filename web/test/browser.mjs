@@ -15,6 +15,9 @@ export async function launch() {
       '--disable-component-update',
       '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
+      // The servers under test are on loopback and the test pages (about:blank) are not a
+      // secure context: Chromium's Local Network Access checks would block every request.
+      '--disable-features=LocalNetworkAccessChecks',
     ],
   });
 }
