@@ -21,9 +21,9 @@ public_url = "http://gw.example:8080"
 drain_timeout = "5s"
 
 [upstream]
-response_header_timeout = "1s"
+response_header_timeout = "3s"
 connect_timeout = "2s"
-body_idle_timeout = "1s"
+body_idle_timeout = "3s"
 
 [auth]
 tokens = ["s3cret"]
