@@ -111,6 +111,8 @@ pub async fn start(
     });
     Ok(Running {
         addrs: vec![],
+        secure: vec![],
+        reload: Default::default(),
         task,
     })
 }

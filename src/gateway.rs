@@ -1,7 +1,6 @@
 //! The gateway's request path, as named phases: route → auth → choose upstream → act
 //! (redirect or proxy) → log. Errors from any phase become a response in `error.rs`.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,7 +25,7 @@ use crate::redirect;
 use crate::registry::{self, Lookup, Node, Registry};
 use crate::request_id;
 use crate::router::{Captures, STREAM};
-use crate::server::{self, Handler, Running, ServeOptions};
+use crate::server::{self, ConnInfo, Handler, Running, ServeOptions};
 use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
 
@@ -191,10 +190,11 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         found: Option<Result<(&RouteSettings, Captures), GatewayError>>,
-        peer: SocketAddr,
+        conn: ConnInfo,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
     ) -> Result<Response<Body>, GatewayError> {
+        let peer = conn.peer;
         // Phase 0: framing nginx would refuse (duplicate or missing Host, odd Transfer-Encoding).
         proxy::headers::check_request(req.version(), req.headers())?;
         // The registry's writers have their own auth and never reach a node.
@@ -262,7 +262,7 @@ impl Gateway {
                 route,
                 &caps,
                 req,
-                peer,
+                conn,
                 rid,
                 log,
                 Upstream { nodes, path, query },
@@ -286,12 +286,13 @@ impl Gateway {
         route: &RouteSettings,
         caps: &Captures,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        conn: ConnInfo,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
         upstream: Upstream,
     ) -> Result<Response<Body>, GatewayError> {
         let Upstream { nodes, path, query } = upstream;
+        let peer = conn.peer;
         match action {
             Action::Auto => Err(GatewayError::Internal("auto not resolved".into())),
             Action::Redirect => {
@@ -379,6 +380,7 @@ impl Gateway {
                         path_and_query: &path_and_query,
                         strip_authorization,
                         peer,
+                        secure: conn.secure,
                         request_id: rid,
                         public_url: &self.public_url,
                         path_map: Some(proxy::headers::PathMap {
@@ -398,7 +400,7 @@ impl Gateway {
 }
 
 impl Handler for Gateway {
-    async fn call(&self, req: Request<Incoming>, conn: crate::server::ConnInfo) -> Response<Body> {
+    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let peer = conn.peer;
         let rid = request_id::from_headers(req.headers());
         // The access record (and the body wrapper that counts bytes into it) is built only when
@@ -445,7 +447,7 @@ impl Handler for Gateway {
             (None, Some((policy, action))) if preflight => {
                 cors::preflight(policy, origin.as_ref(), action)
             }
-            (None, _) => self.handle(req, found, peer, &rid, &mut log).await,
+            (None, _) => self.handle(req, found, conn, &rid, &mut log).await,
         };
         let resp = match result {
             Ok(r) => r,
@@ -627,15 +629,28 @@ pub async fn start_with_registry(
     registry: Arc<dyn Registry>,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    let listeners = server::bind_all(&settings.server.listen).await?;
+    let listeners = server::bind(&settings.server.listen).await?;
     let addrs = listeners
         .iter()
         .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
+    // Bound before anything starts, so a taken port fails the start as a whole.
+    let redirect = match settings.server.https_redirect {
+        Some(a) => Some(server::bind_all(&[a]).await?),
+        None => None,
+    };
+    let first_tls = listeners.iter().position(server::Listener::is_tls);
     let public_url = match &settings.server.public_url {
         Some(u) => u.clone(),
-        None => BaseUrl::parse(&format!("http://{}", addrs[0]))
-            .map_err(|e| std::io::Error::other(format!("public url: {e}")))?,
+        None => {
+            let scheme = if listeners[0].is_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            BaseUrl::parse(&format!("{scheme}://{}", addrs[0]))
+                .map_err(|e| std::io::Error::other(format!("public url: {e}")))?
+        }
     };
     let gw = Arc::new(Gateway::new(
         &settings,
@@ -645,5 +660,26 @@ pub async fn start_with_registry(
     ));
     let mut opts = ServeOptions::from(&settings.server);
     opts.connections_per_ip = settings.limits.connections_per_ip;
-    Ok(server::run(listeners, gw, opts, shutdown)?)
+    let mut running = server::run(listeners, gw, opts.clone(), shutdown.clone())?;
+    let (Some(redirect), Some(tls)) = (redirect, first_tls) else {
+        return Ok(running);
+    };
+    let handler = Arc::new(redirect::HttpsRedirect {
+        public: settings
+            .server
+            .public_url
+            .clone()
+            .filter(|u| u.scheme == "https"),
+        tls_port: addrs[tls].port(),
+    });
+    let r = server::run(redirect, handler, opts, shutdown)?;
+    tracing::info!(addr = %r.addrs[0], "redirecting plain HTTP to HTTPS");
+    running.addrs.extend(r.addrs);
+    running.secure.extend(r.secure);
+    let main = running.task;
+    running.task = tokio::spawn(async move {
+        let _ = main.await;
+        let _ = r.task.await;
+    });
+    Ok(running)
 }

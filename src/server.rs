@@ -1,13 +1,21 @@
-//! Listeners, connection limits, panic isolation and graceful shutdown: the part of serving
-//! HTTP/1 that the gateway and the origin share.
+//! Listeners (plain HTTP/1.1, or TLS with HTTP/2 and HTTP/1.1 by ALPN), connection limits,
+//! panic isolation and graceful shutdown: the part of serving that the gateway and the origin
+//! share.
 //!
 //! Each accepted connection runs in its own task. A semaphore caps how many are open at once
-//! (past it, accept waits: the kernel backlog absorbs bursts). Shutdown is a cancellation token:
-//! on cancel, listeners close, idle keep-alive connections are told to close, in-flight requests
-//! get `drain_timeout` to finish, and long-lived bodies (live streams) watch the same token and
-//! end cleanly by themselves. Whatever is still open when `drain_timeout` passes (a client that
+//! (past it, accept waits: the kernel backlog absorbs bursts). On a TLS listener the handshake
+//! runs in that task, bounded by `tls_handshake_timeout`, so a client that never sends its
+//! ClientHello holds its slot only that long. Shutdown is a cancellation token: on cancel,
+//! listeners close, idle connections are told to close (HTTP/2: GOAWAY), in-flight requests get
+//! `drain_timeout` to finish, and long-lived bodies (live streams) watch the same token and end
+//! cleanly by themselves. Whatever is still open when `drain_timeout` passes (a client that
 //! stopped reading, a download that would take an hour) is closed: each connection task also
 //! watches a second token, cancelled at the deadline, and drops its connection.
+//!
+//! HTTP/2 multiplexes many requests on one connection with per-stream flow control: a stream
+//! whose viewer stops granting window is not polled (its live queue overflows and the fan-out
+//! drops or resyncs that viewer) while the other streams go on. `send_timeout` still guards the
+//! socket below TLS: a peer that stops reading altogether loses the whole connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,16 +25,20 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{json_response, Body};
+use crate::config::ListenerSettings;
 use crate::stall_timeout::StallTimeout;
+use crate::tls;
 
 /// What the server knows about the connection a request came on, handed to the handler.
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +74,8 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ServeOptions {
     /// Most connections open at once; accept waits for a free slot past it.
     pub max_connections: usize,
-    /// How long a client may take to send its request headers (slowloris guard).
+    /// How long a client may take to send its request headers (slowloris guard). On HTTP/2 it
+    /// is also how long a connection may stay open with no request in flight.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown starts.
     pub drain_timeout: Duration,
@@ -73,12 +86,26 @@ pub struct ServeOptions {
     pub send_buffer: Option<usize>,
     /// `[limits] connections_per_ip`: connections past it are answered 429 and closed.
     pub connections_per_ip: Option<std::num::NonZeroU32>,
+    /// How long a TLS client may take to complete its handshake.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/2: most streams open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2: largest decoded header block a request may carry.
+    pub http2_max_header_list_size: u32,
 }
 
 /// Most bytes hyper buffers per connection on each side before it waits for the socket. It
 /// bounds what a slow client pins (hyper's default is ~400 KiB) and makes a stalled live viewer
-/// push back on its own queue promptly.
+/// push back on its own queue promptly. On HTTP/2 it bounds each stream's send buffer.
 pub const CONNECTION_BUFFER: usize = 64 * 1024;
+
+/// HTTP/2 streams a client may open and reset before we have answered them, per connection
+/// (hyper's default; the "rapid reset" guard, CVE-2023-44487).
+const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// HTTP/2 streams we may reset because of the client's protocol errors before the connection
+/// is closed (hyper's default; CVE-2024-27316-style floods).
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -95,30 +122,76 @@ impl From<&crate::config::ServerSettings> for ServeOptions {
             send_timeout: s.send_timeout,
             send_buffer: s.send_buffer,
             connections_per_ip: None,
+            tls_handshake_timeout: s.tls_handshake_timeout,
+            http2_max_concurrent_streams: s.http2_max_concurrent_streams,
+            http2_max_header_list_size: s.http2_max_header_list_size,
         }
     }
 }
 
-/// Binds every address, failing with the address that could not be bound.
-pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
-    let mut out = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let l = TcpListener::bind(addr)
+/// A bound socket, plain or TLS.
+pub struct Listener {
+    tcp: TcpListener,
+    /// The listener's certificates (swapped by a reload) and the rustls config that asks them.
+    tls: Option<(Arc<tls::Certificates>, Arc<rustls::ServerConfig>)>,
+}
+
+impl Listener {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+    /// Whether this listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
+/// Binds every address as a plain listener, failing with the address that could not be bound.
+pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<Listener>> {
+    let plain: Vec<ListenerSettings> = addrs.iter().copied().map(ListenerSettings::plain).collect();
+    bind(&plain).await
+}
+
+/// Binds every listener and loads the TLS ones' certificates; fails naming the address or the
+/// certificate key.
+pub async fn bind(listen: &[ListenerSettings]) -> std::io::Result<Vec<Listener>> {
+    let mut out = Vec::with_capacity(listen.len());
+    for l in listen {
+        let addr = l.addr;
+        let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        out.push(l);
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => {
+                let certs = tls::Certificates::load(t).map_err(std::io::Error::other)?;
+                let cfg = certs
+                    .server_config()
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", t.key)))?;
+                Some((certs, cfg))
+            }
+        };
+        out.push(Listener { tcp, tls });
     }
     Ok(out)
 }
 
 /// Serves `handler` on `listeners` until `shutdown` is cancelled, then drains.
 pub async fn serve<H: Handler>(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     handler: Arc<H>,
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Every connection task holds a sender; when the last one is gone, all have drained.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     // Cancelled when the drain window is over: connection tasks then drop their connections.
     let force_close = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
@@ -126,43 +199,30 @@ pub async fn serve<H: Handler>(
     let per_ip = opts
         .connections_per_ip
         .map(|n| crate::limits::Counter::new(n, "connections"));
+    let builders = Arc::new(Builders::new(&opts));
     let mut accept_tasks = Vec::new();
     for listener in listeners {
-        let handler = handler.clone();
-        let graceful = graceful.clone();
+        let conn = ConnCtx {
+            handler: handler.clone(),
+            builders: builders.clone(),
+            opts: opts.clone(),
+            shutdown: shutdown.clone(),
+            force_close: force_close.clone(),
+            open: open_tx.clone(),
+        };
         let slots = Slots {
             permits: permits.clone(),
             per_ip: per_ip.clone(),
         };
-        let shutdown = shutdown.clone();
-        let opts = opts.clone();
-        let force_close = force_close.clone();
-        accept_tasks.push(tokio::spawn(async move {
-            accept_loop(
-                listener,
-                handler,
-                graceful,
-                slots,
-                opts,
-                shutdown,
-                force_close,
-            )
-            .await;
-        }));
+        accept_tasks.push(tokio::spawn(accept_loop(listener, slots, conn)));
     }
+    drop(open_tx);
     for t in accept_tasks {
         let _ = t.await;
     }
     // Listeners are closed now. Give in-flight requests the drain window.
-    let graceful = match Arc::try_unwrap(graceful) {
-        Ok(g) => g,
-        Err(_) => {
-            force_close.cancel();
-            return;
-        }
-    };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = open_rx.recv() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(opts.drain_timeout) => {
             tracing::warn!(timeout = ?opts.drain_timeout, "drain timeout reached; closing remaining connections");
             force_close.cancel();
@@ -178,23 +238,72 @@ struct Slots {
     per_ip: Option<Arc<crate::limits::Counter>>,
 }
 
-async fn accept_loop<H: Handler>(
-    listener: TcpListener,
+/// hyper's connection builders, one per protocol, configured once.
+struct Builders {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(opts: &ServeOptions) -> Self {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .max_buf_size(CONNECTION_BUFFER);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(opts.http2_max_concurrent_streams)
+            .max_header_list_size(opts.http2_max_header_list_size)
+            .max_send_buf_size(CONNECTION_BUFFER)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+            // A peer that vanished without a FIN answers no PING: its connection goes.
+            .keep_alive_interval(opts.send_timeout)
+            .keep_alive_timeout(opts.send_timeout);
+        // The protocol is known before hyper sees a byte (plain: HTTP/1.1; TLS: ALPN), so the
+        // auto builder never has to sniff a preface, which no timeout would bound.
+        Self {
+            h1: b.clone().http1_only(),
+            h2: b.http2_only(),
+        }
+    }
+}
+
+/// What every connection task of a server shares.
+struct ConnCtx<H> {
     handler: Arc<H>,
-    graceful: Arc<GracefulShutdown>,
-    slots: Slots,
+    builders: Arc<Builders>,
     opts: ServeOptions,
     shutdown: CancellationToken,
     force_close: CancellationToken,
-) {
+    /// Held while the connection is open (see `serve`).
+    open: mpsc::Sender<()>,
+}
+
+impl<H> Clone for ConnCtx<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            builders: self.builders.clone(),
+            opts: self.opts.clone(),
+            shutdown: self.shutdown.clone(),
+            force_close: self.force_close.clone(),
+            open: self.open.clone(),
+        }
+    }
+}
+
+async fn accept_loop<H: Handler>(listener: Listener, slots: Slots, ctx: ConnCtx<H>) {
+    let tls = listener.tls.as_ref().map(|(_, cfg)| cfg.clone());
     loop {
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => return,
             p = slots.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
+            _ = ctx.shutdown.cancelled() => return,
+            r = listener.tcp.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -205,7 +314,7 @@ async fn accept_loop<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        if let Some(n) = opts.send_buffer {
+        if let Some(n) = ctx.opts.send_buffer {
             if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(n) {
                 tracing::debug!(error = %e, "cannot set SO_SNDBUF");
             }
@@ -218,57 +327,180 @@ async fn accept_loop<H: Handler>(
             Some(Ok(slot)) => (Some(slot), None),
             Some(Err(e)) => (None, Some(Arc::new(e))),
         };
-        let info = ConnInfo::plain(peer);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            connection(stream, peer, tls, refused, &ctx).await;
+            drop(ip_slot);
+            drop(permit);
+            drop(ctx);
+        });
+    }
+}
+
+/// One connection, from the TLS handshake (if any) to its end.
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    refused: Option<Arc<crate::error::GatewayError>>,
+    ctx: &ConnCtx<H>,
+) {
+    // Below TLS, so a peer that stops reading fails the encrypted writes too.
+    let io = StallTimeout::new(stream, ctx.opts.send_timeout);
+    let Some(cfg) = tls else {
+        return serve_io(io, false, ConnInfo::plain(peer), refused, ctx).await;
+    };
+    let handshake = tokio::time::timeout(
+        ctx.opts.tls_handshake_timeout,
+        tokio_rustls::TlsAcceptor::from(cfg).accept(io),
+    );
+    let io = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = ctx.shutdown.cancelled() => return,
+    };
+    let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_io(io, h2, ConnInfo { peer, secure: true }, refused, ctx).await;
+}
+
+/// Serves HTTP on an established connection until it ends, shutdown drains it, or the drain
+/// deadline drops it.
+async fn serve_io<H: Handler, IO>(
+    io: IO,
+    h2: bool,
+    info: ConnInfo,
+    refused: Option<Arc<crate::error::GatewayError>>,
+    ctx: &ConnCtx<H>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
+    // HTTP/2 only: how many requests are in flight (their response bodies included), so a
+    // connection with none is closed after `header_read_timeout`, as HTTP/1.1's header timeout
+    // closes an idle keep-alive connection. A client that sends no preface is caught by it too.
+    let in_flight = h2.then(|| Arc::new(watch::channel(0usize).0));
+    let handler = ctx.handler.clone();
+    let counter = in_flight.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let handler = handler.clone();
-            let refused = refused.clone();
-            async move {
-                if let Some(e) = refused {
-                    let rid = crate::request_id::from_headers(req.headers());
-                    drop(req);
-                    let mut resp = e.to_response(rid.to_str().unwrap_or_default());
-                    resp.headers_mut().insert(crate::request_id::HEADER, rid);
+        let refused = refused.clone();
+        let guard = counter.as_ref().map(|c| InFlight::enter(c.clone()));
+        async move {
+            if let Some(e) = refused {
+                let rid = crate::request_id::from_headers(req.headers());
+                let close = req.version() < http::Version::HTTP_2;
+                drop(req);
+                let mut resp = e.to_response(rid.to_str().unwrap_or_default());
+                resp.headers_mut().insert(crate::request_id::HEADER, rid);
+                if close {
                     resp.headers_mut().insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),
                     );
-                    return Ok::<_, std::convert::Infallible>(resp);
                 }
-                let resp = AssertUnwindSafe(handler.call(req, info))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        tracing::error!(%peer, "request handler panicked");
-                        json_response(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            &serde_json::json!({"error": "internal"}),
-                        )
-                    });
-                Ok::<_, std::convert::Infallible>(resp)
+                return Ok::<_, std::convert::Infallible>(resp);
             }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
-            .max_buf_size(CONNECTION_BUFFER)
-            .serve_connection(
-                TokioIo::new(StallTimeout::new(stream, opts.send_timeout)),
-                svc,
-            );
-        let conn = graceful.watch(conn);
-        let force_close = force_close.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                r = conn => if let Err(e) = r {
+            let resp = AssertUnwindSafe(handler.call(req, info))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(%peer, "request handler panicked");
+                    json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &serde_json::json!({"error": "internal"}),
+                    )
+                });
+            // The request stays in flight until its body is done or dropped.
+            Ok::<_, std::convert::Infallible>(match guard {
+                None => resp,
+                Some(g) => resp.map(|b| {
+                    b.map_frame(move |f| {
+                        let _held = &g;
+                        f
+                    })
+                    .boxed()
+                }),
+            })
+        }
+    });
+    let builder = if h2 {
+        &ctx.builders.h2
+    } else {
+        &ctx.builders.h1
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle = idle_for(in_flight, ctx.opts.header_read_timeout);
+    tokio::pin!(idle);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with error");
-                },
-                // Dropping the connection closes its socket.
-                _ = force_close.cancelled() => tracing::debug!(%peer, "closed at the drain deadline"),
+                }
+                return;
             }
-            drop(ip_slot);
-            drop(permit);
-        });
+            _ = ctx.shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut idle, if !closing => {
+                tracing::debug!(%peer, "idle HTTP/2 connection closed");
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // Dropping the connection closes its socket.
+            _ = ctx.force_close.cancelled() => {
+                tracing::debug!(%peer, "closed at the drain deadline");
+                return;
+            }
+        }
+    }
+}
+
+/// A request in flight on an HTTP/2 connection; counted out when dropped.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn enter(c: Arc<watch::Sender<usize>>) -> Self {
+        c.send_modify(|n| *n += 1);
+        Self(c)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Resolves once no request has been in flight for `limit`; never without a counter.
+async fn idle_for(count: Option<Arc<watch::Sender<usize>>>, limit: Duration) {
+    let Some(count) = count else {
+        return std::future::pending().await;
+    };
+    let mut rx = count.subscribe();
+    loop {
+        if rx.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(limit) => return,
+            r = rx.changed() => if r.is_err() {
+                return std::future::pending().await;
+            },
+        }
     }
 }
 
@@ -295,11 +527,15 @@ pub async fn shutdown_signal() {
 pub struct Running {
     /// The addresses actually bound (port 0 resolved), in listen order.
     pub addrs: Vec<SocketAddr>,
+    /// Per address: whether it serves TLS (its URLs are `https://`).
+    pub secure: Vec<bool>,
+    /// Reloads the TLS listeners' certificates (SIGHUP and file changes already do).
+    pub reload: tls::Reloader,
     /// Completes once the server has shut down and drained.
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds `addrs` and serves `handler` on them in a background task.
+/// Binds `addrs` (plain HTTP) and serves `handler` on them in a background task.
 pub async fn start<H: Handler>(
     addrs: &[SocketAddr],
     handler: Arc<H>,
@@ -309,9 +545,10 @@ pub async fn start<H: Handler>(
     run(bind_all(addrs).await?, handler, opts, shutdown)
 }
 
-/// Serves `handler` on already-bound `listeners` in a background task.
+/// Serves `handler` on already-bound `listeners` in a background task. With TLS listeners, their
+/// certificates are reloaded on SIGHUP and when their files change.
 pub fn run<H: Handler>(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     handler: Arc<H>,
     opts: ServeOptions,
     shutdown: CancellationToken,
@@ -320,8 +557,56 @@ pub fn run<H: Handler>(
         .iter()
         .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
+    let secure = listeners.iter().map(Listener::is_tls).collect();
+    let reload = tls::Reloader::default();
+    for l in &listeners {
+        if let Some((certs, _)) = &l.tls {
+            reload.add(certs.clone());
+        }
+    }
+    if listeners.iter().any(Listener::is_tls) {
+        reload.watch(tls::POLL_INTERVAL, shutdown.clone());
+        on_hangup(reload.clone(), shutdown.clone());
+    }
     let task = tokio::spawn(serve(listeners, handler, opts, shutdown));
-    Ok(Running { addrs, task })
+    Ok(Running {
+        addrs,
+        secure,
+        reload,
+        task,
+    })
+}
+
+/// The one place SIGHUP is handled: it reloads what `reload` holds (the TLS certificates; a
+/// config reload belongs here too). Without TLS listeners no handler is installed, and SIGHUP
+/// keeps its default action.
+pub fn on_hangup(reload: tls::Reloader, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; reload by file change only");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = hup.recv() => {
+                    if s.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reloading TLS certificates");
+                    let r = reload.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (reload, shutdown);
 }
 
 #[cfg(test)]

@@ -29,7 +29,10 @@ pub use routes::{
     Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
     RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
-pub use server::{OneOrMany, RawServer, ServerSettings};
+pub use server::{
+    CertificateFiles, ListenerSettings, OneOrMany, RawCertificate, RawListener, RawListenerTable,
+    RawServer, RawTls, ServerSettings, TlsSettings,
+};
 pub use upstream::{RawUpstream, UpstreamSettings};
 
 /// A configuration error, always naming the key.

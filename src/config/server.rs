@@ -1,6 +1,7 @@
 //! `[server]`: listeners, connection limits and the client-side timeouts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -8,12 +9,77 @@ use serde::Deserialize;
 use super::{duration, invalid, ConfigError};
 use crate::upstream_path::BaseUrl;
 
-/// `listen` may be one address or a list.
+/// `listen` may be one entry or a list.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+    One(RawListener),
+    Many(Vec<RawListener>),
+}
+
+/// One `listen` entry: a bare address (plain HTTP), or a table with options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawListener {
+    Addr(String),
+    Table(RawListenerTable),
+}
+
+/// `{ address = "...", tls = { ... } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTable {
+    pub address: String,
+    pub tls: Option<RawTls>,
+}
+
+/// `tls = { certificates = [{ cert = "chain.pem", key = "key.pem" }, ...] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSettings {
+    pub addr: SocketAddr,
+    /// Serve TLS (HTTP/2 and HTTP/1.1 by ALPN) instead of plain HTTP/1.1.
+    pub tls: Option<TlsSettings>,
+}
+
+impl ListenerSettings {
+    /// A plain-HTTP listener on `addr`.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self { addr, tls: None }
+    }
+}
+
+/// A TLS listener's certificates. The files are read (and checked) when the config is
+/// validated, again when the listener starts, and again on every reload (SIGHUP, file change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// In order: the first is served when the client names no host (no SNI) or a host that no
+    /// certificate covers; the others are chosen by the DNS names each certificate holds.
+    pub certificates: Vec<CertificateFiles>,
+    /// The config key of this block (`server.listen[1].tls`), so reload errors name it too.
+    pub key: String,
+}
+
+/// One certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The leaf certificate first, then its intermediates.
+    pub cert: PathBuf,
+    /// PKCS#8, PKCS#1 (RSA) or SEC1 (EC) private key.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,11 +92,15 @@ pub struct RawServer {
     pub header_read_timeout: Option<String>,
     pub send_timeout: Option<String>,
     pub send_buffer: Option<usize>,
+    pub tls_handshake_timeout: Option<String>,
+    pub https_redirect: Option<String>,
+    pub http2_max_concurrent_streams: Option<u32>,
+    pub http2_max_header_list_size: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenerSettings>,
     /// Base URL viewers reach us at; upstream `Location`s pointing at a node are rewritten to it.
     /// `None` means "derive from the first bound address" (resolved at start).
     pub public_url: Option<BaseUrl>,
@@ -41,18 +111,33 @@ pub struct ServerSettings {
     pub send_timeout: Duration,
     /// `SO_SNDBUF` for client sockets; `None` leaves the kernel's autotuning on.
     pub send_buffer: Option<usize>,
+    /// How long a TLS client may take to finish its handshake (a silent client holds a slot).
+    pub tls_handshake_timeout: Duration,
+    /// A plain-HTTP listener that answers everything with a redirect to HTTPS.
+    pub https_redirect: Option<SocketAddr>,
+    /// HTTP/2: most streams (requests) one connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2: largest header block (decoded, in bytes) a request may carry.
+    pub http2_max_header_list_size: u32,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            listen: vec![ListenerSettings::plain(SocketAddr::from((
+                [127, 0, 0, 1],
+                8080,
+            )))],
             public_url: None,
             drain_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(30),
             send_buffer: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            https_redirect: None,
+            http2_max_concurrent_streams: 128,
+            http2_max_header_list_size: 16 * 1024,
         }
     }
 }
@@ -60,8 +145,12 @@ impl Default for ServerSettings {
 /// Validates `[server]`.
 pub(super) fn validate(s: &RawServer) -> Result<ServerSettings, ConfigError> {
     let d = ServerSettings::default();
-    let listen_raw = match &s.listen {
-        None => d.listen.iter().map(ToString::to_string).collect(),
+    let listen_raw: Vec<RawListener> = match &s.listen {
+        None => d
+            .listen
+            .iter()
+            .map(|l| RawListener::Addr(l.addr.to_string()))
+            .collect(),
         Some(OneOrMany::One(a)) => vec![a.clone()],
         Some(OneOrMany::Many(v)) => v.clone(),
     };
@@ -69,15 +158,27 @@ pub(super) fn validate(s: &RawServer) -> Result<ServerSettings, ConfigError> {
         return Err(invalid("server.listen", "at least one address is needed"));
     }
     let mut listen = Vec::new();
-    for (i, a) in listen_raw.iter().enumerate() {
-        let addr: SocketAddr = a.parse().map_err(|_| {
-            invalid(
-                format!("server.listen[{i}]"),
-                format!("{a:?} is not an IP:port address"),
-            )
-        })?;
-        listen.push(addr);
+    for (i, l) in listen_raw.iter().enumerate() {
+        listen.push(listener(i, l)?);
     }
+    let https_redirect = match &s.https_redirect {
+        None => None,
+        Some(a) => {
+            let addr: SocketAddr = a.parse().map_err(|_| {
+                invalid(
+                    "server.https_redirect",
+                    format!("{a:?} is not an IP:port address"),
+                )
+            })?;
+            if !listen.iter().any(|l| l.tls.is_some()) {
+                return Err(invalid(
+                    "server.https_redirect",
+                    "needs a TLS listener in server.listen to send viewers to",
+                ));
+            }
+            Some(addr)
+        }
+    };
     let public_url = match &s.public_url {
         None => None,
         Some(u) => Some(
@@ -106,10 +207,165 @@ pub(super) fn validate(s: &RawServer) -> Result<ServerSettings, ConfigError> {
             }
             other => other,
         },
+        tls_handshake_timeout: duration(
+            "server.tls_handshake_timeout",
+            &s.tls_handshake_timeout,
+            d.tls_handshake_timeout,
+        )?,
+        https_redirect,
+        http2_max_concurrent_streams: match s.http2_max_concurrent_streams {
+            Some(0) => {
+                return Err(invalid(
+                    "server.http2_max_concurrent_streams",
+                    "must be at least 1",
+                ))
+            }
+            Some(n) => n,
+            None => d.http2_max_concurrent_streams,
+        },
+        http2_max_header_list_size: match s.http2_max_header_list_size {
+            Some(n) if n < 1024 => {
+                return Err(invalid(
+                    "server.http2_max_header_list_size",
+                    "must be at least 1024 bytes",
+                ))
+            }
+            Some(n) => n,
+            None => d.http2_max_header_list_size,
+        },
     };
+    if server.tls_handshake_timeout.is_zero() {
+        return Err(invalid(
+            "server.tls_handshake_timeout",
+            "must be greater than zero",
+        ));
+    }
     if server.send_timeout.is_zero() {
         return Err(invalid("server.send_timeout", "must be greater than zero"));
     }
 
     Ok(server)
+}
+
+/// Validates `server.listen[i]`; a TLS entry's certificates are loaded and checked now, so
+/// `check-config` finds a missing file, a key that does not match, or a file with no PEM.
+fn listener(i: usize, raw: &RawListener) -> Result<ListenerSettings, ConfigError> {
+    let (a, tls) = match raw {
+        RawListener::Addr(a) => (a, None),
+        RawListener::Table(t) => (&t.address, t.tls.as_ref()),
+    };
+    let key = match raw {
+        RawListener::Addr(_) => format!("server.listen[{i}]"),
+        RawListener::Table(_) => format!("server.listen[{i}].address"),
+    };
+    let addr: SocketAddr = a
+        .parse()
+        .map_err(|_| invalid(key, format!("{a:?} is not an IP:port address")))?;
+    let tls = match tls {
+        None => None,
+        Some(t) => {
+            let key = format!("server.listen[{i}].tls");
+            if t.certificates.is_empty() {
+                return Err(invalid(
+                    format!("{key}.certificates"),
+                    "at least one certificate is needed",
+                ));
+            }
+            let tls = TlsSettings {
+                certificates: t
+                    .certificates
+                    .iter()
+                    .map(|c| CertificateFiles {
+                        cert: PathBuf::from(&c.cert),
+                        key: PathBuf::from(&c.key),
+                    })
+                    .collect(),
+                key,
+            };
+            crate::tls::CertSet::load(&tls).map_err(|e| invalid(e.key(), e.why()))?;
+            Some(tls)
+        }
+    };
+    Ok(ListenerSettings { addr, tls })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("must fail").to_string()
+    }
+
+    /// A self-signed pair for `name` written under `dir`; returns (cert, key) paths.
+    fn pair(dir: &std::path::Path, name: &str) -> (String, String) {
+        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen");
+        let c = dir.join(format!("{name}.crt"));
+        let k = dir.join(format!("{name}.key"));
+        std::fs::write(&c, ck.cert.pem()).expect("write");
+        std::fs::write(&k, ck.signing_key.serialize_pem()).expect("write");
+        (c.display().to_string(), k.display().to_string())
+    }
+
+    #[test]
+    fn listen_entries_are_strings_or_tables() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (c, k) = pair(dir.path(), "a.test");
+        let s = parse(&format!(
+            "[server]\nlisten = [\"127.0.0.1:1\", {{ address = \"127.0.0.1:2\", tls = {{ certificates = [{{ cert = {c:?}, key = {k:?} }}] }} }}]\n"
+        ))
+        .expect("valid");
+        assert_eq!(s.server.listen.len(), 2);
+        assert!(s.server.listen[0].tls.is_none());
+        let tls = s.server.listen[1].tls.as_ref().expect("tls");
+        assert_eq!(tls.certificates.len(), 1);
+        assert_eq!(tls.key, "server.listen[1].tls");
+        assert_eq!(s.server.tls_handshake_timeout.as_secs(), 10);
+        assert_eq!(s.server.http2_max_concurrent_streams, 128);
+        // A table without TLS is a plain listener.
+        let s = parse("[server]\nlisten = { address = \"127.0.0.1:3\" }\n").expect("valid");
+        assert!(s.server.listen[0].tls.is_none());
+    }
+
+    #[test]
+    fn tls_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (c, k) = pair(dir.path(), "a.test");
+        let (_, other_key) = pair(dir.path(), "b.test");
+        let listen = |certs: &str| {
+            format!("[server]\nlisten = [\"127.0.0.1:1\", {{ address = \"127.0.0.1:2\", tls = {{ certificates = [{certs}] }} }}]\n")
+        };
+        let e = err(&listen(&format!(
+            "{{ cert = {c:?}, key = {k:?} }}, {{ cert = \"/nonexistent/x.pem\", key = {k:?} }}"
+        )));
+        assert!(
+            e.starts_with(
+                "server.listen[1].tls.certificates[1].cert: cannot read /nonexistent/x.pem"
+            ),
+            "{e}"
+        );
+        let e = err(&listen(&format!("{{ cert = {c:?}, key = {other_key:?} }}")));
+        assert!(
+            e.starts_with("server.listen[1].tls.certificates[0].key:"),
+            "{e}"
+        );
+        let e = err(&listen(""));
+        assert!(e.starts_with("server.listen[1].tls.certificates:"), "{e}");
+        let e = err("[server]\nlisten = { address = \"nope\" }\n");
+        assert!(e.starts_with("server.listen[0].address:"), "{e}");
+        let e = err("[server]\nlisten = { address = \"127.0.0.1:1\", tlz = 1 }\n");
+        assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn https_redirect_needs_a_tls_listener() {
+        let e = err("[server]\nhttps_redirect = \"127.0.0.1:8081\"\n");
+        assert!(e.starts_with("server.https_redirect:"), "{e}");
+        let e = err("[server]\nhttps_redirect = \"x\"\n");
+        assert!(e.starts_with("server.https_redirect:"), "{e}");
+        let e = err("[server]\ntls_handshake_timeout = \"0s\"\n");
+        assert!(e.starts_with("server.tls_handshake_timeout:"), "{e}");
+        let e = err("[server]\nhttp2_max_concurrent_streams = 0\n");
+        assert!(e.starts_with("server.http2_max_concurrent_streams:"), "{e}");
+    }
 }

@@ -94,8 +94,14 @@ fn append_list(h: &mut HeaderMap, name: &'static str, item: HeaderValue) {
     }
 }
 
-/// Prepares viewer request headers for the node.
-pub fn to_upstream(h: &mut HeaderMap, peer: SocketAddr, node: &BaseUrl, strip_auth: bool) {
+/// Prepares viewer request headers for the node; `secure` says the viewer used TLS.
+pub fn to_upstream(
+    h: &mut HeaderMap,
+    peer: SocketAddr,
+    secure: bool,
+    node: &BaseUrl,
+    strip_auth: bool,
+) {
     let original_host = h.get(header::HOST).cloned();
     remove_hop_by_hop(h);
     if strip_auth {
@@ -104,7 +110,8 @@ pub fn to_upstream(h: &mut HeaderMap, peer: SocketAddr, node: &BaseUrl, strip_au
     if let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string()) {
         append_list(h, "x-forwarded-for", ip);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let proto = if secure { "https" } else { "http" };
+    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     match original_host {
         Some(v) => {
             h.insert("x-forwarded-host", v);
@@ -249,6 +256,7 @@ mod tests {
         to_upstream(
             &mut h,
             "127.0.0.9:5555".parse().expect("addr"),
+            false,
             &base("http://node:9001"),
             true,
         );
@@ -258,6 +266,17 @@ mod tests {
         assert_eq!(h["host"], "node:9001");
         assert_eq!(h["via"], VIA);
         assert!(!h.contains_key("authorization"));
+        // A viewer on TLS: the proto says so, whatever the viewer claimed.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        to_upstream(
+            &mut h,
+            "127.0.0.9:5555".parse().expect("addr"),
+            true,
+            &base("http://node:9001"),
+            false,
+        );
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

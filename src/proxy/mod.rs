@@ -31,6 +31,8 @@ pub struct Forward<'a> {
     /// Drop every `Authorization` header (the route checks a viewer token).
     pub strip_authorization: bool,
     pub peer: SocketAddr,
+    /// The viewer came over TLS: `X-Forwarded-Proto: https`.
+    pub secure: bool,
     pub request_id: &'a HeaderValue,
     pub public_url: &'a BaseUrl,
     /// The route's path mapping, for `Location` rewriting.
@@ -83,7 +85,23 @@ fn build_request(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = parts.headers.clone();
-    headers::to_upstream(req.headers_mut(), f.peer, &node.url, f.strip_authorization);
+    // HTTP/2 carries the host in `:authority` (the URI), not in a `Host` header.
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    headers::to_upstream(
+        req.headers_mut(),
+        f.peer,
+        f.secure,
+        &node.url,
+        f.strip_authorization,
+    );
     req.headers_mut()
         .insert(crate::request_id::HEADER, f.request_id.clone());
     Ok(req)
