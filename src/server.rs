@@ -88,6 +88,8 @@ pub struct ServeOptions {
     pub connections_per_ip: Option<std::num::NonZeroU32>,
     /// How long a TLS client may take to complete its handshake.
     pub tls_handshake_timeout: Duration,
+    /// How often TLS certificate files are checked for a change (`None`: SIGHUP only).
+    pub tls_watch_interval: Option<Duration>,
     /// HTTP/2: most streams open at once on one connection.
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2: largest decoded header block a request may carry.
@@ -123,6 +125,7 @@ impl From<&crate::config::ServerSettings> for ServeOptions {
             send_buffer: s.send_buffer,
             connections_per_ip: None,
             tls_handshake_timeout: s.tls_handshake_timeout,
+            tls_watch_interval: s.tls_watch_interval,
             http2_max_concurrent_streams: s.http2_max_concurrent_streams,
             http2_max_header_list_size: s.http2_max_header_list_size,
         }
@@ -565,7 +568,9 @@ pub fn run<H: Handler>(
         }
     }
     if listeners.iter().any(Listener::is_tls) {
-        reload.watch(tls::POLL_INTERVAL, shutdown.clone());
+        if let Some(every) = opts.tls_watch_interval {
+            reload.watch(every, shutdown.clone());
+        }
         on_hangup(reload.clone(), shutdown.clone());
     }
     let task = tokio::spawn(serve(listeners, handler, opts, shutdown));
@@ -629,6 +634,61 @@ mod tests {
     }
 
     use futures_util::StreamExt;
+
+    /// A TLS listener on 127.0.0.1:0 with a fresh self-signed certificate for `a.test`.
+    fn tls_listener(dir: &std::path::Path) -> ListenerSettings {
+        let ck = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).expect("rcgen");
+        let cert = dir.join("a.crt");
+        let key = dir.join("a.key");
+        std::fs::write(&cert, ck.cert.pem()).expect("write");
+        std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write");
+        ListenerSettings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: Some(crate::config::TlsSettings {
+                certificates: vec![crate::config::CertificateFiles { cert, key }],
+                key: "server.listen[0].tls".into(),
+            }),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_says_hello_is_closed_at_the_handshake_timeout() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let shutdown = CancellationToken::new();
+        let opts = ServeOptions {
+            tls_handshake_timeout: Duration::from_secs(3),
+            ..ServeOptions::default()
+        };
+        let running = run(
+            bind(&[tls_listener(dir.path())]).await.expect("bind"),
+            Arc::new(Endless),
+            opts,
+            shutdown.clone(),
+        )
+        .expect("run");
+        assert_eq!(running.secure, vec![true]);
+        let mut client = tokio::net::TcpStream::connect(running.addrs[0])
+            .await
+            .expect("connect");
+        let connected_at = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        // Silent: no ClientHello. Only the handshake timeout can end this.
+        let closed = tokio::time::timeout(Duration::from_secs(60), client.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "closed within the bound: {closed:?}"
+        );
+        let waited = connected_at.elapsed();
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(10),
+            "closed at the timeout: {waited:?}"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), running.task)
+            .await
+            .expect("server task ends")
+            .expect("no panic");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_drain_deadline_closes_what_is_still_open() {

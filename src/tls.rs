@@ -24,9 +24,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{CertificateFiles, TlsSettings};
 
-/// How often certificate files are checked for a change (one `stat` per file).
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
-
 /// ALPN, in our order of preference.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 

@@ -93,6 +93,7 @@ pub struct RawServer {
     pub send_timeout: Option<String>,
     pub send_buffer: Option<usize>,
     pub tls_handshake_timeout: Option<String>,
+    pub tls_watch_interval: Option<String>,
     pub https_redirect: Option<String>,
     pub http2_max_concurrent_streams: Option<u32>,
     pub http2_max_header_list_size: Option<u32>,
@@ -113,6 +114,9 @@ pub struct ServerSettings {
     pub send_buffer: Option<usize>,
     /// How long a TLS client may take to finish its handshake (a silent client holds a slot).
     pub tls_handshake_timeout: Duration,
+    /// How often certificate files are checked for a change; `None` (`"0s"`): only SIGHUP
+    /// reloads them.
+    pub tls_watch_interval: Option<Duration>,
     /// A plain-HTTP listener that answers everything with a redirect to HTTPS.
     pub https_redirect: Option<SocketAddr>,
     /// HTTP/2: most streams (requests) one connection may have open at once.
@@ -135,6 +139,7 @@ impl Default for ServerSettings {
             send_timeout: Duration::from_secs(30),
             send_buffer: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            tls_watch_interval: Some(Duration::from_secs(2)),
             https_redirect: None,
             http2_max_concurrent_streams: 128,
             http2_max_header_list_size: 16 * 1024,
@@ -212,6 +217,23 @@ pub(super) fn validate(s: &RawServer) -> Result<ServerSettings, ConfigError> {
             &s.tls_handshake_timeout,
             d.tls_handshake_timeout,
         )?,
+        tls_watch_interval: {
+            let every = duration(
+                "server.tls_watch_interval",
+                &s.tls_watch_interval,
+                Duration::from_secs(2),
+            )?;
+            match every {
+                d if d.is_zero() => None,
+                d if d < Duration::from_millis(100) => {
+                    return Err(invalid(
+                        "server.tls_watch_interval",
+                        "must be 0s (off) or at least 100ms",
+                    ))
+                }
+                d => Some(d),
+            }
+        },
         https_redirect,
         http2_max_concurrent_streams: match s.http2_max_concurrent_streams {
             Some(0) => {

@@ -8,6 +8,7 @@ pub mod nginx;
 pub mod nginx_http;
 pub mod nginx_rtmp;
 pub mod redis;
+pub mod tls;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
