@@ -392,6 +392,7 @@ async fn serve_io<H: Handler, IO>(
     // connection with none is closed after `header_read_timeout`, as HTTP/1.1's header timeout
     // closes an idle keep-alive connection. A client that sends no preface is caught by it too.
     let in_flight = h2.then(|| Arc::new(watch::channel(0usize).0));
+    let refused_h2 = h2 && refused.is_some();
     let handler = ctx.handler.clone();
     let counter = in_flight.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
@@ -443,9 +444,15 @@ async fn serve_io<H: Handler, IO>(
     };
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let idle = idle_for(in_flight, ctx.opts.header_read_timeout);
+    // Over the per-IP cap, an HTTP/2 connection closes once its first answer (the 429) is out,
+    // as the HTTP/1.1 one does by `Connection: close`.
+    let idle = match refused_h2 {
+        true => idle_for(in_flight, Duration::ZERO, true),
+        false => idle_for(in_flight, ctx.opts.header_read_timeout, false),
+    };
     tokio::pin!(idle);
     let mut closing = false;
+    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -458,10 +465,19 @@ async fn serve_io<H: Handler, IO>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = &mut idle, if !closing => {
+            served = &mut idle, if !closing => {
                 tracing::debug!(%peer, "idle HTTP/2 connection closed");
+                if !served {
+                    // No request ever: hyper would wait for the preface before its GOAWAY.
+                    return;
+                }
                 closing = true;
                 conn.as_mut().graceful_shutdown();
+                grace = Some(Box::pin(tokio::time::sleep(ctx.opts.header_read_timeout)));
+            }
+            // The client has had its GOAWAY and as long again to finish.
+            _ = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => {
+                return;
             }
             // Dropping the connection closes its socket.
             _ = ctx.force_close.cancelled() => {
@@ -488,21 +504,39 @@ impl Drop for InFlight {
     }
 }
 
-/// Resolves once no request has been in flight for `limit`; never without a counter.
-async fn idle_for(count: Option<Arc<watch::Sender<usize>>>, limit: Duration) {
+/// Resolves once no request has been in flight for `limit` (with `after_one`, counting only
+/// from the end of a first request), telling whether any request was seen; never without a
+/// counter.
+async fn idle_for(
+    count: Option<Arc<watch::Sender<usize>>>,
+    limit: Duration,
+    after_one: bool,
+) -> bool {
     let Some(count) = count else {
         return std::future::pending().await;
     };
     let mut rx = count.subscribe();
+    let mut served = false;
+    if after_one {
+        let open = rx.wait_for(|n| *n > 0).await.is_ok();
+        if !open {
+            return std::future::pending().await;
+        }
+        served = true;
+    }
     loop {
-        if rx.wait_for(|n| *n == 0).await.is_err() {
+        let open = rx.wait_for(|n| *n == 0).await.is_ok();
+        if !open {
             return std::future::pending().await;
         }
         tokio::select! {
-            _ = tokio::time::sleep(limit) => return,
-            r = rx.changed() => if r.is_err() {
-                return std::future::pending().await;
-            },
+            _ = tokio::time::sleep(limit) => return served,
+            r = rx.changed() => {
+                if r.is_err() {
+                    return std::future::pending().await;
+                }
+                served = true;
+            }
         }
     }
 }
@@ -682,6 +716,73 @@ mod tests {
         assert!(
             waited >= Duration::from_secs(3) && waited < Duration::from_secs(10),
             "closed at the timeout: {waited:?}"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), running.task)
+            .await
+            .expect("server task ends")
+            .expect("no panic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_h2_connection_with_no_request_is_closed_after_the_header_timeout() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let listener = tls_listener(dir.path());
+        let leaf =
+            std::fs::read(&listener.tls.as_ref().expect("tls").certificates[0].cert).expect("read");
+        let shutdown = CancellationToken::new();
+        let opts = ServeOptions {
+            header_read_timeout: Duration::from_secs(5),
+            ..ServeOptions::default()
+        };
+        let running = run(
+            bind(&[listener]).await.expect("bind"),
+            Arc::new(Endless),
+            opts,
+            shutdown.clone(),
+        )
+        .expect("run");
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_slice(&leaf).expect("pem"))
+            .expect("root");
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(running.addrs[0])
+            .await
+            .expect("connect");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls_pki_types::ServerName::try_from("a.test").expect("name"),
+                tcp,
+            )
+            .await
+            .expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let opened = tokio::time::Instant::now();
+        // No preface, no request: the server's SETTINGS may arrive, then the close.
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the idle h2 connection was closed");
+        let waited = opened.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited < Duration::from_secs(30),
+            "closed at the idle bound: {waited:?}"
         );
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(30), running.task)
