@@ -117,6 +117,21 @@ fn every_route_kind_over_h2_and_http1_with_tls() {
             format!("gw.test:{}", addr.port()),
             "{flag}"
         );
+        // A request body crosses too.
+        let r = curl(
+            &ca,
+            "gw.test",
+            addr,
+            "/echo/up",
+            &[flag, "--data-binary", "hello"],
+        );
+        assert_eq!((r.code, r.status), (0, 200), "{flag}: {r:?}");
+        let seen: serde_json::Value = serde_json::from_slice(&r.body).expect("echo json");
+        assert_eq!(
+            (seen["method"].as_str(), seen["body_len"].as_u64()),
+            (Some("POST"), Some(5)),
+            "{flag}"
+        );
         // Live FLV through the origin: a body that never ends, cut by curl's --max-time.
         let r = curl(
             &ca,
@@ -406,4 +421,42 @@ fn check_config_loads_the_certificates() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn the_per_ip_cap_answers_429_over_h2_and_closes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new(dir.path());
+    let leaf = ca.leaf(dir.path(), "gw", &["gw.test"], "gw");
+    let o = origin(&common::media_dir());
+    let up = Upstream::start(echo);
+    let toml = format!(
+        "{}\n[limits]\nconnections_per_ip = 1\n",
+        config(&tls_listen(&[&leaf]), "", &o, &up.url())
+    );
+    let (gw, _d) = gateway(&toml);
+    let cfg = ca.client_config(&[b"h2"], true);
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        // The first connection holds the address's one slot with a live stream.
+        let mut first = h2_connect(cfg.clone(), gw.addr(), "gw.test").await;
+        let live = h2_get(&mut first, "gw.test", "/flv/cam1.flv?token=s3cret").await;
+        assert_eq!(live.status(), 200);
+        let mut body = live.into_body();
+        read_at_least(&mut body, 16, T).await;
+        // The second is told why, over HTTP/2, then closed.
+        let mut second = h2_connect(cfg.clone(), gw.addr(), "gw.test").await;
+        let r = h2_get(&mut second, "gw.test", "/vod/snapshot.jpg").await;
+        assert_eq!(r.status(), 429);
+        drop(r);
+        tokio::time::timeout(T, async {
+            while !second.is_closed() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the refused connection is closed");
+        // The first is untouched.
+        read_at_least(&mut body, 64 * 1024, T).await;
+    });
 }

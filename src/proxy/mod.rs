@@ -48,12 +48,14 @@ pub async fn forward(
     f: Forward<'_>,
 ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
     let uri_path = f.path_and_query;
+    // HTTP/2 has no Transfer-Encoding: a streamed upload shows only as a body not yet ended.
+    let declared = has_body(&parts) || !http_body::Body::is_end_stream(&body);
     let mut body = Some(body);
     let (resp, node) = transport
         .send_any(f.nodes, |node| {
             let req_body: Body = match body.take() {
                 // A body the viewer declared goes once; a retry (bodiless only) sends none.
-                Some(b) if has_body(&parts) => b.map_err(|e| Box::new(e) as BoxError).boxed(),
+                Some(b) if declared => b.map_err(|e| Box::new(e) as BoxError).boxed(),
                 _ => empty(),
             };
             build_request(&parts, req_body, node, uri_path, &f)
