@@ -393,6 +393,7 @@ async fn serve_io<H: Handler, IO>(
     // closes an idle keep-alive connection. A client that sends no preface is caught by it too.
     let in_flight = h2.then(|| Arc::new(watch::channel(0usize).0));
     let refused_h2 = h2 && refused.is_some();
+    let send_timeout = ctx.opts.send_timeout;
     let handler = ctx.handler.clone();
     let counter = in_flight.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
@@ -427,13 +428,7 @@ async fn serve_io<H: Handler, IO>(
             // The request stays in flight until its body is done or dropped.
             Ok::<_, std::convert::Infallible>(match guard {
                 None => resp,
-                Some(g) => resp.map(|b| {
-                    b.map_frame(move |f| {
-                        let _held = &g;
-                        f
-                    })
-                    .boxed()
-                }),
+                Some(g) => resp.map(|b| H2Body::new(b, g, send_timeout).boxed()),
             })
         }
     });
@@ -485,6 +480,121 @@ async fn serve_io<H: Handler, IO>(
                 return;
             }
         }
+    }
+}
+
+/// An HTTP/2 response body: keeps its request counted in flight, and applies `send_timeout`
+/// per stream. On HTTP/1.1 a viewer that stops reading stalls the socket, and `StallTimeout`
+/// closes it; on HTTP/2 it can stall one stream (by granting it no window) while the
+/// connection lives on. hyper then simply stops pulling the body, so a watchdog notices a body
+/// that handed hyper a frame and was not asked for the next one within `send_timeout`, and
+/// drops what it holds (a node connection, a live viewer's place). The stream itself is reset
+/// when hyper polls again or the connection ends.
+struct H2Body {
+    inner: Arc<std::sync::Mutex<Option<Body>>>,
+    /// Polls so far, and whether the last one handed hyper a frame (shared with the watchdog).
+    progress: Arc<StreamProgress>,
+    /// Stopped when the body goes.
+    watchdog: Option<tokio::task::AbortHandle>,
+    _in_flight: InFlight,
+}
+
+#[derive(Default)]
+struct StreamProgress {
+    polls: std::sync::atomic::AtomicU64,
+    handed: std::sync::atomic::AtomicBool,
+}
+
+impl H2Body {
+    fn new(body: Body, in_flight: InFlight, limit: Duration) -> Self {
+        let inner = Arc::new(std::sync::Mutex::new(Some(body)));
+        let progress = Arc::new(StreamProgress::default());
+        // A body hyper can take whole (it is done, or fits the stream's send buffer) holds
+        // nothing worth a watchdog.
+        let small = {
+            let b = inner.lock().unwrap_or_else(|p| p.into_inner());
+            b.as_ref().is_none_or(|b| {
+                http_body::Body::is_end_stream(b)
+                    || http_body::Body::size_hint(b)
+                        .exact()
+                        .is_some_and(|n| n <= CONNECTION_BUFFER as u64)
+            })
+        };
+        let watchdog = (!small).then(|| {
+            let inner = inner.clone();
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                let mut last = progress.polls.load(Relaxed);
+                loop {
+                    tokio::time::sleep(limit).await;
+                    let now = progress.polls.load(Relaxed);
+                    if now == last && progress.handed.load(Relaxed) {
+                        let held = inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        drop(held);
+                        tracing::debug!(
+                            ?limit,
+                            "HTTP/2 stream got no window; its body is released"
+                        );
+                        return;
+                    }
+                    last = now;
+                }
+            })
+            .abort_handle()
+        });
+        Self {
+            inner,
+            progress,
+            watchdog,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Drop for H2Body {
+    fn drop(&mut self) {
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
+    }
+}
+
+impl http_body::Body for H2Body {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let this = self.get_mut();
+        this.progress.polls.fetch_add(1, Relaxed);
+        let mut inner = this.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(body) = inner.as_mut() else {
+            return std::task::Poll::Ready(Some(Err("HTTP/2 stream stalled: no window".into())));
+        };
+        let r = std::pin::Pin::new(body).poll_frame(cx);
+        this.progress
+            .handed
+            .store(matches!(r, std::task::Poll::Ready(Some(Ok(_)))), Relaxed);
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .lock()
+            .map(|b| b.as_ref().is_some_and(http_body::Body::is_end_stream))
+            .unwrap_or(false)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|b| b.as_ref().map(http_body::Body::size_hint))
+            .unwrap_or_default()
     }
 }
 

@@ -460,3 +460,68 @@ fn the_per_ip_cap_answers_429_over_h2_and_closes() {
         read_at_least(&mut body, 64 * 1024, T).await;
     });
 }
+
+#[test]
+fn an_h2_stream_that_gets_no_window_releases_its_node_connection_after_send_timeout() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new(dir.path());
+    let leaf = ca.leaf(dir.path(), "gw", &["gw.test"], "gw");
+    let endless = Upstream::start(|_| common::upstream::Reply::Endless {
+        chunk: vec![1u8; 4096],
+        every: Duration::from_millis(5),
+    });
+    let up = Upstream::start(echo);
+    let toml = format!(
+        r#"
+[server]
+listen = [{}]
+send_timeout = "1s"
+
+[[nodes]]
+id = "endless"
+url = "{}"
+
+[[nodes]]
+id = "echo"
+url = "{}"
+
+[[routes]]
+path = "/endless/{{*rest}}"
+action = "proxy"
+to = "endless"
+upstream = "/{{*rest}}"
+
+[[routes]]
+path = "/echo/{{*rest}}"
+action = "proxy"
+to = "echo"
+upstream = "/{{*rest}}"
+"#,
+        tls_listen(&[&leaf]),
+        endless.url(),
+        up.url()
+    );
+    let (gw, _d) = gateway(&toml);
+    let cfg = ca.client_config(&[b"h2"], true);
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let mut send = h2_connect(cfg, gw.addr(), "gw.test").await;
+        // Never read: the stream's window closes and stays closed.
+        let stalled = h2_get(&mut send, "gw.test", "/endless/x").await;
+        assert_eq!(stalled.status(), 200);
+        tokio::time::timeout(T, async {
+            while !endless
+                .endless_closed
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the node connection behind the stalled stream is closed");
+        // The connection itself lives on: the client keeps reading it (PINGs, other streams).
+        let r = h2_get(&mut send, "gw.test", "/echo/after").await;
+        assert_eq!(r.status(), 200);
+        drop(stalled);
+    });
+}
