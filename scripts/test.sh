@@ -11,6 +11,8 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# TLS tests: curl with HTTP/2 (Debian's is built with nghttp2).
+command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # Browser tests: Debian's Chromium, driven by playwright-core from npm (web/package-lock.json).

@@ -143,6 +143,8 @@ pub async fn start(
     });
     Ok(Running {
         addrs: vec![],
+        secure: vec![],
+        reload: Default::default(),
         task,
         metrics_addr: None,
     })

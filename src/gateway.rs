@@ -35,7 +35,7 @@ use crate::redirect;
 use crate::registry::{self, Lookup, Node, Registry};
 use crate::request_id;
 use crate::router::{Captures, STREAM};
-use crate::server::{self, Handler, Running, ServeOptions};
+use crate::server::{self, ConnInfo, Handler, Running, ServeOptions};
 use crate::stall_timeout::StallFlag;
 use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
@@ -795,7 +795,7 @@ struct ViewerRequest {
 }
 
 impl Handler for Gateway {
-    async fn call(&self, req: Request<Incoming>, conn: crate::server::ConnInfo) -> Response<Body> {
+    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let start = Instant::now();
         // Who this is, decided once: every phase below asks `client`, never the connection.
         let stalled = conn.stalled.clone();
@@ -1175,15 +1175,28 @@ pub async fn start_with_registry(
     registry: Arc<dyn Registry>,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    let listeners = server::bind_all(&settings.server.listen).await?;
+    let listeners = server::bind(&settings.server.listen).await?;
     let addrs = listeners
         .iter()
         .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
+    // Bound before anything starts, so a taken port fails the start as a whole.
+    let redirect = match settings.server.https_redirect {
+        Some(a) => Some(server::bind_all(&[a]).await?),
+        None => None,
+    };
+    let first_tls = listeners.iter().position(server::Listener::is_tls);
     let public_url = match &settings.server.public_url {
         Some(u) => u.clone(),
-        None => BaseUrl::parse(&format!("http://{}", addrs[0]))
-            .map_err(|e| std::io::Error::other(format!("public url: {e}")))?,
+        None => {
+            let scheme = if listeners[0].is_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            BaseUrl::parse(&format!("{scheme}://{}", addrs[0]))
+                .map_err(|e| std::io::Error::other(format!("public url: {e}")))?
+        }
     };
     let access = AccessSink::start(&settings.log, &shutdown)?;
     let gw = Arc::new(Gateway::with_access_log(
@@ -1195,13 +1208,13 @@ pub async fn start_with_registry(
     ));
     // The metrics listener is bound before anything runs, so a bad address fails the start.
     let metrics_listener = match settings.metrics.listen {
-        Some(a) => Some(server::bind_all(&[crate::config::ListenerSettings::plain(a)]).await?),
+        Some(a) => Some(server::bind_all(&[a]).await?),
         None => None,
     };
     let mut opts = ServeOptions::from(&settings.server);
     opts.connections_per_ip = settings.limits.connections_per_ip;
     let metrics = gw.metrics().clone();
-    let mut running = server::run(listeners, gw, opts, shutdown.clone())?;
+    let mut running = server::run(listeners, gw, opts.clone(), shutdown.clone())?;
     if let Some(listeners) = metrics_listener {
         // Plain HTTP for one scraper or a few: a handful of connections, no per-client limits.
         let opts = ServeOptions {
@@ -1212,13 +1225,32 @@ pub async fn start_with_registry(
             listeners,
             Arc::new(metrics::MetricsServer { metrics }),
             opts,
-            shutdown,
+            shutdown.clone(),
         )?;
         let main = running.task;
         running.metrics_addr = m.addrs.first().copied();
         running.task = tokio::spawn(async move {
             let _ = main.await;
             let _ = m.task.await;
+        });
+    }
+    if let (Some(redirect), Some(tls)) = (redirect, first_tls) {
+        let handler = Arc::new(redirect::HttpsRedirect {
+            public: settings
+                .server
+                .public_url
+                .clone()
+                .filter(|u| u.scheme == "https"),
+            tls_port: addrs[tls].port(),
+        });
+        let r = server::run(redirect, handler, opts, shutdown)?;
+        tracing::info!(addr = %r.addrs[0], "redirecting plain HTTP to HTTPS");
+        running.addrs.extend(r.addrs);
+        running.secure.extend(r.secure);
+        let main = running.task;
+        running.task = tokio::spawn(async move {
+            let _ = main.await;
+            let _ = r.task.await;
         });
     }
     // Once the servers have drained, the access lines still queued are written before the task

@@ -33,6 +33,7 @@ pub(crate) mod request_id;
 pub(crate) mod router;
 pub mod server;
 pub(crate) mod stall_timeout;
+pub mod tls;
 pub(crate) mod upstream;
 pub mod upstream_path;
 pub(crate) mod websocket;

@@ -98,9 +98,14 @@ fn init_logs() {
         .init();
 }
 
-fn print_ready(role: &str, addrs: &[SocketAddr]) {
-    for a in addrs {
-        println!("streamgate {role} listening on http://{a}");
+fn print_ready(role: &str, r: &server::Running) {
+    for (i, a) in r.addrs.iter().enumerate() {
+        let scheme = if r.secure.get(i).copied().unwrap_or(false) {
+            "https"
+        } else {
+            "http"
+        };
+        println!("streamgate {role} listening on {scheme}://{a}");
     }
 }
 
@@ -109,21 +114,33 @@ fn main() -> ExitCode {
     if let Cmd::CheckConfig { file } = &cli.cmd {
         return match config::load(&file.to_string_lossy()) {
             Ok(s) => {
+                let listen: Vec<String> = s
+                    .server
+                    .listen
+                    .iter()
+                    .map(|l| {
+                        let pp = if l.proxy_protocol {
+                            ", PROXY protocol"
+                        } else {
+                            ""
+                        };
+                        match &l.tls {
+                            Some(t) => format!(
+                                "https://{} ({} certificates{pp})",
+                                l.addr,
+                                t.certificates.len()
+                            ),
+                            None if pp.is_empty() => format!("http://{}", l.addr),
+                            None => format!("http://{} (PROXY protocol)", l.addr),
+                        }
+                    })
+                    .collect();
                 println!(
                     "{}: ok ({} routes, {} nodes, listening on {})",
                     file.display(),
                     s.routes.len(),
                     s.nodes.len(),
-                    s.server
-                        .listen
-                        .iter()
-                        .map(|l| if l.proxy_protocol {
-                            format!("{} (PROXY protocol)", l.addr)
-                        } else {
-                            l.addr.to_string()
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    listen.join(", ")
                 );
                 ExitCode::SUCCESS
             }
@@ -191,9 +208,9 @@ async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Serve { config } => {
             let settings = config::load(&config.to_string_lossy())?;
             let r = gateway::start(settings, shutdown.clone()).await?;
-            print_ready("gateway", &r.addrs);
+            print_ready("gateway", &r);
             if let Some(a) = r.metrics_addr {
-                print_ready("metrics", &[a]);
+                println!("streamgate metrics listening on http://{a}");
             }
             r
         }
@@ -221,7 +238,7 @@ async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
                 shutdown.clone(),
             )
             .await?;
-            print_ready("origin", &r.addrs);
+            print_ready("origin", &r);
             r
         }
         Cmd::Demo { listen, media } => demo::start(listen, media, shutdown.clone()).await?,

@@ -1,16 +1,21 @@
-//! Listeners, connection limits, panic isolation and graceful shutdown: the part of serving
-//! HTTP/1 that the gateway and the origin share.
+//! Listeners (plain HTTP/1.1, or TLS with HTTP/2 and HTTP/1.1 by ALPN), connection limits,
+//! panic isolation and graceful shutdown: the part of serving that the gateway and the origin
+//! share.
 //!
 //! Each accepted connection runs in its own task. A semaphore caps how many are open at once
-//! (past it, accept waits: the kernel backlog absorbs bursts). On a listener marked
-//! `proxy_protocol`, that task first reads the PROXY header (`proxy_protocol.rs`, bounded
-//! in time and size), whose source then stands for the peer: in [`ConnInfo`] and for the
-//! per-address connection cap. Shutdown is a cancellation token:
-//! on cancel, listeners close, idle keep-alive connections are told to close, in-flight requests
-//! get `drain_timeout` to finish, and long-lived bodies (live streams) watch the same token and
-//! end cleanly by themselves. Whatever is still open when `drain_timeout` passes (a client that
+//! (past it, accept waits: the kernel backlog absorbs bursts). On a TLS listener the handshake
+//! runs in that task, bounded by `tls_handshake_timeout`, so a client that never sends its
+//! ClientHello holds its slot only that long. Shutdown is a cancellation token: on cancel,
+//! listeners close, idle connections are told to close (HTTP/2: GOAWAY), in-flight requests get
+//! `drain_timeout` to finish, and long-lived bodies (live streams) watch the same token and end
+//! cleanly by themselves. Whatever is still open when `drain_timeout` passes (a client that
 //! stopped reading, a download that would take an hour) is closed: each connection task also
 //! watches a second token, cancelled at the deadline, and drops its connection.
+//!
+//! HTTP/2 multiplexes many requests on one connection with per-stream flow control: a stream
+//! whose viewer stops granting window is not polled (its live queue overflows and the fan-out
+//! drops or resyncs that viewer) while the other streams go on. `send_timeout` still guards the
+//! socket below TLS: a peer that stops reading altogether loses the whole connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,18 +25,21 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{json_response, Body};
 use crate::config::ListenerSettings;
 use crate::proxy_protocol::Rewind;
 use crate::stall_timeout::{StallFlag, StallTimeout};
+use crate::tls;
 
 /// What the server knows about the connection a request came on, handed to the handler.
 #[derive(Clone, Debug)]
@@ -72,8 +80,8 @@ pub struct ConnHold(Arc<HoldInner>);
 struct HoldInner {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _ip_slot: Option<crate::limits::CountGuard>,
-    /// Counted by `GracefulShutdown::shutdown`, which waits for every watcher to go.
-    _drain: hyper_util::server::graceful::Watcher,
+    /// The drain waits until every connection's sender is gone (see `serve`).
+    _open: mpsc::Sender<()>,
     /// Cancelled at the drain deadline: whoever holds the connection drops it then.
     force_close: CancellationToken,
 }
@@ -100,7 +108,8 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ServeOptions {
     /// Most connections open at once; accept waits for a free slot past it.
     pub max_connections: usize,
-    /// How long a client may take to send its request headers (slowloris guard).
+    /// How long a client may take to send its request headers (slowloris guard). On HTTP/2 it
+    /// is also how long a connection may stay open with no request in flight.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown starts.
     pub drain_timeout: Duration,
@@ -113,12 +122,28 @@ pub struct ServeOptions {
     pub connections_per_ip: Option<std::num::NonZeroU32>,
     /// On a `proxy_protocol` listener, how long a connection may take to send its header.
     pub proxy_protocol_timeout: Duration,
+    /// How long a TLS client may take to complete its handshake.
+    pub tls_handshake_timeout: Duration,
+    /// How often TLS certificate files are checked for a change (`None`: SIGHUP only).
+    pub tls_watch_interval: Option<Duration>,
+    /// HTTP/2: most streams open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2: largest decoded header block a request may carry.
+    pub http2_max_header_list_size: u32,
 }
 
 /// Most bytes hyper buffers per connection on each side before it waits for the socket. It
 /// bounds what a slow client pins (hyper's default is ~400 KiB) and makes a stalled live viewer
-/// push back on its own queue promptly.
+/// push back on its own queue promptly. On HTTP/2 it bounds each stream's send buffer.
 pub const CONNECTION_BUFFER: usize = 64 * 1024;
+
+/// HTTP/2 streams a client may open and reset before we have answered them, per connection
+/// (hyper's default; the "rapid reset" guard, CVE-2023-44487).
+const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// HTTP/2 streams we may reset because of the client's protocol errors before the connection
+/// is closed (hyper's default; CVE-2024-27316-style floods).
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -136,34 +161,73 @@ impl From<&crate::config::ServerSettings> for ServeOptions {
             send_buffer: s.send_buffer,
             connections_per_ip: None,
             proxy_protocol_timeout: s.proxy_protocol_timeout,
+            tls_handshake_timeout: s.tls_handshake_timeout,
+            tls_watch_interval: s.tls_watch_interval,
+            http2_max_concurrent_streams: s.http2_max_concurrent_streams,
+            http2_max_header_list_size: s.http2_max_header_list_size,
         }
     }
 }
 
-/// A bound listener and how its connections are to be read.
+/// A bound socket, plain or TLS.
 pub struct Listener {
-    pub tcp: TcpListener,
-    pub settings: ListenerSettings,
+    tcp: TcpListener,
+    /// Connections start with a PROXY protocol header (`proxy_protocol = true`).
+    proxy_protocol: bool,
+    /// The listener's certificates (swapped by a reload) and the rustls config that asks them.
+    tls: Option<(Arc<tls::Certificates>, Arc<rustls::ServerConfig>)>,
 }
 
 impl Listener {
-    /// The address actually bound (port 0 resolved).
+    /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
+    /// Whether this listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
-/// Binds every listener, failing with the address that could not be bound.
-pub async fn bind_all(listen: &[ListenerSettings]) -> std::io::Result<Vec<Listener>> {
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self {
+            tcp,
+            proxy_protocol: false,
+            tls: None,
+        }
+    }
+}
+
+/// Binds every address as a plain listener, failing with the address that could not be bound.
+pub async fn bind_all(addrs: &[SocketAddr]) -> std::io::Result<Vec<Listener>> {
+    let plain: Vec<ListenerSettings> = addrs.iter().copied().map(ListenerSettings::plain).collect();
+    bind(&plain).await
+}
+
+/// Binds every listener and loads the TLS ones' certificates; fails naming the address or the
+/// certificate key.
+pub async fn bind(listen: &[ListenerSettings]) -> std::io::Result<Vec<Listener>> {
     let mut out = Vec::with_capacity(listen.len());
-    for settings in listen {
-        let addr = settings.addr;
+    for l in listen {
+        let addr = l.addr;
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => {
+                let certs = tls::Certificates::load(t).map_err(std::io::Error::other)?;
+                let cfg = certs
+                    .server_config()
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", t.key)))?;
+                Some((certs, cfg))
+            }
+        };
         out.push(Listener {
             tcp,
-            settings: settings.clone(),
+            proxy_protocol: l.proxy_protocol,
+            tls,
         });
     }
     Ok(out)
@@ -176,7 +240,8 @@ pub async fn serve<H: Handler>(
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Every connection task holds a sender; when the last one is gone, all have drained.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     // Cancelled when the drain window is over: connection tasks then drop their connections.
     let force_close = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
@@ -184,43 +249,30 @@ pub async fn serve<H: Handler>(
     let per_ip = opts
         .connections_per_ip
         .map(|n| crate::limits::Counter::new(n, "connections"));
+    let builders = Arc::new(Builders::new(&opts));
     let mut accept_tasks = Vec::new();
     for listener in listeners {
-        let handler = handler.clone();
-        let graceful = graceful.clone();
+        let conn = ConnCtx {
+            handler: handler.clone(),
+            builders: builders.clone(),
+            opts: opts.clone(),
+            shutdown: shutdown.clone(),
+            force_close: force_close.clone(),
+            open: open_tx.clone(),
+        };
         let slots = Slots {
             permits: permits.clone(),
             per_ip: per_ip.clone(),
         };
-        let shutdown = shutdown.clone();
-        let opts = opts.clone();
-        let force_close = force_close.clone();
-        accept_tasks.push(tokio::spawn(async move {
-            accept_loop(
-                listener,
-                handler,
-                graceful,
-                slots,
-                opts,
-                shutdown,
-                force_close,
-            )
-            .await;
-        }));
+        accept_tasks.push(tokio::spawn(accept_loop(listener, slots, conn)));
     }
+    drop(open_tx);
     for t in accept_tasks {
         let _ = t.await;
     }
     // Listeners are closed now. Give in-flight requests the drain window.
-    let graceful = match Arc::try_unwrap(graceful) {
-        Ok(g) => g,
-        Err(_) => {
-            force_close.cancel();
-            return;
-        }
-    };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = open_rx.recv() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(opts.drain_timeout) => {
             tracing::warn!(timeout = ?opts.drain_timeout, "drain timeout reached; closing remaining connections");
             force_close.cancel();
@@ -236,23 +288,71 @@ struct Slots {
     per_ip: Option<Arc<crate::limits::Counter>>,
 }
 
-async fn accept_loop<H: Handler>(
-    listener: Listener,
+/// hyper's connection builders, one per protocol, configured once.
+struct Builders {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(opts: &ServeOptions) -> Self {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .max_buf_size(CONNECTION_BUFFER);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(opts.http2_max_concurrent_streams)
+            .max_header_list_size(opts.http2_max_header_list_size)
+            .max_send_buf_size(CONNECTION_BUFFER)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+            // A peer that vanished without a FIN answers no PING: its connection goes.
+            .keep_alive_interval(opts.send_timeout)
+            .keep_alive_timeout(opts.send_timeout);
+        // The protocol is known before hyper sees a byte (plain: HTTP/1.1; TLS: ALPN), so the
+        // auto builder never has to sniff a preface, which no timeout would bound.
+        Self {
+            h1: b.clone().http1_only(),
+            h2: b.http2_only(),
+        }
+    }
+}
+
+/// What every connection task of a server shares.
+struct ConnCtx<H> {
     handler: Arc<H>,
-    graceful: Arc<GracefulShutdown>,
-    slots: Slots,
+    builders: Arc<Builders>,
     opts: ServeOptions,
     shutdown: CancellationToken,
     force_close: CancellationToken,
-) {
-    let proxy_protocol = listener.settings.proxy_protocol;
+    /// Held while the connection is open (see `serve`).
+    open: mpsc::Sender<()>,
+}
+
+impl<H> Clone for ConnCtx<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            builders: self.builders.clone(),
+            opts: self.opts.clone(),
+            shutdown: self.shutdown.clone(),
+            force_close: self.force_close.clone(),
+            open: self.open.clone(),
+        }
+    }
+}
+
+async fn accept_loop<H: Handler>(listener: Listener, slots: Slots, ctx: ConnCtx<H>) {
+    let tls = listener.tls.as_ref().map(|(_, cfg)| cfg.clone());
     loop {
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => return,
             p = slots.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
-        let (stream, tcp_peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+        let (stream, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
             r = listener.tcp.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -264,120 +364,94 @@ async fn accept_loop<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        if let Some(n) = opts.send_buffer {
+        if let Some(n) = ctx.opts.send_buffer {
             if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(n) {
                 tracing::debug!(error = %e, "cannot set SO_SNDBUF");
             }
         }
-        // Taken here, not in the task: a drain then waits for connections still sending their
-        // PROXY header too (bounded by its timeout), and the server's own handle on
-        // `graceful` is the only one left once the accept loops end.
-        let watcher = graceful.watcher();
+        let ctx = ctx.clone();
+        let tls = tls.clone();
         let per_ip = slots.per_ip.clone();
-        let handler = handler.clone();
-        let opts = opts.clone();
-        let force_close = force_close.clone();
-        let shutdown = shutdown.clone();
-        // Everything from here runs per connection, so a slow PROXY header holds up only its
-        // own connection, never the accept loop.
+        let proxy_protocol = listener.proxy_protocol;
+        // Everything from here runs per connection, so a slow PROXY header or TLS handshake
+        // holds up only its own connection, never the accept loop.
         tokio::spawn(async move {
             let (io, info) = if proxy_protocol {
-                let timeout = opts.proxy_protocol_timeout;
-                match read_proxy_header(stream, tcp_peer, timeout, &force_close).await {
+                let timeout = ctx.opts.proxy_protocol_timeout;
+                match read_proxy_header(stream, peer, timeout, &ctx.force_close).await {
                     Some(x) => x,
                     None => return,
                 }
             } else {
                 (
                     Rewind::new(bytes::Bytes::new(), stream),
-                    ConnInfo::plain(tcp_peer),
+                    ConnInfo::plain(peer),
                 )
             };
-            let peer = info.peer;
             // Over the per-address cap, the connection is still served, but only to say 429
             // and close: the client learns why (a refused or reset socket says nothing), and
             // the slot it holds meanwhile is bounded by the header read timeout and the global
             // cap. The address is the PROXY header's when there is one: the balancer's own
             // would make every client one.
-            let (ip_slot, refused) = match per_ip.as_ref().map(|c| c.acquire(peer.ip())) {
+            let (ip_slot, refused) = match per_ip.as_ref().map(|c| c.acquire(info.peer.ip())) {
                 None => (None, None),
                 Some(Ok(slot)) => (Some(slot), None),
                 Some(Err(e)) => (None, Some(Arc::new(e))),
             };
-            // The connection's slots and drain watch, held by every request on it and by an
-            // upgraded session (WebSocket-FLV) until it ends.
+            // The connection's slots and its place in the drain, held by every request on it
+            // and by an upgraded session (WebSocket-FLV) until it ends.
             let hold = ConnHold(Arc::new(HoldInner {
                 _permit: permit,
                 _ip_slot: ip_slot,
-                _drain: watcher,
-                force_close: force_close.clone(),
+                _open: ctx.open.clone(),
+                force_close: ctx.force_close.clone(),
             }));
-            let io = StallTimeout::new(io, opts.send_timeout);
-            let info = info.with_stall_flag(io.flag());
-            let svc_hold = hold.clone();
-            let svc = service_fn(move |mut req: Request<Incoming>| {
-                let handler = handler.clone();
-                let refused = refused.clone();
-                let info = info.clone();
-                req.extensions_mut().insert(svc_hold.clone());
-                async move {
-                    if let Some(e) = refused {
-                        let rid = crate::request_id::from_headers(req.headers());
-                        drop(req);
-                        let mut resp = e.to_response(rid.to_str().unwrap_or_default());
-                        resp.headers_mut().insert(crate::request_id::HEADER, rid);
-                        resp.headers_mut().insert(
-                            http::header::CONNECTION,
-                            http::HeaderValue::from_static("close"),
-                        );
-                        return Ok::<_, std::convert::Infallible>(resp);
-                    }
-                    let resp = AssertUnwindSafe(handler.call(req, info))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| {
-                            tracing::error!(%peer, "request handler panicked");
-                            json_response(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                &serde_json::json!({"error": "internal"}),
-                            )
-                        });
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(opts.header_read_timeout)
-                .max_buf_size(CONNECTION_BUFFER)
-                .serve_connection(TokioIo::new(io), svc)
-                // A live route may answer `101` and take the connection (WebSocket-FLV); the
-                // upgraded IO is still the `StallTimeout` socket, so writes keep `send_timeout`.
-                .with_upgrades();
-            // hyper-util's `GracefulShutdown::watch` takes no upgradeable HTTP/1 connection, so
-            // the same is done here: on shutdown, idle keep-alive connections close and
-            // in-flight requests finish; the hold's watcher keeps the drain waiting meanwhile.
-            let mut conn = std::pin::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => Some(r),
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        r = conn.as_mut() => Some(r),
-                        _ = force_close.cancelled() => None,
-                    }
-                }
-                _ = force_close.cancelled() => None,
-            };
-            match r {
-                Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with error"),
-                // Dropping the connection closes its socket.
-                None => tracing::debug!(%peer, "closed at the drain deadline"),
-                Some(Ok(())) => {}
-            }
-            // An upgraded connection's session holds a clone until it ends.
-            drop(hold);
+            connection(io, info, tls, refused, hold, &ctx).await;
+            drop(ctx);
         });
     }
+}
+
+/// One connection, from the TLS handshake (if any) to its end.
+async fn connection<H: Handler>(
+    stream: Rewind<TcpStream>,
+    info: ConnInfo,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    refused: Option<Arc<crate::error::GatewayError>>,
+    hold: ConnHold,
+    ctx: &ConnCtx<H>,
+) {
+    let peer = info.peer;
+    // Below TLS, so a peer that stops reading fails the encrypted writes too.
+    let io = StallTimeout::new(stream, ctx.opts.send_timeout);
+    let info = info.with_stall_flag(io.flag());
+    let Some(cfg) = tls else {
+        return serve_io(io, false, info, refused, hold, ctx).await;
+    };
+    let handshake = tokio::time::timeout(
+        ctx.opts.tls_handshake_timeout,
+        tokio_rustls::TlsAcceptor::from(cfg).accept(io),
+    );
+    let io = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = ctx.shutdown.cancelled() => return,
+    };
+    let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+    let info = ConnInfo {
+        secure: true,
+        ..info
+    };
+    serve_io(io, h2, info, refused, hold, ctx).await;
 }
 
 /// Reads the PROXY protocol header a connection on a marked listener must start with. `None`
@@ -408,6 +482,287 @@ async fn read_proxy_header(
     }
 }
 
+/// Serves HTTP on an established connection until it ends, shutdown drains it, or the drain
+/// deadline drops it.
+async fn serve_io<H: Handler, IO>(
+    io: IO,
+    h2: bool,
+    info: ConnInfo,
+    refused: Option<Arc<crate::error::GatewayError>>,
+    hold: ConnHold,
+    ctx: &ConnCtx<H>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
+    // HTTP/2 only: how many requests are in flight (their response bodies included), so a
+    // connection with none is closed after `header_read_timeout`, as HTTP/1.1's header timeout
+    // closes an idle keep-alive connection. A client that sends no preface is caught by it too.
+    let in_flight = h2.then(|| Arc::new(watch::channel(0usize).0));
+    let refused_h2 = h2 && refused.is_some();
+    let send_timeout = ctx.opts.send_timeout;
+    let handler = ctx.handler.clone();
+    let counter = in_flight.clone();
+    let svc_hold = hold.clone();
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        let handler = handler.clone();
+        let refused = refused.clone();
+        let info = info.clone();
+        req.extensions_mut().insert(svc_hold.clone());
+        let guard = counter.as_ref().map(|c| InFlight::enter(c.clone()));
+        async move {
+            if let Some(e) = refused {
+                let rid = crate::request_id::from_headers(req.headers());
+                let close = req.version() < http::Version::HTTP_2;
+                drop(req);
+                let mut resp = e.to_response(rid.to_str().unwrap_or_default());
+                resp.headers_mut().insert(crate::request_id::HEADER, rid);
+                if close {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                return Ok::<_, std::convert::Infallible>(resp);
+            }
+            let resp = AssertUnwindSafe(handler.call(req, info))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(%peer, "request handler panicked");
+                    json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &serde_json::json!({"error": "internal"}),
+                    )
+                });
+            // The request stays in flight until its body is done or dropped.
+            Ok::<_, std::convert::Infallible>(match guard {
+                None => resp,
+                Some(g) => resp.map(|b| H2Body::new(b, g, send_timeout).boxed()),
+            })
+        }
+    });
+    let builder = if h2 {
+        &ctx.builders.h2
+    } else {
+        &ctx.builders.h1
+    };
+    // A live route may answer `101` and take the connection (WebSocket-FLV, HTTP/1.1 only);
+    // the upgraded IO is still the `StallTimeout` socket, so writes keep `send_timeout`.
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    // Over the per-IP cap, an HTTP/2 connection closes once its first answer (the 429) is out,
+    // as the HTTP/1.1 one does by `Connection: close`.
+    let idle = match refused_h2 {
+        true => idle_for(in_flight, Duration::ZERO, true),
+        false => idle_for(in_flight, ctx.opts.header_read_timeout, false),
+    };
+    tokio::pin!(idle);
+    let mut closing = false;
+    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with error");
+                }
+                return;
+            }
+            _ = ctx.shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            served = &mut idle, if !closing => {
+                tracing::debug!(%peer, "idle HTTP/2 connection closed");
+                if !served {
+                    // No request ever: hyper would wait for the preface before its GOAWAY.
+                    return;
+                }
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+                grace = Some(Box::pin(tokio::time::sleep(ctx.opts.header_read_timeout)));
+            }
+            // The client has had its GOAWAY and as long again to finish.
+            _ = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => {
+                return;
+            }
+            // Dropping the connection closes its socket.
+            _ = ctx.force_close.cancelled() => {
+                tracing::debug!(%peer, "closed at the drain deadline");
+                return;
+            }
+        }
+    }
+}
+
+/// An HTTP/2 response body: keeps its request counted in flight, and applies `send_timeout`
+/// per stream. On HTTP/1.1 a viewer that stops reading stalls the socket, and `StallTimeout`
+/// closes it; on HTTP/2 it can stall one stream (by granting it no window) while the
+/// connection lives on. hyper then simply stops pulling the body, so a watchdog notices a body
+/// that handed hyper a frame and was not asked for the next one within `send_timeout`, and
+/// drops what it holds (a node connection, a live viewer's place). The stream itself is reset
+/// when hyper polls again or the connection ends.
+struct H2Body {
+    inner: Arc<std::sync::Mutex<Option<Body>>>,
+    /// Polls so far, and whether the last one handed hyper a frame (shared with the watchdog).
+    progress: Arc<StreamProgress>,
+    /// Stopped when the body goes.
+    watchdog: Option<tokio::task::AbortHandle>,
+    _in_flight: InFlight,
+}
+
+#[derive(Default)]
+struct StreamProgress {
+    polls: std::sync::atomic::AtomicU64,
+    handed: std::sync::atomic::AtomicBool,
+}
+
+impl H2Body {
+    fn new(body: Body, in_flight: InFlight, limit: Duration) -> Self {
+        let inner = Arc::new(std::sync::Mutex::new(Some(body)));
+        let progress = Arc::new(StreamProgress::default());
+        // A body hyper can take whole (it is done, or fits the stream's send buffer) holds
+        // nothing worth a watchdog.
+        let small = {
+            let b = inner.lock().unwrap_or_else(|p| p.into_inner());
+            b.as_ref().is_none_or(|b| {
+                http_body::Body::is_end_stream(b)
+                    || http_body::Body::size_hint(b)
+                        .exact()
+                        .is_some_and(|n| n <= CONNECTION_BUFFER as u64)
+            })
+        };
+        let watchdog = (!small).then(|| {
+            let inner = inner.clone();
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                let mut last = progress.polls.load(Relaxed);
+                loop {
+                    tokio::time::sleep(limit).await;
+                    let now = progress.polls.load(Relaxed);
+                    if now == last && progress.handed.load(Relaxed) {
+                        let held = inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        drop(held);
+                        tracing::debug!(
+                            ?limit,
+                            "HTTP/2 stream got no window; its body is released"
+                        );
+                        return;
+                    }
+                    last = now;
+                }
+            })
+            .abort_handle()
+        });
+        Self {
+            inner,
+            progress,
+            watchdog,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Drop for H2Body {
+    fn drop(&mut self) {
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
+    }
+}
+
+impl http_body::Body for H2Body {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let this = self.get_mut();
+        this.progress.polls.fetch_add(1, Relaxed);
+        let mut inner = this.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(body) = inner.as_mut() else {
+            return std::task::Poll::Ready(Some(Err("HTTP/2 stream stalled: no window".into())));
+        };
+        let r = std::pin::Pin::new(body).poll_frame(cx);
+        this.progress
+            .handed
+            .store(matches!(r, std::task::Poll::Ready(Some(Ok(_)))), Relaxed);
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .lock()
+            .map(|b| b.as_ref().is_some_and(http_body::Body::is_end_stream))
+            .unwrap_or(false)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|b| b.as_ref().map(http_body::Body::size_hint))
+            .unwrap_or_default()
+    }
+}
+
+/// A request in flight on an HTTP/2 connection; counted out when dropped.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn enter(c: Arc<watch::Sender<usize>>) -> Self {
+        c.send_modify(|n| *n += 1);
+        Self(c)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Resolves once no request has been in flight for `limit` (with `after_one`, counting only
+/// from the end of a first request), telling whether any request was seen; never without a
+/// counter.
+async fn idle_for(
+    count: Option<Arc<watch::Sender<usize>>>,
+    limit: Duration,
+    after_one: bool,
+) -> bool {
+    let Some(count) = count else {
+        return std::future::pending().await;
+    };
+    let mut rx = count.subscribe();
+    let mut served = false;
+    if after_one {
+        let open = rx.wait_for(|n| *n > 0).await.is_ok();
+        if !open {
+            return std::future::pending().await;
+        }
+        served = true;
+    }
+    loop {
+        let open = rx.wait_for(|n| *n == 0).await.is_ok();
+        if !open {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(limit) => return served,
+            r = rx.changed() => {
+                if r.is_err() {
+                    return std::future::pending().await;
+                }
+                served = true;
+            }
+        }
+    }
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -431,23 +786,28 @@ pub async fn shutdown_signal() {
 pub struct Running {
     /// The addresses actually bound (port 0 resolved), in listen order.
     pub addrs: Vec<SocketAddr>,
+    /// Per address: whether it serves TLS (its URLs are `https://`).
+    pub secure: Vec<bool>,
+    /// Reloads the TLS listeners' certificates (SIGHUP and file changes already do).
+    pub reload: tls::Reloader,
+    /// `[metrics] listen`: where the metrics-only listener was bound, if it was.
+    pub metrics_addr: Option<SocketAddr>,
     /// Completes once the server has shut down and drained.
     pub task: tokio::task::JoinHandle<()>,
-    /// The gateway's metrics listener (`[metrics] listen`), if it has one.
-    pub metrics_addr: Option<SocketAddr>,
 }
 
-/// Binds `listen` and serves `handler` on them in a background task.
+/// Binds `addrs` (plain HTTP) and serves `handler` on them in a background task.
 pub async fn start<H: Handler>(
-    listen: &[ListenerSettings],
+    addrs: &[SocketAddr],
     handler: Arc<H>,
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
-    run(bind_all(listen).await?, handler, opts, shutdown)
+    run(bind_all(addrs).await?, handler, opts, shutdown)
 }
 
-/// Serves `handler` on already-bound `listeners` in a background task.
+/// Serves `handler` on already-bound `listeners` in a background task. With TLS listeners, their
+/// certificates are reloaded on SIGHUP and when their files change.
 pub fn run<H: Handler>(
     listeners: Vec<Listener>,
     handler: Arc<H>,
@@ -458,12 +818,59 @@ pub fn run<H: Handler>(
         .iter()
         .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
+    let secure = listeners.iter().map(Listener::is_tls).collect();
+    let reload = tls::Reloader::default();
+    for l in &listeners {
+        if let Some((certs, _)) = &l.tls {
+            reload.add(certs.clone());
+        }
+    }
+    if listeners.iter().any(Listener::is_tls) {
+        if let Some(every) = opts.tls_watch_interval {
+            reload.watch(every, shutdown.clone());
+        }
+        on_hangup(reload.clone(), shutdown.clone());
+    }
     let task = tokio::spawn(serve(listeners, handler, opts, shutdown));
     Ok(Running {
         addrs,
-        task,
+        secure,
+        reload,
         metrics_addr: None,
+        task,
     })
+}
+
+/// The one place SIGHUP is handled: it reloads what `reload` holds (the TLS certificates; a
+/// config reload belongs here too). Without TLS listeners no handler is installed, and SIGHUP
+/// keeps its default action.
+pub fn on_hangup(reload: tls::Reloader, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; reload by file change only");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = hup.recv() => {
+                    if s.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reloading TLS certificates");
+                    let r = reload.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (reload, shutdown);
 }
 
 #[cfg(test)]
@@ -486,6 +893,129 @@ mod tests {
     }
 
     use futures_util::StreamExt;
+
+    /// A TLS listener on 127.0.0.1:0 with a fresh self-signed certificate for `a.test`.
+    fn tls_listener(dir: &std::path::Path) -> ListenerSettings {
+        let ck = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).expect("rcgen");
+        let cert = dir.join("a.crt");
+        let key = dir.join("a.key");
+        std::fs::write(&cert, ck.cert.pem()).expect("write");
+        std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write");
+        ListenerSettings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy_protocol: false,
+            tls: Some(crate::config::TlsSettings {
+                certificates: vec![crate::config::CertificateFiles { cert, key }],
+                key: "server.listen[0].tls".into(),
+            }),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_says_hello_is_closed_at_the_handshake_timeout() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let shutdown = CancellationToken::new();
+        let opts = ServeOptions {
+            tls_handshake_timeout: Duration::from_secs(3),
+            ..ServeOptions::default()
+        };
+        let running = run(
+            bind(&[tls_listener(dir.path())]).await.expect("bind"),
+            Arc::new(Endless),
+            opts,
+            shutdown.clone(),
+        )
+        .expect("run");
+        assert_eq!(running.secure, vec![true]);
+        let mut client = tokio::net::TcpStream::connect(running.addrs[0])
+            .await
+            .expect("connect");
+        let connected_at = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        // Silent: no ClientHello. Only the handshake timeout can end this.
+        let closed = tokio::time::timeout(Duration::from_secs(60), client.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "closed within the bound: {closed:?}"
+        );
+        let waited = connected_at.elapsed();
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(10),
+            "closed at the timeout: {waited:?}"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), running.task)
+            .await
+            .expect("server task ends")
+            .expect("no panic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_h2_connection_with_no_request_is_closed_after_the_header_timeout() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let listener = tls_listener(dir.path());
+        let leaf =
+            std::fs::read(&listener.tls.as_ref().expect("tls").certificates[0].cert).expect("read");
+        let shutdown = CancellationToken::new();
+        let opts = ServeOptions {
+            header_read_timeout: Duration::from_secs(5),
+            ..ServeOptions::default()
+        };
+        let running = run(
+            bind(&[listener]).await.expect("bind"),
+            Arc::new(Endless),
+            opts,
+            shutdown.clone(),
+        )
+        .expect("run");
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_slice(&leaf).expect("pem"))
+            .expect("root");
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(running.addrs[0])
+            .await
+            .expect("connect");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls_pki_types::ServerName::try_from("a.test").expect("name"),
+                tcp,
+            )
+            .await
+            .expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let opened = tokio::time::Instant::now();
+        // No preface, no request: the server's SETTINGS may arrive, then the close.
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the idle h2 connection was closed");
+        let waited = opened.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited < Duration::from_secs(30),
+            "closed at the idle bound: {waited:?}"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), running.task)
+            .await
+            .expect("server task ends")
+            .expect("no panic");
+    }
 
     /// Answers an `Upgrade` request with `101` and keeps the upgraded connection (and its hold)
     /// until the client closes it; anything else gets a plain `200`.
@@ -547,10 +1077,7 @@ mod tests {
             ..ServeOptions::default()
         };
         let running = start(
-            &[ListenerSettings::plain(SocketAddr::from((
-                [127, 0, 0, 1],
-                0,
-            )))],
+            &[SocketAddr::from(([127, 0, 0, 1], 0))],
             Arc::new(Upgrader),
             opts,
             shutdown.clone(),
@@ -591,10 +1118,7 @@ mod tests {
             ..ServeOptions::default()
         };
         let running = start(
-            &[ListenerSettings::plain(SocketAddr::from((
-                [127, 0, 0, 1],
-                0,
-            )))],
+            &[SocketAddr::from(([127, 0, 0, 1], 0))],
             Arc::new(Endless),
             opts,
             shutdown.clone(),

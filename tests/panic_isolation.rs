@@ -13,7 +13,6 @@ use common::upstream::{Reply, Upstream};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use streamgate::body::Body;
-use streamgate::config::ListenerSettings;
 use streamgate::gateway::Gateway;
 use streamgate::registry::{self, MemoryRegistry};
 use streamgate::server::{self, Handler, ServeOptions};
@@ -59,9 +58,7 @@ fn a_panicking_request_does_not_disturb_others() {
             shutdown.clone(),
         );
         server::start(
-            &[ListenerSettings::plain(
-                "127.0.0.1:0".parse().expect("addr"),
-            )],
+            &["127.0.0.1:0".parse().expect("addr")],
             Arc::new(PanicOnPath(Arc::new(gw))),
             ServeOptions::default(),
             shutdown.clone(),

@@ -35,7 +35,8 @@ pub use routes::{
     RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
 pub use server::{
-    ListenerSettings, RawListen, RawListenEntry, RawListener, RawServer, ServerSettings,
+    CertificateFiles, ListenerSettings, RawCertificate, RawListen, RawListenEntry, RawListener,
+    RawServer, RawTls, ServerSettings, TlsSettings,
 };
 pub use ui::{RawUi, UiSettings};
 pub use upstream::{RawUpstream, UpstreamSettings};

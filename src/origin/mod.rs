@@ -237,10 +237,5 @@ pub async fn start_with(
         live,
         stats,
     };
-    let listen: Vec<_> = opts
-        .listen
-        .iter()
-        .map(|a| crate::config::ListenerSettings::plain(*a))
-        .collect();
-    server::start(&listen, Arc::new(handler), tuning.serve, shutdown).await
+    server::start(&opts.listen, Arc::new(handler), tuning.serve, shutdown).await
 }

@@ -51,12 +51,14 @@ pub async fn forward(
     f: Forward<'_>,
 ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
     let uri_path = f.path_and_query;
+    // HTTP/2 has no Transfer-Encoding: a streamed upload shows only as a body not yet ended.
+    let declared = has_body(&parts) || !http_body::Body::is_end_stream(&body);
     let mut body = Some(body);
     let (resp, node) = transport
         .send_any(f.nodes, |node| {
             let req_body: Body = match body.take() {
                 // A body the viewer declared goes once; a retry (bodiless only) sends none.
-                Some(b) if has_body(&parts) => {
+                Some(b) if declared => {
                     let count = f.request_bytes.clone();
                     b.map_frame(move |frame| {
                         if let Some(d) = frame.data_ref() {
@@ -98,6 +100,16 @@ fn build_request(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = parts.headers.clone();
+    // HTTP/2 carries the host in `:authority` (the URI), not in a `Host` header.
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
     headers::to_upstream(
         req.headers_mut(),
         f.client,

@@ -8,6 +8,7 @@ pub mod nginx;
 pub mod nginx_http;
 pub mod nginx_rtmp;
 pub mod redis;
+pub mod tls;
 pub mod upstream;
 pub mod ws;
 
@@ -34,7 +35,7 @@ pub fn media_dir() -> PathBuf {
 /// A child process we started; killed (by its own PID) when dropped.
 pub struct Proc {
     pub child: Child,
-    /// Addresses printed as `listening on http://ADDR`, in order.
+    /// Addresses printed as `listening on http://ADDR` (or `https://`), in order.
     pub addrs: Vec<SocketAddr>,
     /// Lines of stdout after the ready lines (demo URLs, for instance).
     pub stdout_rx: mpsc::Receiver<String>,
@@ -144,7 +145,11 @@ pub fn spawn(args: &[&str], expect_listeners: usize) -> Proc {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
+                let rest = line
+                    .split("listening on http://")
+                    .nth(1)
+                    .or_else(|| line.split("listening on https://").nth(1));
+                if let Some(rest) = rest {
                     let a = rest.split_whitespace().next().unwrap_or("");
                     addrs.push(
                         a.parse()
