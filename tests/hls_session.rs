@@ -8,10 +8,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::nginx_rtmp::NginxRtmp;
+use common::nginx_rtmp::{push, NginxRtmp};
 use common::upstream::{Reply, Seen, Upstream};
 use common::{gateway, get, raw_request, wait_until, RawResponse};
 use streamgate::auth::signed::Scope;
@@ -733,31 +733,6 @@ hls_session = true
     );
 }
 
-/// ffmpeg pushing `secs` seconds of a 320x180 test pattern with a tone (H.264/AAC, one
-/// keyframe a second, so nginx-rtmp cuts 1 s fragments), in real time.
-fn push(url: &str, secs: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(["-t", &secs.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-g", "25", "-keyint_min", "25"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ffmpeg")
-}
-
 /// Kills the ffmpeg we started (by its own PID) when the test ends, however it ends.
 struct Pusher(Child);
 
@@ -771,7 +746,7 @@ impl Drop for Pusher {
 /// nginx-rtmp with a live `cam1` (pushed for `secs` seconds), its playlist ready.
 fn live_cam1(hook: &Upstream, secs: u32) -> (NginxRtmp, Pusher) {
     let nginx = NginxRtmp::start(&format!("{}/publish", hook.url()));
-    let pusher = Pusher(push(&nginx.rtmp_url("cam1"), secs));
+    let pusher = Pusher(push(&nginx.rtmp_url("cam1"), secs, Stdio::null()));
     let playlist = nginx.hls_dir("cam1").join("index.m3u8");
     wait_until(
         "nginx-rtmp's cam1 playlist",

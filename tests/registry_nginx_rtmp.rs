@@ -8,10 +8,10 @@ mod common;
 use common::api::{send, ADMIN};
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::nginx_rtmp::NginxRtmp;
+use common::nginx_rtmp::{push, NginxRtmp};
 use common::{gateway, get, wait_until};
 
 const CONFIG: &str = r#"
@@ -34,33 +34,6 @@ path = "/hls/{stream}/{*rest}"
 action = "proxy"
 upstream = "/hls/{stream}/{*rest}"
 "#;
-
-/// ffmpeg pushing `secs` seconds of a 320x180 test pattern with a tone, in real time.
-fn push(url: &str, secs: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(["-t", &secs.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-        ])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ffmpeg")
-}
 
 /// Waits (bounded) for ffmpeg to exit; kills it (its own PID) past the bound.
 fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
@@ -97,7 +70,7 @@ fn nginx_rtmp_publishes_are_routed_and_strangers_are_refused() {
 
     // A publisher with the right token: nginx's on_publish reaches the gateway, which routes
     // the stream's HLS to this node.
-    let mut ffmpeg = push(&nginx.rtmp_url("cam1?token=pub1"), 8);
+    let mut ffmpeg = push(&nginx.rtmp_url("cam1?token=pub1"), 8, Stdio::piped());
     let mut playlist = String::new();
     wait_until(
         "cam1's playlist through the gateway",
@@ -143,7 +116,7 @@ fn nginx_rtmp_publishes_are_routed_and_strangers_are_refused() {
     );
 
     // A stranger's push is refused by nginx because the gateway answered 403.
-    let mut stranger = push(&nginx.rtmp_url("intruder?token=nope"), 5);
+    let mut stranger = push(&nginx.rtmp_url("intruder?token=nope"), 5, Stdio::piped());
     let st = wait_exit(&mut stranger, Duration::from_secs(20));
     assert!(!st.success(), "nginx must drop the publisher");
     assert_eq!(
@@ -151,7 +124,7 @@ fn nginx_rtmp_publishes_are_routed_and_strangers_are_refused() {
         "stream_not_found"
     );
     assert!(!nginx.hls_dir("intruder").join("index.m3u8").exists());
-    let mut anonymous = push(&nginx.rtmp_url("intruder"), 5);
+    let mut anonymous = push(&nginx.rtmp_url("intruder"), 5, Stdio::piped());
     assert!(!wait_exit(&mut anonymous, Duration::from_secs(20)).success());
 
     // The publisher stops: on_publish_done withdraws the stream.

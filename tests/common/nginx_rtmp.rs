@@ -3,6 +3,7 @@
 //! hooks pointing at a gateway. Killed by its own PID on drop; the system nginx is never touched.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use super::nginx::NginxProc;
 use super::redis::free_port;
@@ -113,4 +114,30 @@ http {{
     pub fn error_log(&self) -> String {
         self.proc.error_log()
     }
+}
+
+/// ffmpeg pushing `secs` seconds of a 320x180 test pattern with a tone (H.264/AAC, one keyframe
+/// a second, so nginx-rtmp cuts 1 s fragments) to `url`, in real time; `stderr` is where its
+/// complaints go (piped when a test reads why a publish was refused).
+pub fn push(url: &str, secs: u32, stderr: Stdio) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", &secs.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-g", "25", "-keyint_min", "25"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn ffmpeg")
 }
