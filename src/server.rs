@@ -814,6 +814,17 @@ pub fn run<H: Handler>(
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
+    run_with_reload(listeners, handler, opts, shutdown, None)
+}
+
+/// [`run`], and with `config` SIGHUP also reloads the config file through it.
+pub fn run_with_reload<H: Handler>(
+    listeners: Vec<Listener>,
+    handler: Arc<H>,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+    config: Option<crate::reload::Trigger>,
+) -> std::io::Result<Running> {
     let addrs = listeners
         .iter()
         .map(|l| l.local_addr())
@@ -825,11 +836,14 @@ pub fn run<H: Handler>(
             reload.add(certs.clone());
         }
     }
-    if listeners.iter().any(Listener::is_tls) {
+    let tls = listeners.iter().any(Listener::is_tls);
+    if tls {
         if let Some(every) = opts.tls_watch_interval {
             reload.watch(every, shutdown.clone());
         }
-        on_hangup(reload.clone(), shutdown.clone());
+    }
+    if tls || config.is_some() {
+        on_hangup(reload.clone(), config, shutdown.clone());
     }
     let task = tokio::spawn(serve(listeners, handler, opts, shutdown));
     Ok(Running {
@@ -841,10 +855,14 @@ pub fn run<H: Handler>(
     })
 }
 
-/// The one place SIGHUP is handled: it reloads what `reload` holds (the TLS certificates; a
-/// config reload belongs here too). Without TLS listeners no handler is installed, and SIGHUP
-/// keeps its default action.
-pub fn on_hangup(reload: tls::Reloader, shutdown: CancellationToken) {
+/// The one place SIGHUP is handled: it reloads the TLS certificates `reload` holds, then the
+/// config file through `config` (whose outcome the reload task logs and counts). Without TLS
+/// listeners and a config file no handler is installed, and SIGHUP keeps its default action.
+pub fn on_hangup(
+    reload: tls::Reloader,
+    config: Option<crate::reload::Trigger>,
+    shutdown: CancellationToken,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -862,15 +880,19 @@ pub fn on_hangup(reload: tls::Reloader, shutdown: CancellationToken) {
                     if s.is_none() {
                         return;
                     }
-                    tracing::info!("SIGHUP: reloading TLS certificates");
+                    tracing::info!("SIGHUP: reloading TLS certificates and the config file");
                     let r = reload.clone();
                     let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                    if let Some(c) = &config {
+                        // The outcome is logged and counted by the reload task.
+                        let _ = c.reload("SIGHUP").await;
+                    }
                 }
             }
         }
     });
     #[cfg(not(unix))]
-    let _ = (reload, shutdown);
+    let _ = (reload, config, shutdown);
 }
 
 #[cfg(test)]

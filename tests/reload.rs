@@ -1,0 +1,218 @@
+//! Hot reload of the config file against a real gateway and origin: 50 live viewers stay
+//! attached across 10 reloads (SIGHUP and `POST /api/v1/reload`, one of them an invalid file),
+//! while added routes answer, removed ones 404, a changed token takes effect, static nodes come
+//! and go in the registry, and `/metrics` counts every outcome.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::api::send;
+use common::{bin, gateway, get, open_stream, origin, wait_until, Proc};
+
+const T: Duration = Duration::from_secs(20);
+const ADMIN: &str = "Authorization: Bearer adm1n\r\n";
+
+/// Generation `g` of the config: viewer token `t{g}`, a route `/r{g}/…` that exists only in
+/// this generation, and node `b` only in even generations.
+fn config(origin: SocketAddr, g: usize) -> String {
+    let mut s = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"3s\"\n\
+         [auth]\ntokens = [\"t{g}\"]\n[admin]\ntoken = \"adm1n\"\n\
+         [[nodes]]\nid = \"a\"\nurl = \"http://{origin}\"\nstreams = [\"cam1\"]\n"
+    );
+    if g.is_multiple_of(2) {
+        s.push_str(&format!(
+            "[[nodes]]\nid = \"b\"\nurl = \"http://{origin}\"\n"
+        ));
+    }
+    s.push_str(&format!(
+        "[[routes]]\npath = \"/flv/{{stream}}.flv\"\naction = \"live\"\nupstream = \"/live/{{stream}}.flv\"\nauth = \"token\"\n\
+         [[routes]]\npath = \"/r{g}/{{*rest}}\"\naction = \"redirect\"\nto = \"a\"\nupstream = \"/files/{{*rest}}\"\n\
+         [[routes]]\npath = \"/tok/{{*rest}}\"\naction = \"redirect\"\nto = \"a\"\nupstream = \"/files/{{*rest}}\"\nauth = \"token\"\n"
+    ));
+    s
+}
+
+/// `streamgate_config_reloads_total{result="…"}` from `/metrics`.
+fn reloads(gw: &Proc, result: &str) -> u64 {
+    let r = get(gw.addr(), "/metrics", ADMIN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let key = format!("streamgate_config_reloads_total{{result=\"{result}\"}} ");
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {key} in /metrics")) as u64
+}
+
+fn sighup(gw: &Proc) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "SIGHUP sent");
+}
+
+/// Reads from every viewer until it has received bytes, bounded: none may have ended.
+fn all_receive(viewers: &mut [TcpStream], when: &str) {
+    let mut buf = [0u8; 65536];
+    for (i, v) in viewers.iter_mut().enumerate() {
+        match v.read(&mut buf) {
+            Ok(0) => panic!("{when}: viewer {i} was disconnected"),
+            Ok(_) => {}
+            Err(e) => panic!("{when}: viewer {i} got nothing: {e}"),
+        }
+    }
+}
+
+fn status(addr: SocketAddr, path: &str) -> u16 {
+    get(addr, path, "").status
+}
+
+/// What `streamgate check-config` prints for `file` (after `FILE: error: `).
+fn check_config_error(file: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["check-config", file.to_str().expect("utf-8")])
+        .output()
+        .expect("check-config");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let prefix = format!("{}: error: ", file.display());
+    err.strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("unexpected check-config output {err:?}"))
+        .to_string()
+}
+
+#[test]
+fn fifty_viewers_stay_attached_across_ten_reloads() {
+    let o = origin(&common::media_dir());
+    let (gw, dir) = gateway(&config(o.addr(), 0));
+    let file = dir.path().join("streamgate.toml");
+    let addr = gw.addr();
+    assert_eq!(reloads(&gw, "ok"), 0);
+    assert_eq!(reloads(&gw, "error"), 0);
+
+    let mut viewers: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let (head, s, _) = open_stream(addr, "/flv/cam1.flv?token=t0");
+            assert_eq!(head.status, 200);
+            s
+        })
+        .collect();
+    all_receive(&mut viewers, "before any reload");
+    wait_until("50 viewers attached", T, || {
+        let r = get(addr, "/api/v1/streams/cam1", ADMIN);
+        r.status == 200 && r.json()["viewers"] == 50
+    });
+
+    let (mut ok, mut errors) = (0, 0);
+    let mut active: usize = 0; // the generation the gateway runs
+    for round in 1..=10usize {
+        if round == 5 {
+            // An invalid file: refused with check-config's message; generation `active` stays.
+            std::fs::write(
+                &file,
+                config(o.addr(), round).replace("[admin]", "[admin]\ntokne = 1\n"),
+            )
+            .expect("write");
+            let want = check_config_error(&file);
+            let r = send(addr, "POST", "/api/v1/reload", ADMIN, b"");
+            assert_eq!(r.status, 422, "{}", r.text());
+            let body = r.json();
+            assert_eq!(body["error"], "config_invalid");
+            let got = body["message"].as_str().expect("message").trim();
+            assert_eq!(got, want, "the message check-config prints");
+            errors += 1;
+        } else {
+            std::fs::write(&file, config(o.addr(), round)).expect("write");
+            if !round.is_multiple_of(2) {
+                sighup(&gw);
+                wait_until("the SIGHUP reload is counted", T, || {
+                    reloads(&gw, "ok") == ok + 1
+                });
+            } else {
+                let r = send(addr, "POST", "/api/v1/reload", ADMIN, b"");
+                assert_eq!(r.status, 200, "{}", r.text());
+                let body = r.json();
+                assert_eq!(body["reloaded"], true);
+                assert_eq!(body["routes"], 3);
+                // Node `b` exists in even generations: added now if the running one was odd.
+                let added = if !active.is_multiple_of(2) {
+                    vec!["b"]
+                } else {
+                    vec![]
+                };
+                assert_eq!(body["nodes_added"], serde_json::json!(added), "{body}");
+                assert_eq!(body["needs_restart"], serde_json::json!([]), "{body}");
+            }
+            ok += 1;
+            active = round;
+        }
+        assert_eq!(reloads(&gw, "ok"), ok);
+        assert_eq!(reloads(&gw, "error"), errors);
+
+        // Every viewer is still attached and receiving.
+        all_receive(&mut viewers, &format!("after reload {round}"));
+        // The running generation's route answers; the one before it is gone.
+        assert_eq!(
+            status(addr, &format!("/r{active}/x.jpg")),
+            302,
+            "round {round}"
+        );
+        if active > 0 && round != 5 {
+            let prev = if round == 6 { 4 } else { round - 1 };
+            assert_eq!(
+                status(addr, &format!("/r{prev}/x.jpg")),
+                404,
+                "round {round}"
+            );
+        }
+        // The running generation's token, and only it, opens token routes.
+        assert_eq!(status(addr, &format!("/tok/x.jpg?token=t{active}")), 302);
+        let old = if active == 0 { 99 } else { active - 1 };
+        assert_eq!(status(addr, &format!("/tok/x.jpg?token=t{old}")), 401);
+        // Static node `b` is in the registry exactly in even generations.
+        let b = get(addr, "/api/v1/nodes/b", ADMIN).status;
+        assert_eq!(
+            b,
+            if active.is_multiple_of(2) { 200 } else { 404 },
+            "round {round}"
+        );
+    }
+    assert_eq!((ok, errors), (9, 1));
+    let r = get(addr, "/api/v1/streams/cam1", ADMIN);
+    assert_eq!(r.json()["viewers"], 50, "zero viewers disconnected");
+    all_receive(&mut viewers, "at the end");
+    let logs = gw.logs();
+    assert!(logs.contains("config reloaded"), "{logs}");
+    assert!(logs.contains("config reload refused"), "{logs}");
+    drop(viewers);
+}
+
+#[test]
+fn listener_changes_are_reported_as_needing_a_restart() {
+    let o = origin(&common::media_dir());
+    let (gw, dir) = gateway(&config(o.addr(), 0));
+    let file = dir.path().join("streamgate.toml");
+    let text = config(o.addr(), 0).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]",
+    );
+    std::fs::write(&file, text).expect("write");
+    let r = send(gw.addr(), "POST", "/api/v1/reload", ADMIN, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["needs_restart"],
+        serde_json::json!(["server.listen"])
+    );
+    // The rest applied, the old listener serves on.
+    assert_eq!(status(gw.addr(), "/r0/x.jpg"), 302);
+    let logs = gw.logs();
+    assert!(logs.contains("takes effect only at a restart"), "{logs}");
+}
