@@ -70,6 +70,11 @@ struct Shared {
     shutdown: CancellationToken,
     /// Asks for a config reload; set when the gateway serves a config file.
     reload: crate::reload::Slot,
+    /// Adds and removes the main server's listeners; set once it runs (a reload applies
+    /// `server.listen` through it).
+    listeners: std::sync::OnceLock<server::Listeners>,
+    /// The listeners serving now: each entry as configured, and the address it is bound to.
+    bound: std::sync::Mutex<Vec<(crate::config::ListenerSettings, SocketAddr)>>,
 }
 
 /// Everything the request path takes from the config file, built at start and at each reload.
@@ -182,6 +187,8 @@ impl Gateway {
             access,
             shutdown,
             reload: crate::reload::Slot::default(),
+            listeners: std::sync::OnceLock::new(),
+            bound: std::sync::Mutex::new(Vec::new()),
         });
         let active = Active::build(&shared, settings.clone(), None);
         Self {
@@ -255,20 +262,89 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Which of `listen` are not served yet (to bind and add), and which running listeners
+    /// `listen` no longer has (to remove, with their bound address). Entries match by their
+    /// whole settings; `127.0.0.1:0` stays the listener already bound for it.
+    fn listener_changes(
+        &self,
+        listen: &[crate::config::ListenerSettings],
+    ) -> (
+        Vec<crate::config::ListenerSettings>,
+        Vec<(crate::config::ListenerSettings, SocketAddr)>,
+    ) {
+        let key = |l: &crate::config::ListenerSettings| format!("{l:?}");
+        let bound = self.shared.bound.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = vec![false; bound.len()];
+        let mut add = Vec::new();
+        for l in listen {
+            match (0..bound.len()).find(|&i| !kept[i] && key(&bound[i].0) == key(l)) {
+                Some(i) => kept[i] = true,
+                None => add.push(l.clone()),
+            }
+        }
+        let remove = bound
+            .iter()
+            .zip(kept)
+            .filter(|(_, k)| !k)
+            .map(|(b, _)| b.clone())
+            .collect();
+        (add, remove)
+    }
+}
+
 impl crate::reload::Target for Gateway {
     async fn apply(&self, settings: Settings) -> Result<crate::reload::Applied, ReloadError> {
         let old = self.current();
+        let live_listeners = self.shared.listeners.get();
+        // New listeners are bound first: a taken port refuses the reload before anything
+        // changed.
+        let (to_add, to_remove) = match live_listeners {
+            Some(_) => self.listener_changes(&settings.server.listen),
+            None => (Vec::new(), Vec::new()),
+        };
+        let added = server::bind(&to_add)
+            .await
+            .map_err(|e| ReloadError::Apply(format!("server.listen: {e}")))?;
         let (nodes_added, nodes_removed) = self
             .sync_nodes(&old.settings.nodes, &settings.nodes)
             .await?;
-        let applied = crate::reload::Applied {
+        let mut applied = crate::reload::Applied {
             routes: settings.routes.len(),
             nodes: settings.nodes.len(),
             nodes_added,
             nodes_removed,
-            needs_restart: restart_only_changes(&old.settings, &settings),
+            needs_restart: restart_only_changes(&old.settings, &settings, live_listeners.is_some()),
+            ..Default::default()
         };
-        let next = Arc::new(Active::build(&self.shared, settings, Some(&old)));
+        let listen = settings.server.listen.clone();
+        let mut next = Active::build(&self.shared, settings, Some(&old));
+        if let Some(ctl) = live_listeners {
+            next.settings.server.listen = listen;
+            let mut now = Vec::new();
+            for (l, cfg) in added.into_iter().zip(to_add) {
+                let scheme = if l.is_tls() { "https" } else { "http" };
+                let addr = l
+                    .local_addr()
+                    .map_err(|e| ReloadError::Apply(e.to_string()))?;
+                ctl.add(l)
+                    .await
+                    .map_err(|e| ReloadError::Apply(e.to_string()))?;
+                applied.listeners_added.push(format!("{scheme}://{addr}"));
+                now.push((cfg, addr));
+            }
+            for (cfg, addr) in &to_remove {
+                let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+                ctl.remove(*addr)
+                    .await
+                    .map_err(|e| ReloadError::Apply(e.to_string()))?;
+                applied.listeners_removed.push(format!("{scheme}://{addr}"));
+            }
+            let mut bound = self.shared.bound.lock().unwrap_or_else(|p| p.into_inner());
+            bound.retain(|(_, a)| !to_remove.iter().any(|(_, r)| r == a));
+            bound.extend(now);
+        }
+        let next = Arc::new(next);
         match self.active.write() {
             Ok(mut a) => *a = next,
             Err(poisoned) => *poisoned.into_inner() = next,
@@ -298,14 +374,17 @@ fn same_random_session_key(old: &Settings, new: &Settings) -> bool {
 /// The settings a reload cannot change in a running process, named as the config names them,
 /// when `new` differs from `old` there. Compared by their debug form: every settings type
 /// has one, and a change in any field shows in it.
-fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
+fn restart_only_changes(old: &Settings, new: &Settings, listeners_live: bool) -> Vec<&'static str> {
     fn differ<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
         format!("{a:?}") != format!("{b:?}")
     }
     let mut out = Vec::new();
     let (o, n) = (&old.server, &new.server);
-    if differ(&o.listen, &n.listen) || differ(&o.https_redirect, &n.https_redirect) {
+    if differ(&o.listen, &n.listen) && !listeners_live {
         out.push("server.listen");
+    }
+    if o.https_redirect != n.https_redirect {
+        out.push("server.https_redirect");
     }
     let server_rest = |s: &crate::config::ServerSettings| crate::config::ServerSettings {
         listen: Vec::new(),
@@ -1484,8 +1563,27 @@ async fn start_inner(
         let _ = gw.shared.reload.set(t.clone());
         t
     });
-    let mut running =
-        server::run_with_reload(listeners, gw, opts.clone(), shutdown.clone(), trigger)?;
+    let live_listeners = trigger.is_some();
+    let mut running = server::run_with_reload(
+        listeners,
+        gw.clone(),
+        opts.clone(),
+        shutdown.clone(),
+        trigger,
+    )?;
+    if live_listeners {
+        // A reload adds and removes listeners of this server.
+        let _ = gw.shared.listeners.set(running.listeners.clone());
+        if let Ok(mut b) = gw.shared.bound.lock() {
+            *b = settings
+                .server
+                .listen
+                .iter()
+                .cloned()
+                .zip(addrs.iter().copied())
+                .collect();
+        }
+    }
     if let Some(listeners) = metrics_listener {
         // Plain HTTP for one scraper or a few: a handful of connections, no per-client limits.
         let opts = ServeOptions {

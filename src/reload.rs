@@ -29,6 +29,10 @@ pub struct Applied {
     pub nodes_added: Vec<String>,
     /// Static nodes removed from the registry.
     pub nodes_removed: Vec<String>,
+    /// Listeners bound and serving since this reload (`http://ADDR` or `https://ADDR`).
+    pub listeners_added: Vec<String>,
+    /// Listeners that stopped accepting (their connections drain as at shutdown).
+    pub listeners_removed: Vec<String>,
     /// Settings that changed in the file but only take effect at a restart (listeners, `[live]`,
     /// `[registry]`...): named so the operator knows the file and the process differ.
     pub needs_restart: Vec<&'static str>,

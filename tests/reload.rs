@@ -196,23 +196,72 @@ fn fifty_viewers_stay_attached_across_ten_reloads() {
 }
 
 #[test]
-fn listener_changes_are_reported_as_needing_a_restart() {
+fn a_reload_adds_and_removes_listeners() {
     let o = origin(&common::media_dir());
     let (gw, dir) = gateway(&config(o.addr(), 0));
     let file = dir.path().join("streamgate.toml");
-    let text = config(o.addr(), 0).replace(
+    let addr = gw.addr();
+    let (head, mut viewer, _) = open_stream(addr, "/flv/cam1.flv?token=t0");
+    assert_eq!(head.status, 200);
+    let two = config(o.addr(), 0).replace(
         "listen = \"127.0.0.1:0\"",
         "listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]",
     );
-    std::fs::write(&file, text).expect("write");
-    let r = send(gw.addr(), "POST", "/api/v1/reload", ADMIN, b"");
+    std::fs::write(&file, two).expect("write");
+    let r = send(addr, "POST", "/api/v1/reload", ADMIN, b"");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        r.json()["needs_restart"],
-        serde_json::json!(["server.listen"])
+    let body = r.json();
+    assert_eq!(body["needs_restart"], serde_json::json!([]), "{body}");
+    assert_eq!(body["listeners_removed"], serde_json::json!([]), "{body}");
+    let added = body["listeners_added"][0]
+        .as_str()
+        .and_then(|u| u.strip_prefix("http://"))
+        .expect("one listener added");
+    let second: SocketAddr = added.parse().expect("address");
+    assert_ne!(second, addr, "the running listener was kept, another bound");
+    // The new listener serves the same gateway, with the same config.
+    assert_eq!(status(second, "/r0/x.jpg"), 302);
+    let (head, mut viewer2, _) = open_stream(second, "/flv/cam1.flv?token=t0");
+    assert_eq!(head.status, 200);
+    all_receive(
+        &mut [
+            viewer.try_clone().expect("clone"),
+            viewer2.try_clone().expect("clone"),
+        ],
+        "after adding",
     );
-    // The rest applied, the old listener serves on.
-    assert_eq!(status(gw.addr(), "/r0/x.jpg"), 302);
+
+    // Back to one listener: the added one is the one removed (the first is kept as bound).
+    std::fs::write(&file, config(o.addr(), 0)).expect("write");
+    let r = send(addr, "POST", "/api/v1/reload", ADMIN, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(
+        body["listeners_removed"],
+        serde_json::json!([format!("http://{second}")])
+    );
+    wait_until("the removed listener refuses connections", T, || {
+        TcpStream::connect(second).is_err()
+    });
+    // The first listener and its viewer are untouched.
+    assert_eq!(status(addr, "/r0/x.jpg"), 302);
+    all_receive(std::slice::from_mut(&mut viewer), "after removing");
+    // A live viewer that came through the removed listener is closed once drain_timeout (3 s
+    // here) has passed, as the drain deadline closes what is left at shutdown.
+    viewer2.set_read_timeout(Some(T)).expect("timeout");
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match viewer2.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the removed listener's viewer is still open: {e}"),
+        }
+    }
+    all_receive(std::slice::from_mut(&mut viewer), "after the drain window");
     let logs = gw.logs();
-    assert!(logs.contains("takes effect only at a restart"), "{logs}");
+    assert!(
+        logs.contains("listener added") && logs.contains("listener removed"),
+        "{logs}"
+    );
 }

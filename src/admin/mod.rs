@@ -612,6 +612,8 @@ async fn reload_config(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiRe
             "nodes": a.nodes,
             "nodes_added": a.nodes_added,
             "nodes_removed": a.nodes_removed,
+            "listeners_added": a.listeners_added,
+            "listeners_removed": a.listeners_removed,
             "needs_restart": a.needs_restart,
         })),
         Err(crate::reload::ReloadError::Invalid(e)) => {
