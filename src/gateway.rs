@@ -1572,8 +1572,8 @@ async fn start_inner(
         trigger,
     )?;
     if live_listeners {
-        // A reload adds and removes listeners of this server.
-        let _ = gw.shared.listeners.set(running.listeners.clone());
+        // A reload adds and removes listeners of this server. The bound list goes in first: a
+        // reload sees the control only once the list it works on is there.
         if let Ok(mut b) = gw.shared.bound.lock() {
             *b = settings
                 .server
@@ -1583,6 +1583,7 @@ async fn start_inner(
                 .zip(addrs.iter().copied())
                 .collect();
         }
+        let _ = gw.shared.listeners.set(running.listeners.clone());
     }
     if let Some(listeners) = metrics_listener {
         // Plain HTTP for one scraper or a few: a handful of connections, no per-client limits.
@@ -1636,3 +1637,46 @@ async fn start_inner(
 
 /// Most connections the metrics listener holds open at once.
 const METRICS_CONNECTIONS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Settings {
+        crate::config::parse(text).expect("config")
+    }
+
+    #[test]
+    fn a_reload_names_what_only_a_restart_applies() {
+        let base = "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens = [\"a\"]\n";
+        let old = parse(base);
+        // Tokens, routes, per-request limits and header timeouts apply at once.
+        let new = parse(&format!(
+            "{}[limits]\nrequests_per_second_per_ip = 5\n[upstream]\nresponse_header_timeout = \"9s\"\n",
+            base.replace("\"a\"", "\"b\"")
+        ));
+        assert!(restart_only_changes(&old, &new, true).is_empty());
+        // Listeners apply when the server can change them, else they wait for a restart.
+        let two = parse(&base.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]",
+        ));
+        assert!(restart_only_changes(&old, &two, true).is_empty());
+        assert_eq!(restart_only_changes(&old, &two, false), ["server.listen"]);
+        let other = parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"7s\"\n[auth]\ntokens = [\"a\"]\n\
+             [live]\nlinger = \"1s\"\n[upstream]\nconnect_timeout = \"1s\"\n\
+             [limits]\nconnections_per_ip = 3\n[log]\nformat = \"json\"\n",
+        );
+        assert_eq!(
+            restart_only_changes(&old, &other, true),
+            [
+                "server",
+                "limits.connections_per_ip",
+                "upstream (pool, connect and health settings)",
+                "live",
+                "log"
+            ]
+        );
+    }
+}
