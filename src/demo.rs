@@ -135,6 +135,7 @@ pub async fn start(
     println!("  MP4 with Range:         curl -r 0-99 -o /dev/null -w '%{{http_code}} %{{size_download}}\\n' '{base}/vod/movie.mp4'");
     println!("  snapshot redirect:      curl -i '{base}/snap/snapshot.jpg'");
     println!("  Prometheus metrics:     curl '{base}/metrics'");
+    let listeners = gw.listeners.clone();
     let task = tokio::spawn(async move {
         let _ = gw.task.await;
         let _ = a.task.await;
@@ -145,6 +146,7 @@ pub async fn start(
         addrs: vec![],
         secure: vec![],
         reload: Default::default(),
+        listeners,
         task,
         metrics_addr: None,
     })

@@ -119,6 +119,13 @@ pub enum GatewayError {
     RegistryUnavailable,
     #[error("the registry is full ({0} entries)")]
     RegistryFull(usize),
+    /// A config reload found the file invalid: the message `check-config` prints. The running
+    /// config stays.
+    #[error("{0}")]
+    ConfigInvalid(String),
+    /// A config reload could not run or be applied (busy, shutting down, a registry write).
+    #[error("{0}")]
+    ReloadFailed(String),
 }
 
 impl GatewayError {
@@ -163,6 +170,8 @@ impl GatewayError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PublishForbidden => (StatusCode::FORBIDDEN, "publish_forbidden"),
             Self::Disabled(_) => (StatusCode::NOT_FOUND, "disabled"),
+            Self::ConfigInvalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "config_invalid"),
+            Self::ReloadFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "reload_failed"),
             Self::NotInstalled(_) => (StatusCode::NOT_FOUND, "not_installed"),
             Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable"),
             Self::RegistryFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "registry_full"),
@@ -203,9 +212,10 @@ impl GatewayError {
             | Self::Upstream { .. }
             | Self::PlaylistTooLarge { .. }
             | Self::PlaylistUnreadable { .. } => Source::Upstream,
-            Self::Internal(_) | Self::RegistryUnavailable | Self::RegistryFull(_) => {
-                Source::Internal
-            }
+            Self::Internal(_)
+            | Self::RegistryUnavailable
+            | Self::RegistryFull(_)
+            | Self::ReloadFailed(_) => Source::Internal,
             _ => Source::Downstream,
         }
     }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ use crate::auth::{
 };
 use crate::body::{Body, BoxError};
 use crate::client_addr::{self, Client, TrustedProxies};
-use crate::config::{Action, AuthMode, RouteSettings, Settings, Target};
+use crate::config::{Action, AuthMode, NodeSettings, RouteSettings, Settings, Target};
 use crate::cors;
 use crate::error::GatewayError;
 use crate::fanout::{EndWatch, Hubs, NodeSource, ViewerInfo, HTTP_FLV, WS_FLV};
@@ -33,6 +33,7 @@ use crate::proxy::playlist::{self, Kind, Place};
 use crate::proxy::{self, Forward};
 use crate::redirect;
 use crate::registry::{self, Lookup, Node, Registry};
+use crate::reload::ReloadError;
 use crate::request_id;
 use crate::router::{Captures, STREAM};
 use crate::server::{self, ConnInfo, Handler, Running, ServeOptions};
@@ -41,39 +42,71 @@ use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
 use crate::websocket;
 
-/// Everything the request path needs, built once at start.
+/// The gateway: the parts that live as long as the process, and the config applied to each
+/// request, which a reload swaps whole (see `crate::reload`). A request clones the applied
+/// config's `Arc` once at its start, so it sees one config from its first phase to its last.
 pub struct Gateway {
-    routes: Vec<RouteSettings>,
+    shared: Arc<Shared>,
+    /// The config requests are served with now; a reload replaces the `Arc`.
+    active: RwLock<Arc<Active>>,
+}
+
+/// What lives across reloads: live pulls and their viewers, the connection pool, the registry,
+/// metrics and the access log.
+struct Shared {
     registry: Arc<dyn Registry>,
-    /// The one transport to nodes (pool, timeouts, node health).
+    /// The one transport to nodes (pool, node health). Each applied config takes a clone with
+    /// its own timeouts.
+    transport: Transport,
+    public_url: BaseUrl,
+    /// One fan-out hub per live stream.
+    hubs: Arc<Hubs>,
+    /// The one metrics registry: request counters by route, the transport's by node, and the
+    /// collectors that read hubs, registry and process at scrape time.
+    metrics: Arc<Metrics>,
+    /// Where access lines go (`None`: `[log] access = "off"`).
+    access: Option<Arc<AccessSink>>,
+    /// Cancelled at shutdown: a response cut then is logged `closed=shutdown`.
+    shutdown: CancellationToken,
+    /// Asks for a config reload; set when the gateway serves a config file.
+    reload: crate::reload::Slot,
+    /// Adds and removes the main server's listeners; set once it runs (a reload applies
+    /// `server.listen` through it).
+    listeners: std::sync::OnceLock<server::Listeners>,
+    /// The listeners serving now: each entry as configured, and the address it is bound to.
+    bound: std::sync::Mutex<Vec<(crate::config::ListenerSettings, SocketAddr)>>,
+}
+
+/// Everything the request path takes from the config file, built at start and at each reload.
+struct Active {
+    shared: Arc<Shared>,
+    /// The settings this was built from, with the restart-only parts as the process runs them
+    /// (the next reload compares against these).
+    settings: Settings,
+    routes: Vec<RouteSettings>,
+    /// Request counters per route, by index in `routes`.
+    route_counters: Vec<Arc<RouteCounters>>,
+    /// The shared transport with this config's header and body timeouts.
     transport: Transport,
     /// Tokens, signing keys and the secure_link expression.
     auth: ViewerAuth,
     /// How long a `sign_location` redirect's link stays valid.
     redirect_link_ttl: std::time::Duration,
-    public_url: BaseUrl,
-    /// One fan-out hub per live stream.
-    hubs: Arc<Hubs>,
     /// The registry's writers (REST API, media-server hooks), served before the route table.
     admin: crate::admin::Admin,
     /// `[limits] requests_per_second_per_ip`: one token bucket per client address.
     rate: Option<Arc<RateLimit>>,
     /// `[limits] live_viewers_per_ip`: open live bodies per client address.
     viewers: Option<Arc<Counter>>,
-    /// The one metrics registry: request counters by route, the transport's by node, and the
-    /// collectors that read hubs, registry and process at scrape time.
-    metrics: Arc<Metrics>,
     /// Who may read `/metrics` on this listener; `None` when `[metrics] listen` serves it on
     /// its own (the path is then an ordinary one here).
     metrics_access: Option<metrics::Access>,
     /// `server.trusted_proxies`: whose `X-Forwarded-For` names the client.
     trusted_proxies: TrustedProxies,
-    /// Where access lines go (`None`: `[log] access = "off"`).
-    access: Option<Arc<AccessSink>>,
-    /// Cancelled at shutdown: a response cut then is logged `closed=shutdown`.
     /// `live.websocket_ping_interval`, for WebSocket-FLV viewers.
     ws_ping_interval: std::time::Duration,
-    shutdown: CancellationToken,
+    /// Stops this config's active health checks when a reload replaces it.
+    checks: CancellationToken,
 }
 
 /// The path metrics are served at.
@@ -134,20 +167,289 @@ impl Gateway {
             settings.metrics.max_nodes,
         ));
         let transport = Transport::new(&settings.upstream).with_metrics(node_metrics.clone());
-        transport.spawn_health_checks(&settings.nodes, &shutdown);
         let hubs = Arc::new(Hubs::new(
             settings.live.clone(),
             transport.clone(),
             shutdown.clone(),
         ));
+        let metrics = Arc::new(Metrics::new(
+            settings,
+            node_metrics,
+            &hubs,
+            registry.clone(),
+        ));
+        let shared = Arc::new(Shared {
+            registry,
+            transport,
+            public_url,
+            hubs,
+            metrics,
+            access,
+            shutdown,
+            reload: crate::reload::Slot::default(),
+            listeners: std::sync::OnceLock::new(),
+            bound: std::sync::Mutex::new(Vec::new()),
+        });
+        let active = Active::build(&shared, settings.clone(), None);
+        Self {
+            shared,
+            active: RwLock::new(Arc::new(active)),
+        }
+    }
+
+    /// Access lines dropped because the log writer could not keep up.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.shared.access.as_ref().map_or(0, |a| a.dropped())
+    }
+
+    /// The live hubs (for metrics and listings).
+    pub fn hubs(&self) -> &Arc<Hubs> {
+        &self.shared.hubs
+    }
+
+    /// The metrics registry (the metrics listener serves it).
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// The config requests are served with now.
+    fn current(&self) -> Arc<Active> {
+        match self.active.read() {
+            Ok(a) => a.clone(),
+            // A panic while swapping cannot leave a half-written `Arc`: the value is whole.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Brings the registry's static nodes from `old` to `new`: nodes gone from the file are
+    /// removed (with their stream records), new ones added, a changed URL or stream list
+    /// rewritten. Returns the ids added and removed.
+    async fn sync_nodes(
+        &self,
+        old: &[NodeSettings],
+        new: &[NodeSettings],
+    ) -> Result<(Vec<String>, Vec<String>), ReloadError> {
+        let reg = &self.shared.registry;
+        let fail = |e: registry::RegistryError| ReloadError::Apply(format!("registry: {e}"));
+        let mut removed = Vec::new();
+        for o in old {
+            if !new.iter().any(|n| n.id == o.id) {
+                reg.remove_node(&o.id).await.map_err(fail)?;
+                removed.push(o.id.clone());
+            }
+        }
+        let mut added = Vec::new();
+        for n in new {
+            let before = old.iter().find(|o| o.id == n.id);
+            if before.is_none_or(|o| o.url != n.url) {
+                reg.put_node(&n.id, &n.url, None).await.map_err(fail)?;
+            }
+            if before.is_none() {
+                added.push(n.id.clone());
+            }
+            for s in &n.streams {
+                if before.is_none_or(|o| !o.streams.contains(s)) {
+                    reg.announce(s, &n.id).await.map_err(fail)?;
+                }
+            }
+            for s in before.map(|o| o.streams.as_slice()).unwrap_or_default() {
+                if !n.streams.contains(s) {
+                    reg.withdraw(s, &n.id).await.map_err(fail)?;
+                }
+            }
+        }
+        Ok((added, removed))
+    }
+}
+
+impl Gateway {
+    /// Which of `listen` are not served yet (to bind and add), and which running listeners
+    /// `listen` no longer has (to remove, with their bound address). Entries match by their
+    /// whole settings; `127.0.0.1:0` stays the listener already bound for it.
+    fn listener_changes(
+        &self,
+        listen: &[crate::config::ListenerSettings],
+    ) -> (
+        Vec<crate::config::ListenerSettings>,
+        Vec<(crate::config::ListenerSettings, SocketAddr)>,
+    ) {
+        let key = |l: &crate::config::ListenerSettings| format!("{l:?}");
+        let bound = self.shared.bound.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = vec![false; bound.len()];
+        let mut add = Vec::new();
+        for l in listen {
+            match (0..bound.len()).find(|&i| !kept[i] && key(&bound[i].0) == key(l)) {
+                Some(i) => kept[i] = true,
+                None => add.push(l.clone()),
+            }
+        }
+        let remove = bound
+            .iter()
+            .zip(kept)
+            .filter(|(_, k)| !k)
+            .map(|(b, _)| b.clone())
+            .collect();
+        (add, remove)
+    }
+}
+
+impl crate::reload::Target for Gateway {
+    async fn apply(&self, settings: Settings) -> Result<crate::reload::Applied, ReloadError> {
+        let old = self.current();
+        let live_listeners = self.shared.listeners.get();
+        // New listeners are bound first: a taken port refuses the reload before anything
+        // changed.
+        let (to_add, to_remove) = match live_listeners {
+            Some(_) => self.listener_changes(&settings.server.listen),
+            None => (Vec::new(), Vec::new()),
+        };
+        let added = server::bind(&to_add)
+            .await
+            .map_err(|e| ReloadError::Apply(format!("server.listen: {e}")))?;
+        let (nodes_added, nodes_removed) = self
+            .sync_nodes(&old.settings.nodes, &settings.nodes)
+            .await?;
+        let mut applied = crate::reload::Applied {
+            routes: settings.routes.len(),
+            nodes: settings.nodes.len(),
+            nodes_added,
+            nodes_removed,
+            needs_restart: restart_only_changes(&old.settings, &settings, live_listeners.is_some()),
+            ..Default::default()
+        };
+        let listen = settings.server.listen.clone();
+        let mut next = Active::build(&self.shared, settings, Some(&old));
+        if let Some(ctl) = live_listeners {
+            next.settings.server.listen = listen;
+            let mut now = Vec::new();
+            for (l, cfg) in added.into_iter().zip(to_add) {
+                let scheme = if l.is_tls() { "https" } else { "http" };
+                let addr = l
+                    .local_addr()
+                    .map_err(|e| ReloadError::Apply(e.to_string()))?;
+                ctl.add(l)
+                    .await
+                    .map_err(|e| ReloadError::Apply(e.to_string()))?;
+                applied.listeners_added.push(format!("{scheme}://{addr}"));
+                now.push((cfg, addr));
+            }
+            for (cfg, addr) in &to_remove {
+                let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+                ctl.remove(*addr)
+                    .await
+                    .map_err(|e| ReloadError::Apply(e.to_string()))?;
+                applied.listeners_removed.push(format!("{scheme}://{addr}"));
+            }
+            let mut bound = self.shared.bound.lock().unwrap_or_else(|p| p.into_inner());
+            bound.retain(|(_, a)| !to_remove.iter().any(|(_, r)| r == a));
+            bound.extend(now);
+        }
+        let next = Arc::new(next);
+        match self.active.write() {
+            Ok(mut a) => *a = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        // Requests already running keep the old config until they end; its health checks stop
+        // now (the new one runs its own).
+        old.checks.cancel();
+        Ok(applied)
+    }
+
+    fn record(&self, ok: bool) {
+        self.shared.metrics.config_reload(ok);
+    }
+}
+
+/// Whether `new` keeps the HLS session key `old` drew at random: rebuilding would draw another
+/// and end every running session.
+fn same_random_session_key(old: &Settings, new: &Settings) -> bool {
+    let (o, n) = (&old.auth.hls_session, &new.auth.hls_session);
+    o.secret.is_none()
+        && n.secret.is_none()
+        && o.ttl == n.ttl
+        && o.max_age == n.max_age
+        && o.bind_ip == n.bind_ip
+}
+
+/// The settings a reload cannot change in a running process, named as the config names them,
+/// when `new` differs from `old` there. Compared by their debug form: every settings type
+/// has one, and a change in any field shows in it.
+fn restart_only_changes(old: &Settings, new: &Settings, listeners_live: bool) -> Vec<&'static str> {
+    fn differ<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let mut out = Vec::new();
+    let (o, n) = (&old.server, &new.server);
+    if differ(&o.listen, &n.listen) && !listeners_live {
+        out.push("server.listen");
+    }
+    if o.https_redirect != n.https_redirect {
+        out.push("server.https_redirect");
+    }
+    let server_rest = |s: &crate::config::ServerSettings| crate::config::ServerSettings {
+        listen: Vec::new(),
+        https_redirect: None,
+        trusted_proxies: TrustedProxies::default(),
+        ..s.clone()
+    };
+    if differ(&server_rest(o), &server_rest(n)) {
+        out.push("server");
+    }
+    if old.limits.connections_per_ip != new.limits.connections_per_ip {
+        out.push("limits.connections_per_ip");
+    }
+    let (o, n) = (&old.upstream, &new.upstream);
+    if o.connect_timeout != n.connect_timeout
+        || o.tcp_keepalive != n.tcp_keepalive
+        || o.tls_handshake_timeout != n.tls_handshake_timeout
+        || o.max_idle_per_node != n.max_idle_per_node
+        || o.idle_timeout != n.idle_timeout
+        || o.max_fails != n.max_fails
+        || o.fail_timeout != n.fail_timeout
+    {
+        out.push("upstream (pool, connect and health settings)");
+    }
+    if differ(&old.live, &new.live) {
+        out.push("live");
+    }
+    if old.registry.backend != new.registry.backend {
+        out.push("registry.backend");
+    }
+    if old.log != new.log {
+        out.push("log");
+    }
+    if old.metrics.listen != new.metrics.listen
+        || old.metrics.top_streams != new.metrics.top_streams
+        || old.metrics.max_nodes != new.metrics.max_nodes
+    {
+        out.push("metrics (listen, top_streams, max_nodes)");
+    }
+    out
+}
+
+impl Active {
+    /// Builds the per-request config from `settings`. With `old` (a reload), what holds state
+    /// that a rebuild would lose is kept when its settings did not change: the rate buckets and
+    /// live-viewer counts, the JWT key set (a JWKS URL would be empty until fetched again), and
+    /// the HLS session key when it is a random one.
+    fn build(shared: &Arc<Shared>, settings: Settings, old: Option<&Active>) -> Self {
+        let shutdown = &shared.shutdown;
+        let transport = shared.transport.with_timeouts(&settings.upstream);
+        let checks = shutdown.child_token();
+        transport.spawn_health_checks(&settings.nodes, &checks);
         let hook = settings
             .auth
             .hook
             .as_ref()
             .map(|h| AuthHook::new(h, transport.clone()));
-        let rate = settings.limits.rate.map(|r| Arc::new(RateLimit::new(r)));
-        if let Some(rate) = &rate {
-            // Full buckets are dropped periodically so the map holds only recent clients.
+        let kept = |f: fn(&Settings) -> String| old.filter(|o| f(&o.settings) == f(&settings));
+        let rate = match kept(|s| format!("{:?}", s.limits.rate)) {
+            Some(o) => o.rate.clone(),
+            None => settings.limits.rate.map(|r| Arc::new(RateLimit::new(r))),
+        };
+        if let (Some(rate), None) = (&rate, kept(|s| format!("{:?}", s.limits.rate))) {
+            // Full buckets are dropped periodically so the map holds only recent clients; the
+            // task ends with the last holder of the buckets.
             let rate = Arc::downgrade(rate);
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -163,42 +465,68 @@ impl Gateway {
                 }
             });
         }
-        // `auth = "jwt"`: the key set, with its JWKS file or URL refreshed in the background.
-        let jwt = settings.auth.jwt.clone().map(|s| {
-            let jwt = crate::auth::JwtAuth::new(s);
-            jwt.spawn_refresh(&shutdown);
-            jwt.spawn_url_refresh(transport.clone(), &shutdown);
-            jwt
-        });
-        let metrics = Arc::new(Metrics::new(
-            settings,
-            node_metrics,
-            &hubs,
-            registry.clone(),
-        ));
-        Self {
-            metrics,
-            metrics_access: settings
-                .metrics
-                .listen
-                .is_none()
-                .then(|| metrics::Access::new(settings)),
-            ws_ping_interval: settings.live.websocket_ping_interval,
-            rate,
-            trusted_proxies: settings.server.trusted_proxies.clone(),
-            viewers: settings
+        let viewers = match kept(|s| format!("{:?}", s.limits.live_viewers_per_ip)) {
+            Some(o) => o.viewers.clone(),
+            None => settings
                 .limits
                 .live_viewers_per_ip
                 .map(|n| Counter::new(n, "live viewers")),
+        };
+        // `auth = "jwt"`: the key set, with its JWKS file or URL refreshed in the background
+        // (the refresh ends with the last holder of the key set).
+        let jwt = match kept(|s| format!("{:?}", s.auth.jwt)) {
+            Some(o) => o.auth.jwt.clone(),
+            None => settings.auth.jwt.clone().map(|s| {
+                let jwt = crate::auth::JwtAuth::new(s);
+                jwt.spawn_refresh(shutdown);
+                jwt.spawn_url_refresh(transport.clone(), shutdown);
+                jwt
+            }),
+        };
+        let sessions = match old {
+            Some(o) if same_random_session_key(&o.settings, &settings) => o.auth.sessions.clone(),
+            _ => HlsSessions::new(&settings.auth.hls_session),
+        };
+        let mut stored = settings.clone();
+        if let Some(o) = old {
+            // What the process still runs with, whatever the file says now.
+            stored.server = crate::config::ServerSettings {
+                trusted_proxies: settings.server.trusted_proxies.clone(),
+                ..o.settings.server.clone()
+            };
+            stored.upstream = crate::config::UpstreamSettings {
+                response_header_timeout: settings.upstream.response_header_timeout,
+                body_idle_timeout: settings.upstream.body_idle_timeout,
+                ..o.settings.upstream.clone()
+            };
+            stored.live = o.settings.live.clone();
+            stored.registry.backend = o.settings.registry.backend.clone();
+            stored.log = o.settings.log.clone();
+            stored.metrics.listen = o.settings.metrics.listen;
+            stored.metrics.top_streams = o.settings.metrics.top_streams;
+            stored.metrics.max_nodes = o.settings.metrics.max_nodes;
+            stored.limits.connections_per_ip = o.settings.limits.connections_per_ip;
+        }
+        Self {
+            shared: shared.clone(),
+            route_counters: shared.metrics.route_counters(&settings.routes),
+            metrics_access: stored
+                .metrics
+                .listen
+                .is_none()
+                .then(|| metrics::Access::new(&settings)),
+            ws_ping_interval: settings.live.websocket_ping_interval,
+            rate,
+            trusted_proxies: settings.server.trusted_proxies.clone(),
+            viewers,
             admin: crate::admin::Admin::new(
-                settings,
-                registry.clone(),
-                hubs.clone(),
+                &settings,
+                shared.registry.clone(),
+                shared.hubs.clone(),
                 transport.health().clone(),
+                shared.reload.clone(),
             ),
-            hubs,
             routes: settings.routes.clone(),
-            registry,
             transport,
             auth: ViewerAuth {
                 tokens: TokenAuth::new(settings.auth.tokens.clone()),
@@ -206,28 +534,12 @@ impl Gateway {
                 secure_link: settings.auth.secure_link.clone(),
                 hook,
                 jwt,
-                sessions: HlsSessions::new(&settings.auth.hls_session),
+                sessions,
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
-            public_url,
-            access,
-            shutdown,
+            checks,
+            settings: stored,
         }
-    }
-
-    /// Access lines dropped because the log writer could not keep up.
-    pub fn access_log_dropped(&self) -> u64 {
-        self.access.as_ref().map_or(0, |a| a.dropped())
-    }
-
-    /// The live hubs (for metrics and listings).
-    pub fn hubs(&self) -> &Arc<Hubs> {
-        &self.hubs
-    }
-
-    /// The metrics registry (the metrics listener serves it).
-    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     fn find_route(&self, path: &str) -> Result<Found<'_>, GatewayError> {
@@ -253,10 +565,13 @@ impl Gateway {
     /// The counters a request to `dest` is counted in.
     fn counters(&self, dest: &Dest<'_>) -> Arc<RouteCounters> {
         match dest {
-            Dest::Admin => self.metrics.admin(),
-            Dest::Metrics => self.metrics.scrape(),
-            Dest::Route(Ok((i, _, _))) => self.metrics.route(*i),
-            Dest::Route(Err(_)) => self.metrics.unrouted(),
+            Dest::Admin => self.shared.metrics.admin(),
+            Dest::Metrics => self.shared.metrics.scrape(),
+            Dest::Route(Ok((i, _, _))) => self
+                .route_counters
+                .get(*i)
+                .unwrap_or(self.shared.metrics.unrouted()),
+            Dest::Route(Err(_)) => self.shared.metrics.unrouted(),
         }
         .clone()
     }
@@ -287,6 +602,7 @@ impl Gateway {
     ) -> Result<Vec<Arc<Node>>, GatewayError> {
         match &route.target {
             Target::Node(id) => self
+                .shared
                 .registry
                 .node(id)
                 .map(|n| vec![n])
@@ -298,7 +614,7 @@ impl Gateway {
             })]),
             Target::Registry => {
                 let stream = caps.get(STREAM).unwrap_or_default();
-                match self.registry.resolve(stream) {
+                match self.shared.registry.resolve(stream) {
                     Lookup::Found(nodes) => Ok(nodes),
                     Lookup::AllDown => Err(GatewayError::NodeUnavailable(stream.to_string())),
                     Lookup::NotFound => Err(GatewayError::StreamNotFound(stream.to_string())),
@@ -326,7 +642,7 @@ impl Gateway {
                 if let Some(access) = &self.metrics_access {
                     access.check(req.headers(), client.ip)?;
                 }
-                return self.metrics.respond(req.method(), req.headers());
+                return self.shared.metrics.respond(req.method(), req.headers());
             }
             Dest::Route(found) => found,
         };
@@ -480,7 +796,7 @@ impl Gateway {
                 }
                 let stream = caps.get(STREAM).unwrap_or_default();
                 let source = match route.target {
-                    Target::Registry => NodeSource::Registry(self.registry.clone()),
+                    Target::Registry => NodeSource::Registry(self.shared.registry.clone()),
                     // The route's own nodes, not `nodes` (ordered by health, drained ones left
                     // out): the hub's key must not change with them, or one stream would get a
                     // second pull. The pull orders (and skips drained nodes) by itself.
@@ -501,13 +817,13 @@ impl Gateway {
                         client: client.ip,
                         protocol: WS_FLV,
                     };
-                    let (viewer, node) = self.hubs.join(stream, &path, source, info).await?;
+                    let (viewer, node) = self.shared.hubs.join(stream, &path, source, info).await?;
                     let end_watch = viewer.end_watch();
                     let session = websocket::Session {
                         viewer,
                         upgrade: hyper::upgrade::on(&mut req),
                         ping_interval: self.ws_ping_interval,
-                        shutdown: self.shutdown.clone(),
+                        shutdown: self.shared.shutdown.clone(),
                         hold: req.extensions().get::<server::ConnHold>().cloned(),
                     };
                     // The access line is written when the session ends, with its bytes; the
@@ -551,7 +867,7 @@ impl Gateway {
                         client: client.ip,
                         protocol: HTTP_FLV,
                     };
-                    let (body, node) = self.hubs.join(stream, &path, source, viewer).await?;
+                    let (body, node) = self.shared.hubs.join(stream, &path, source, viewer).await?;
                     if let Some(log) = log {
                         log.node = node;
                         log.end = Some(body.end_watch());
@@ -622,7 +938,7 @@ impl Gateway {
                         strip_authorization,
                         client,
                         request_id: rid,
-                        public_url: &self.public_url,
+                        public_url: &self.shared.public_url,
                         path_map: Some(proxy::headers::PathMap {
                             upstream: &route.upstream_prefix,
                             public: &route.public_prefix,
@@ -751,7 +1067,7 @@ impl Gateway {
         let place = Place {
             path,
             host: &v.host,
-            public_url: &self.public_url,
+            public_url: &self.shared.public_url,
             node: &node.url,
             map: proxy::headers::PathMap {
                 upstream: &route.upstream_prefix,
@@ -794,7 +1110,7 @@ struct ViewerRequest {
     session: Option<Session>,
 }
 
-impl Handler for Gateway {
+impl Active {
     async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let start = Instant::now();
         // Who this is, decided once: every phase below asks `client`, never the connection.
@@ -804,7 +1120,7 @@ impl Handler for Gateway {
         // One record per request, made before anything can fail: a request dropped before it has
         // an answer (the viewer left) is still counted and logged, as a 499. The access line's
         // own fields are gathered only when it would be written.
-        let log = match &self.access {
+        let log = match &self.shared.access {
             Some(sink) if tracing::enabled!(target: "access", tracing::Level::INFO) => {
                 Some(AccessLog {
                     sink: sink.clone(),
@@ -826,7 +1142,7 @@ impl Handler for Gateway {
                     close: None,
                     end: None,
                     stalled,
-                    shutdown: self.shutdown.clone(),
+                    shutdown: self.shared.shutdown.clone(),
                 })
             }
             _ => None,
@@ -908,6 +1224,14 @@ impl Handler for Gateway {
         }
         end.status = Some(parts.status.as_u16());
         Response::from_parts(parts, CountedBody { inner: body, end }.boxed())
+    }
+}
+
+impl Handler for Gateway {
+    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        // One config for the whole request, even if a reload swaps it meanwhile.
+        let active = self.current();
+        active.call(req, conn).await
     }
 }
 
@@ -1175,6 +1499,26 @@ pub async fn start_with_registry(
     registry: Arc<dyn Registry>,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
+    start_inner(settings, registry, shutdown, None).await
+}
+
+/// Starts a gateway for `settings`, read from `file`: SIGHUP and `POST /api/v1/reload` read
+/// the file again and apply it (see `crate::reload`).
+pub async fn start_from_file(
+    settings: Settings,
+    file: std::path::PathBuf,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    let reg = registry::build(&settings, shutdown.clone())?;
+    start_inner(settings, reg, shutdown, Some(file)).await
+}
+
+async fn start_inner(
+    settings: Settings,
+    registry: Arc<dyn Registry>,
+    shutdown: CancellationToken,
+    file: Option<std::path::PathBuf>,
+) -> Result<Running, StartError> {
     let listeners = server::bind(&settings.server.listen).await?;
     let addrs = listeners
         .iter()
@@ -1214,7 +1558,33 @@ pub async fn start_with_registry(
     let mut opts = ServeOptions::from(&settings.server);
     opts.connections_per_ip = settings.limits.connections_per_ip;
     let metrics = gw.metrics().clone();
-    let mut running = server::run(listeners, gw, opts.clone(), shutdown.clone())?;
+    let trigger = file.map(|f| {
+        let t = crate::reload::spawn(f, gw.clone(), shutdown.clone());
+        let _ = gw.shared.reload.set(t.clone());
+        t
+    });
+    let live_listeners = trigger.is_some();
+    let mut running = server::run_with_reload(
+        listeners,
+        gw.clone(),
+        opts.clone(),
+        shutdown.clone(),
+        trigger,
+    )?;
+    if live_listeners {
+        // A reload adds and removes listeners of this server. The bound list goes in first: a
+        // reload sees the control only once the list it works on is there.
+        if let Ok(mut b) = gw.shared.bound.lock() {
+            *b = settings
+                .server
+                .listen
+                .iter()
+                .cloned()
+                .zip(addrs.iter().copied())
+                .collect();
+        }
+        let _ = gw.shared.listeners.set(running.listeners.clone());
+    }
     if let Some(listeners) = metrics_listener {
         // Plain HTTP for one scraper or a few: a handful of connections, no per-client limits.
         let opts = ServeOptions {
@@ -1267,3 +1637,46 @@ pub async fn start_with_registry(
 
 /// Most connections the metrics listener holds open at once.
 const METRICS_CONNECTIONS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Settings {
+        crate::config::parse(text).expect("config")
+    }
+
+    #[test]
+    fn a_reload_names_what_only_a_restart_applies() {
+        let base = "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens = [\"a\"]\n";
+        let old = parse(base);
+        // Tokens, routes, per-request limits and header timeouts apply at once.
+        let new = parse(&format!(
+            "{}[limits]\nrequests_per_second_per_ip = 5\n[upstream]\nresponse_header_timeout = \"9s\"\n",
+            base.replace("\"a\"", "\"b\"")
+        ));
+        assert!(restart_only_changes(&old, &new, true).is_empty());
+        // Listeners apply when the server can change them, else they wait for a restart.
+        let two = parse(&base.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]",
+        ));
+        assert!(restart_only_changes(&old, &two, true).is_empty());
+        assert_eq!(restart_only_changes(&old, &two, false), ["server.listen"]);
+        let other = parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"7s\"\n[auth]\ntokens = [\"a\"]\n\
+             [live]\nlinger = \"1s\"\n[upstream]\nconnect_timeout = \"1s\"\n\
+             [limits]\nconnections_per_ip = 3\n[log]\nformat = \"json\"\n",
+        );
+        assert_eq!(
+            restart_only_changes(&old, &other, true),
+            [
+                "server",
+                "limits.connections_per_ip",
+                "upstream (pool, connect and health settings)",
+                "live",
+                "log"
+            ]
+        );
+    }
+}

@@ -29,6 +29,7 @@ pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
 pub(crate) mod redirect;
 pub mod registry;
+pub mod reload;
 pub(crate) mod request_id;
 pub(crate) mod router;
 pub mod server;

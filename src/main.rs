@@ -207,7 +207,7 @@ async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
     let running = match cmd {
         Cmd::Serve { config } => {
             let settings = config::load(&config.to_string_lossy())?;
-            let r = gateway::start(settings, shutdown.clone()).await?;
+            let r = gateway::start_from_file(settings, config, shutdown.clone()).await?;
             print_ready("gateway", &r);
             if let Some(a) = r.metrics_addr {
                 println!("streamgate metrics listening on http://{a}");

@@ -240,6 +240,55 @@ pub async fn serve<H: Handler>(
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) {
+    let (_keep, control) = mpsc::channel(1);
+    serve_controlled(listeners, handler, opts, shutdown, control).await
+}
+
+/// A change to the set of listeners of a running server (see [`Listeners`]).
+enum ListenerCmd {
+    Add(Listener),
+    /// Stop accepting on this bound address; its connections drain as at shutdown.
+    Remove(SocketAddr),
+}
+
+/// Adds listeners to a running server or removes them (a config reload's `server.listen`).
+#[derive(Clone, Debug)]
+pub struct Listeners {
+    tx: mpsc::Sender<ListenerCmd>,
+    /// TLS listeners added later join the certificate reload (SIGHUP).
+    tls: tls::Reloader,
+}
+
+impl Listeners {
+    /// Starts serving on `l` (already bound) with the server's handler, limits and caps.
+    pub async fn add(&self, l: Listener) -> std::io::Result<()> {
+        if let Some((certs, _)) = &l.tls {
+            self.tls.add(certs.clone());
+        }
+        self.tx
+            .send(ListenerCmd::Add(l))
+            .await
+            .map_err(|_| std::io::Error::other("the server is shutting down"))
+    }
+
+    /// Stops accepting on `addr`; its open connections are told to close (idle ones at once,
+    /// requests in flight when they end) and are closed after `drain_timeout`.
+    pub async fn remove(&self, addr: SocketAddr) -> std::io::Result<()> {
+        self.tx
+            .send(ListenerCmd::Remove(addr))
+            .await
+            .map_err(|_| std::io::Error::other("the server is shutting down"))
+    }
+}
+
+/// [`serve`], with listeners added and removed through `control` while it runs.
+async fn serve_controlled<H: Handler>(
+    listeners: Vec<Listener>,
+    handler: Arc<H>,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+    mut control: mpsc::Receiver<ListenerCmd>,
+) {
     // Every connection task holds a sender; when the last one is gone, all have drained.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     // Cancelled when the drain window is over: connection tasks then drop their connections.
@@ -250,24 +299,70 @@ pub async fn serve<H: Handler>(
         .connections_per_ip
         .map(|n| crate::limits::Counter::new(n, "connections"));
     let builders = Arc::new(Builders::new(&opts));
-    let mut accept_tasks = Vec::new();
-    for listener in listeners {
+    // Per listener: its address, its own stop and force-close (children of the server's), and
+    // its accept task.
+    type Accepting = (
+        SocketAddr,
+        (CancellationToken, CancellationToken),
+        tokio::task::JoinHandle<()>,
+    );
+    let mut accepting: Vec<Accepting> = Vec::new();
+    let start = |listener: Listener| {
+        let addr = listener.local_addr().ok();
+        let stop = shutdown.child_token();
+        let force = force_close.child_token();
         let conn = ConnCtx {
             handler: handler.clone(),
             builders: builders.clone(),
             opts: opts.clone(),
-            shutdown: shutdown.clone(),
-            force_close: force_close.clone(),
+            shutdown: stop.clone(),
+            force_close: force.clone(),
             open: open_tx.clone(),
         };
         let slots = Slots {
             permits: permits.clone(),
             per_ip: per_ip.clone(),
         };
-        accept_tasks.push(tokio::spawn(accept_loop(listener, slots, conn)));
+        let task = tokio::spawn(accept_loop(listener, slots, conn));
+        (addr, (stop, force), task)
+    };
+    for listener in listeners {
+        if let (Some(addr), stop, task) = start(listener) {
+            accepting.push((addr, stop, task));
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            cmd = control.recv() => match cmd {
+                // Nobody can change the listeners any more: serve until shutdown.
+                None => { shutdown.cancelled().await; break; }
+                Some(ListenerCmd::Add(l)) => {
+                    if let (Some(addr), stop, task) = start(l) {
+                        tracing::info!(%addr, "listener added");
+                        accepting.push((addr, stop, task));
+                    }
+                }
+                Some(ListenerCmd::Remove(addr)) => {
+                    if let Some(i) = accepting.iter().position(|(a, _, _)| *a == addr) {
+                        let (_, (stop, force), task) = accepting.swap_remove(i);
+                        stop.cancel();
+                        let _ = task.await;
+                        // What is still open on it after the drain window is closed, as at
+                        // shutdown.
+                        let drain = opts.drain_timeout;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(drain).await;
+                            force.cancel();
+                        });
+                        tracing::info!(%addr, "listener removed; its connections drain");
+                    }
+                }
+            },
+        }
     }
     drop(open_tx);
-    for t in accept_tasks {
+    for (_, _, t) in accepting {
         let _ = t.await;
     }
     // Listeners are closed now. Give in-flight requests the drain window.
@@ -792,6 +887,8 @@ pub struct Running {
     pub reload: tls::Reloader,
     /// `[metrics] listen`: where the metrics-only listener was bound, if it was.
     pub metrics_addr: Option<SocketAddr>,
+    /// Adds and removes listeners of the main server while it runs.
+    pub listeners: Listeners,
     /// Completes once the server has shut down and drained.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -814,6 +911,17 @@ pub fn run<H: Handler>(
     opts: ServeOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
+    run_with_reload(listeners, handler, opts, shutdown, None)
+}
+
+/// [`run`], and with `config` SIGHUP also reloads the config file through it.
+pub fn run_with_reload<H: Handler>(
+    listeners: Vec<Listener>,
+    handler: Arc<H>,
+    opts: ServeOptions,
+    shutdown: CancellationToken,
+    config: Option<crate::reload::Trigger>,
+) -> std::io::Result<Running> {
     let addrs = listeners
         .iter()
         .map(|l| l.local_addr())
@@ -825,26 +933,40 @@ pub fn run<H: Handler>(
             reload.add(certs.clone());
         }
     }
-    if listeners.iter().any(Listener::is_tls) {
+    let tls = listeners.iter().any(Listener::is_tls);
+    if tls {
         if let Some(every) = opts.tls_watch_interval {
             reload.watch(every, shutdown.clone());
         }
-        on_hangup(reload.clone(), shutdown.clone());
     }
-    let task = tokio::spawn(serve(listeners, handler, opts, shutdown));
+    if tls || config.is_some() {
+        on_hangup(reload.clone(), config, shutdown.clone());
+    }
+    let (tx, control) = mpsc::channel(4);
+    let task = tokio::spawn(serve_controlled(
+        listeners, handler, opts, shutdown, control,
+    ));
     Ok(Running {
         addrs,
         secure,
+        listeners: Listeners {
+            tx,
+            tls: reload.clone(),
+        },
         reload,
         metrics_addr: None,
         task,
     })
 }
 
-/// The one place SIGHUP is handled: it reloads what `reload` holds (the TLS certificates; a
-/// config reload belongs here too). Without TLS listeners no handler is installed, and SIGHUP
-/// keeps its default action.
-pub fn on_hangup(reload: tls::Reloader, shutdown: CancellationToken) {
+/// The one place SIGHUP is handled: it reloads the TLS certificates `reload` holds, then the
+/// config file through `config` (whose outcome the reload task logs and counts). Without TLS
+/// listeners and a config file no handler is installed, and SIGHUP keeps its default action.
+pub fn on_hangup(
+    reload: tls::Reloader,
+    config: Option<crate::reload::Trigger>,
+    shutdown: CancellationToken,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -862,15 +984,19 @@ pub fn on_hangup(reload: tls::Reloader, shutdown: CancellationToken) {
                     if s.is_none() {
                         return;
                     }
-                    tracing::info!("SIGHUP: reloading TLS certificates");
+                    tracing::info!("SIGHUP: reloading TLS certificates and the config file");
                     let r = reload.clone();
                     let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                    if let Some(c) = &config {
+                        // The outcome is logged and counted by the reload task.
+                        let _ = c.reload("SIGHUP").await;
+                    }
                 }
             }
         }
     });
     #[cfg(not(unix))]
-    let _ = (reload, shutdown);
+    let _ = (reload, config, shutdown);
 }
 
 #[cfg(test)]

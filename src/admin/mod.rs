@@ -126,6 +126,9 @@ struct AdminState {
     viewer_token: Option<String>,
     /// Every route, for `GET /api/v1`.
     routes: Vec<RouteDoc>,
+    /// Asks the gateway to reload its config file (`POST /api/v1/reload`); empty when it was
+    /// not started from one.
+    reload: crate::reload::Slot,
 }
 
 impl Admin {
@@ -134,6 +137,7 @@ impl Admin {
         registry: Arc<dyn Registry>,
         hubs: Arc<Hubs>,
         health: Arc<Health>,
+        reload: crate::reload::Slot,
     ) -> Self {
         let table = Self::table();
         let state = Arc::new(AdminState {
@@ -148,6 +152,7 @@ impl Admin {
             vendor: ui::VendorDirs::new(settings.ui.vendor_dir.as_deref()),
             viewer_token: settings.ui.viewer_token.clone(),
             routes: table.routes,
+            reload,
         });
         let mut router = table.router;
         if settings.ui.enabled {
@@ -210,6 +215,7 @@ impl Admin {
         .route("/api/v1/live", &["GET"], get(live_status))
         .route("/api/v1/routes", &["GET"], get(list_routes))
         .route("/api/v1/ui", &["GET"], get(ui_settings))
+        .route("/api/v1/reload", &["POST"], post(reload_config))
         .route("/hooks/srs", &["POST"], post(srs_hook))
         .route("/hooks/nginx-rtmp", &["POST"], post(nginx_rtmp_hook))
     }
@@ -593,6 +599,30 @@ async fn list_routes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResu
 
 /// `GET /api/v1/ui`: what the dashboard's player needs: the default viewer token (`[ui]
 /// viewer_token`, shown to admins only) and which player libraries are installed.
+/// `POST /api/v1/reload`: reads the config file again and applies it (see `crate::reload`),
+/// answering what changed, or the file's error with the running config kept.
+async fn reload_config(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    let Some(trigger) = st.reload.get() else {
+        return Err(GatewayError::Disabled("config reload (serve --config FILE)").into());
+    };
+    match trigger.reload("api").await {
+        Ok(a) => ok(json!({
+            "reloaded": true,
+            "routes": a.routes,
+            "nodes": a.nodes,
+            "nodes_added": a.nodes_added,
+            "nodes_removed": a.nodes_removed,
+            "listeners_added": a.listeners_added,
+            "listeners_removed": a.listeners_removed,
+            "needs_restart": a.needs_restart,
+        })),
+        Err(crate::reload::ReloadError::Invalid(e)) => {
+            Err(GatewayError::ConfigInvalid(e.to_string()).into())
+        }
+        Err(e) => Err(GatewayError::ReloadFailed(e.to_string()).into()),
+    }
+}
+
 async fn ui_settings(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
     ok(json!({
         "viewer_token": st.viewer_token,
@@ -1008,6 +1038,7 @@ mod tests {
             Arc::new(crate::registry::MemoryRegistry::default()),
             hubs,
             transport.health().clone(),
+            crate::reload::Slot::default(),
         );
         let routes = Admin::table().routes;
         assert!(routes.len() >= 12);

@@ -32,6 +32,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry as PromRegistry;
@@ -59,6 +60,11 @@ pub const BYTES_FLUSH: u64 = 1 << 20;
 struct RouteStatus {
     route: String,
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadResult {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,8 +111,16 @@ impl RouteCounters {
 /// counts into.
 pub struct Metrics {
     registry: PromRegistry,
-    /// By route index, as in `Settings::routes`.
-    routes: Vec<Arc<RouteCounters>>,
+    /// The request families, for the counters of each route table (start and reloads).
+    requests: Family<RouteStatus, Counter>,
+    response_bytes: Family<RouteLabel, Counter>,
+    request_bytes: Family<RouteLabel, Counter>,
+    /// The route paths of the table in use: a reload drops the series of paths it removed.
+    route_paths: std::sync::Mutex<Vec<String>>,
+    /// `config_reloads_total` by `result` (`ok`, `error`).
+    reloads: Family<ReloadResult, Counter>,
+    /// When the config was last applied (start or reload), seconds since the epoch.
+    last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `/api/v1` and `/hooks`.
     admin: Arc<RouteCounters>,
     /// `/metrics` on the main listener.
@@ -118,6 +132,25 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl RouteCounters {
+    /// Counters registered nowhere (replaced right after `Metrics::new` makes its families).
+    fn placeholder() -> Self {
+        Self {
+            route: String::new(),
+            by_class: Default::default(),
+            family: Family::default(),
+            response_bytes: Counter::default(),
+            request_bytes: Counter::default(),
+        }
     }
 }
 
@@ -163,27 +196,24 @@ impl Metrics {
             "Request body bytes received from clients and forwarded to nodes, by route",
             request_bytes.clone(),
         );
-        let counters = |route: &str| {
-            let l = RouteLabel {
-                route: route.to_string(),
-            };
-            Arc::new(RouteCounters {
-                route: route.to_string(),
-                by_class: CLASSES.map(|status| {
-                    requests.get_or_create_owned(&RouteStatus {
-                        route: route.to_string(),
-                        status,
-                    })
-                }),
-                family: requests.clone(),
-                response_bytes: response_bytes.get_or_create_owned(&l),
-                request_bytes: request_bytes.get_or_create_owned(&l),
-            })
-        };
-        let routes = settings.routes.iter().map(|r| counters(&r.path)).collect();
-        let admin = counters("_admin");
-        let scrape = counters("_metrics");
-        let unrouted = counters("_none");
+        let reloads = Family::<ReloadResult, Counter>::default();
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ReloadResult { result });
+        }
+        reg.register(
+            "config_reloads",
+            "Config reloads asked (SIGHUP or the admin API), by result: ok (applied) or error \
+             (refused; the running config stays)",
+            reloads.clone(),
+        );
+        let last_reload = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        last_reload.set(unix_now());
+        reg.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the running config was applied (start or the last successful reload), \
+             seconds since the Unix epoch",
+            last_reload.clone(),
+        );
         nodes.register(reg);
         reg.register(
             "build",
@@ -195,18 +225,79 @@ impl Metrics {
             top: settings.metrics.top_streams,
         }));
         reg.register_collector(Box::new(RegistryCollector { registry, nodes }));
-        Self {
+        let mut me = Self {
             registry: root,
-            routes,
-            admin,
-            scrape,
-            unrouted,
-        }
+            admin: Arc::new(RouteCounters::placeholder()),
+            scrape: Arc::new(RouteCounters::placeholder()),
+            unrouted: Arc::new(RouteCounters::placeholder()),
+            requests,
+            response_bytes,
+            request_bytes,
+            route_paths: std::sync::Mutex::new(Vec::new()),
+            reloads,
+            last_reload,
+        };
+        me.admin = me.counters("_admin");
+        me.scrape = me.counters("_metrics");
+        me.unrouted = me.counters("_none");
+        me
     }
 
-    /// The counters of route `i` (its index in `Settings::routes`).
-    pub fn route(&self, i: usize) -> &Arc<RouteCounters> {
-        self.routes.get(i).unwrap_or(&self.unrouted)
+    /// One route's counters, labelled with its path: the same path keeps the same series
+    /// across reloads.
+    fn counters(&self, route: &str) -> Arc<RouteCounters> {
+        let l = RouteLabel {
+            route: route.to_string(),
+        };
+        Arc::new(RouteCounters {
+            route: route.to_string(),
+            by_class: CLASSES.map(|status| {
+                self.requests.get_or_create_owned(&RouteStatus {
+                    route: route.to_string(),
+                    status,
+                })
+            }),
+            family: self.requests.clone(),
+            response_bytes: self.response_bytes.get_or_create_owned(&l),
+            request_bytes: self.request_bytes.get_or_create_owned(&l),
+        })
+    }
+
+    /// The counters of a route table, by index (at start and at each reload). The series of
+    /// route paths the previous table had and this one has not are dropped, so reloads do not
+    /// pile up series; a request still running on a removed route counts into a handle no
+    /// longer exported.
+    pub fn route_counters(
+        &self,
+        routes: &[crate::config::RouteSettings],
+    ) -> Vec<Arc<RouteCounters>> {
+        let out: Vec<_> = routes.iter().map(|r| self.counters(&r.path)).collect();
+        let new: Vec<String> = routes.iter().map(|r| r.path.clone()).collect();
+        let mut paths = self.route_paths.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in paths.iter().filter(|p| !new.contains(p)) {
+            for status in CLASSES.into_iter().chain(["1xx"]) {
+                self.requests.remove(&RouteStatus {
+                    route: gone.clone(),
+                    status,
+                });
+            }
+            let l = RouteLabel {
+                route: gone.clone(),
+            };
+            self.response_bytes.remove(&l);
+            self.request_bytes.remove(&l);
+        }
+        *paths = new;
+        out
+    }
+
+    /// Counts one config reload's outcome; a success also sets the last-reload time.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadResult { result }).inc();
+        if ok {
+            self.last_reload.set(unix_now());
+        }
     }
 
     /// The counters of the registry API and hooks.

@@ -83,6 +83,16 @@ impl Transport {
 
     /// Measures every attempt at a node into `metrics` (the gateway's; hosts that are not
     /// nodes, like the auth hook, are never measured).
+    /// The same transport (pool, health, metrics) with `s`'s response header and body idle
+    /// timeouts, for the requests a reloaded config serves. The connect timeout and the pool's
+    /// settings belong to the pool and stay as started.
+    pub fn with_timeouts(&self, s: &UpstreamSettings) -> Self {
+        let mut t = self.clone();
+        t.header_timeout = s.response_header_timeout;
+        t.body_idle_timeout = s.body_idle_timeout;
+        t
+    }
+
     pub fn with_metrics(mut self, metrics: Arc<NodeMetrics>) -> Self {
         self.metrics = Some(metrics);
         self
