@@ -54,10 +54,19 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
     log "warning: ulimit -n is $(ulimit -n); 1000 viewers may fail"
 fi
 
-log "building (release)"
-cargo build --release --quiet --bin streamgate --bin streamgate-bench
-SG=$ROOT/target/release/streamgate
-BENCH=$ROOT/target/release/streamgate-bench
+# Measurements need the release build. The smoke only checks that every scenario runs and
+# parses, so it takes the debug build the test suite builds anyway (one build less in CI).
+if [ "$MODE" = smoke ]; then
+    log "building (debug: smoke only)"
+    cargo build --quiet --bin streamgate --bin streamgate-bench
+    SG=$ROOT/target/debug/streamgate
+    BENCH=$ROOT/target/debug/streamgate-bench
+else
+    log "building (release)"
+    cargo build --release --quiet --bin streamgate --bin streamgate-bench
+    SG=$ROOT/target/release/streamgate
+    BENCH=$ROOT/target/release/streamgate-bench
+fi
 
 # --- temp dir, processes, cleanup -------------------------------------------------------------
 TMP=$(mktemp -d /tmp/streamgate-bench.XXXXXX)
