@@ -16,12 +16,7 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || '',
   routes: [],
   players: { 'mpegts.js': false, 'hls.js': false },
-  /** Previous `bytes_in` per pull, for the bitrate: key → { bytes, at }. */
-  prev: new Map(),
-  /** Bits per second per stream, from the last two polls. */
-  rates: new Map(),
   selected: null,
-  /** Which viewer list the gateway has: unknown (null), 'streams' or 'live'. */
   timer: null,
   tiles: [],
 };
@@ -151,24 +146,15 @@ async function refresh() {
     api('/api/v1/nodes'), api('/api/v1/streams'), api('/api/v1/live'),
   ]);
   renderNodes(nodes.nodes || []);
-  const now = performance.now();
-  // Viewers and bytes per stream, summed over its pulls (one per node source and path).
+  // Viewers and ingest bitrate per stream, summed over its pulls (one per node source and
+  // path). The rate is the gateway's own sample (`bytes_per_second`), 0 until its first one.
   const perStream = new Map();
-  const seen = new Set();
   for (const s of live.streams || []) {
-    const key = `${s.stream}\u0000${s.upstream_path}\u0000${s.node}`;
-    seen.add(key);
     const agg = perStream.get(s.stream) || { viewers: 0, bps: null };
     agg.viewers += s.viewers;
-    const prev = state.prev.get(key);
-    // A pull seen for the first time (or restarted) has no rate yet: it shows from the next poll.
-    if (prev && s.bytes_in >= prev.bytes && now > prev.at) {
-      agg.bps = (agg.bps || 0) + ((s.bytes_in - prev.bytes) * 8 * 1000) / (now - prev.at);
-    }
-    state.prev.set(key, { bytes: s.bytes_in, at: now });
+    if (s.bytes_per_second > 0) agg.bps = (agg.bps || 0) + s.bytes_per_second * 8;
     perStream.set(s.stream, agg);
   }
-  for (const k of [...state.prev.keys()]) if (!seen.has(k)) state.prev.delete(k);
   renderStreams(streams.streams || [], perStream);
   $('totals').textContent = `(${live.viewers || 0} live viewers, ${(live.streams || []).length} pulls)`;
   if (state.selected) await renderDetail(state.selected);
