@@ -66,6 +66,9 @@ pub enum GatewayError {
     /// Every node that could serve the request is drained by an operator.
     #[error("every node that could serve {0:?} is draining")]
     Draining(String),
+    /// Every member of a node group (`[[groups]]`) is down, cooling down or draining.
+    #[error("every member of group {0:?} is down or draining")]
+    GroupUnavailable(String),
     #[error("no viewer {id} watches stream {stream:?}")]
     ViewerNotFound { stream: String, id: u64 },
     #[error("node {node} is unreachable: {source}")]
@@ -150,6 +153,7 @@ impl GatewayError {
             Self::StreamNotFound(_) => (StatusCode::NOT_FOUND, "stream_not_found"),
             Self::NodeUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable"),
             Self::Draining(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_draining"),
+            Self::GroupUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "node_unavailable"),
             Self::ViewerNotFound { .. } => (StatusCode::NOT_FOUND, "viewer_not_found"),
             Self::UpstreamConnect { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),

@@ -38,6 +38,7 @@ use crate::request_id;
 use crate::router::{Captures, STREAM};
 use crate::server::{self, ConnInfo, Handler, Running, ServeOptions};
 use crate::stall_timeout::StallFlag;
+use crate::upstream::balance::{Groups, InFlight, Use};
 use crate::upstream::Transport;
 use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
 use crate::websocket;
@@ -107,6 +108,8 @@ struct Active {
     ws_ping_interval: std::time::Duration,
     /// Stops this config's active health checks when a reload replaces it.
     checks: CancellationToken,
+    /// `[[groups]]`: the node pools routes may name, with their balancing state.
+    groups: Arc<Groups>,
 }
 
 /// The path metrics are served at.
@@ -487,6 +490,11 @@ impl Active {
             Some(o) if same_random_session_key(&o.settings, &settings) => o.auth.sessions.clone(),
             _ => HlsSessions::new(&settings.auth.hls_session),
         };
+        let groups = Arc::new(Groups::build(
+            &settings.groups,
+            &settings.nodes,
+            old.map(|o| &*o.groups),
+        ));
         let mut stored = settings.clone();
         if let Some(o) = old {
             // What the process still runs with, whatever the file says now.
@@ -525,6 +533,7 @@ impl Active {
                 shared.hubs.clone(),
                 transport.health().clone(),
                 shared.reload.clone(),
+                groups.clone(),
             ),
             routes: settings.routes.clone(),
             transport,
@@ -538,6 +547,7 @@ impl Active {
             },
             redirect_link_ttl: settings.auth.redirect_link_ttl,
             checks,
+            groups,
             settings: stored,
         }
     }
@@ -595,6 +605,37 @@ impl Active {
         Ok(ordered)
     }
 
+    /// Phase 3: the candidates for a request that `action` will serve from `path` on the node,
+    /// and, when a group's member was picked for a proxied request, the guard that counts it
+    /// in flight (held by the response body).
+    fn choose(
+        &self,
+        route: &RouteSettings,
+        caps: &Captures,
+        action: Action,
+        path: &str,
+    ) -> Result<(Vec<Arc<Node>>, Option<InFlight>), GatewayError> {
+        let Target::Group(id) = &route.target else {
+            return Ok((self.choose_nodes(route, caps)?, None));
+        };
+        let group = self.group(id)?;
+        let purpose = match action {
+            // The hub keys its pull by the group's fixed order (see `Action::Live`).
+            Action::Live => return Ok((self.candidates(route, caps)?, None)),
+            Action::Redirect => Use::Redirect,
+            Action::Proxy | Action::Auto => Use::Proxy,
+        };
+        let key = group.key(path, caps.get(STREAM));
+        let pick = group.pick(key, self.transport.health(), purpose)?;
+        Ok((pick.nodes, pick.guard))
+    }
+
+    fn group(&self, id: &str) -> Result<&Arc<crate::upstream::balance::Group>, GatewayError> {
+        self.groups
+            .get(id)
+            .ok_or_else(|| GatewayError::Internal(format!("configured group {id} missing")))
+    }
+
     fn candidates(
         &self,
         route: &RouteSettings,
@@ -612,6 +653,14 @@ impl Active {
                 url: url.clone(),
                 expires: None,
             })]),
+            // A group's members in its ring order for the request (live routes: the hub's
+            // source, the same list whatever the health); proxy and redirect routes pick in
+            // `choose`.
+            Target::Group(id) => {
+                let group = self.group(id)?;
+                let path = route.upstream.render(caps);
+                Ok(group.preference(group.key(&path, caps.get(STREAM)).unwrap_or(&path)))
+            }
             Target::Registry => {
                 let stream = caps.get(STREAM).unwrap_or_default();
                 match self.shared.registry.resolve(stream) {
@@ -701,16 +750,17 @@ impl Active {
                 return Err(GatewayError::StreamNotFound(stream.to_string()));
             }
         }
-        // Phase 3: choose the upstream.
-        let nodes = self.choose_nodes(route, &caps)?;
-        let path = route.upstream.render(&caps);
-        let query = strip_credentials(req.uri().query());
-        // Phase 4: act (an `auto` route picks redirect or proxy for this client).
+        // Phase 3: choose the upstream (an `auto` route picks redirect or proxy for this client
+        // first: a group counts a redirect's load differently).
         let action = match route.action {
             Action::Auto if follows_redirects(req.headers()) => Action::Redirect,
             Action::Auto => Action::Proxy,
             a => a,
         };
+        let path = route.upstream.render(&caps);
+        let (nodes, guard) = self.choose(route, &caps, action, &path)?;
+        let query = strip_credentials(req.uri().query());
+        // Phase 4: act.
         if let Some(log) = log {
             log.decision = match action {
                 Action::Redirect => "redirect",
@@ -733,6 +783,7 @@ impl Active {
                     path,
                     query,
                     session,
+                    guard,
                 },
                 counters,
             )
@@ -766,6 +817,7 @@ impl Active {
             path,
             query,
             session,
+            guard,
         } = upstream;
         match action {
             Action::Auto => Err(GatewayError::Internal("auto not resolved".into())),
@@ -950,6 +1002,14 @@ impl Active {
                 if let Some(log) = log {
                     log.node = node.id.clone();
                 }
+                // A group member's load is held by the body, on the member that answered.
+                let resp = match guard {
+                    Some(mut g) => {
+                        g.answered_by(&node.id);
+                        resp.map(|b| g.hold(b))
+                    }
+                    None => resp,
+                };
                 match viewer {
                     Some(v)
                         if resp.status() == http::StatusCode::OK
@@ -1416,6 +1476,8 @@ struct Upstream {
     query: Option<String>,
     /// The HLS session the request came with (it then skipped the route's auth).
     session: Option<Session>,
+    /// A group member's in-flight count for a proxied request (`upstream::balance`).
+    guard: Option<InFlight>,
 }
 
 /// Whether the client follows a redirect by itself: a browser loading an `<img>`, `<video>`,

@@ -129,6 +129,8 @@ struct AdminState {
     /// Asks the gateway to reload its config file (`POST /api/v1/reload`); empty when it was
     /// not started from one.
     reload: crate::reload::Slot,
+    /// `[[groups]]` with their balancing state, for `GET /api/v1/groups`.
+    groups: Arc<crate::upstream::balance::Groups>,
 }
 
 impl Admin {
@@ -138,6 +140,7 @@ impl Admin {
         hubs: Arc<Hubs>,
         health: Arc<Health>,
         reload: crate::reload::Slot,
+        groups: Arc<crate::upstream::balance::Groups>,
     ) -> Self {
         let table = Self::table();
         let state = Arc::new(AdminState {
@@ -153,6 +156,7 @@ impl Admin {
             viewer_token: settings.ui.viewer_token.clone(),
             routes: table.routes,
             reload,
+            groups,
         });
         let mut router = table.router;
         if settings.ui.enabled {
@@ -214,6 +218,7 @@ impl Admin {
         )
         .route("/api/v1/live", &["GET"], get(live_status))
         .route("/api/v1/routes", &["GET"], get(list_routes))
+        .route("/api/v1/groups", &["GET"], get(list_groups))
         .route("/api/v1/ui", &["GET"], get(ui_settings))
         .route("/api/v1/reload", &["POST"], post(reload_config))
         .route("/hooks/srs", &["POST"], post(srs_hook))
@@ -589,6 +594,12 @@ fn routes_json(routes: &[crate::config::RouteSettings]) -> Value {
         })
         .collect();
     json!({ "routes": list })
+}
+
+/// `GET /api/v1/groups`: every node group with its policy and, per member, weight, health,
+/// requests in flight and picks (see `upstream::balance`).
+async fn list_groups(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    ok(json!({ "groups": st.groups.views(&st.health) }))
 }
 
 /// `GET /api/v1/routes`: how viewers reach streams and files (the dashboard builds play URLs
@@ -1039,6 +1050,7 @@ mod tests {
             hubs,
             transport.health().clone(),
             crate::reload::Slot::default(),
+            Arc::default(),
         );
         let routes = Admin::table().routes;
         assert!(routes.len() >= 12);

@@ -7,6 +7,7 @@
 
 mod auth;
 mod duration;
+mod groups;
 mod limits;
 mod live;
 mod log;
@@ -25,6 +26,10 @@ pub use auth::{
 };
 use duration::duration;
 pub use duration::parse_duration;
+pub use groups::{
+    GroupSettings, HashKey, MemberSettings, Policy, RawGroup, RawMember, DEFAULT_LOAD_FACTOR,
+    MAX_MEMBERS, MAX_TOTAL_WEIGHT, MAX_WEIGHT,
+};
 pub use limits::{LimitSettings, RateSettings, RawLimits};
 pub use live::{DrainMode, LiveSettings, RawLive};
 pub use log::{AccessTarget, LogFormat, LogSettings, RawLog};
@@ -81,6 +86,9 @@ pub struct RawConfig {
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// `[[groups]]`: pools of nodes a route's `to` may name.
+    #[serde(default)]
+    pub groups: Vec<RawGroup>,
     #[serde(default)]
     pub registry: RawRegistry,
     #[serde(default)]
@@ -103,6 +111,8 @@ pub struct Settings {
     /// Viewer tokens, signing keys, the secure_link expression (`[auth]`).
     pub auth: AuthSettings,
     pub nodes: Vec<NodeSettings>,
+    /// Node groups (`[[groups]]`), by id in the order written.
+    pub groups: Vec<GroupSettings>,
     pub routes: Vec<RouteSettings>,
     /// The live fan-out (`[live]`).
     pub live: LiveSettings,
@@ -140,7 +150,8 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let upstream = upstream::validate(&raw.upstream)?;
     let auth = auth::validate(raw.auth)?;
     let nodes = routes::validate_nodes(raw.nodes)?;
-    let routes = routes::validate_routes(&raw.routes, &nodes, &auth)?;
+    let groups = groups::validate(&raw.groups, &nodes)?;
+    let routes = routes::validate_routes(&raw.routes, &nodes, &groups, &auth)?;
     let registry = registry::validate(&raw.registry)?;
     let admin = match &raw.admin.token {
         Some(t) if t.trim().is_empty() => return Err(invalid("admin.token", "cannot be empty")),
@@ -170,6 +181,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         upstream,
         auth,
         nodes,
+        groups,
         routes,
         live,
         registry,

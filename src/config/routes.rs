@@ -131,6 +131,8 @@ pub enum Target {
     Url(BaseUrl),
     /// The node the stream registry names for the `{stream}` capture.
     Registry,
+    /// A `[[groups]]` id: its policy picks a member per request (`upstream::balance`).
+    Group(String),
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +246,7 @@ pub(super) fn validate_nodes(raw: Vec<RawNode>) -> Result<Vec<NodeSettings>, Con
 pub(super) fn validate_routes(
     raw: &[RawRoute],
     nodes: &[NodeSettings],
+    groups: &[super::GroupSettings],
     available: &AuthSettings,
 ) -> Result<Vec<RouteSettings>, ConfigError> {
     let node_ids: HashMap<&str, ()> = nodes.iter().map(|n| (n.id.as_str(), ())).collect();
@@ -277,13 +280,17 @@ pub(super) fn validate_routes(
                 Target::Url(url)
             }
             Some(to) => {
-                if !node_ids.contains_key(to.as_str()) {
+                if let Some(g) = groups.iter().find(|g| &g.id == to) {
+                    super::groups::check_route(&format!("{key}.to"), g, action, &pattern)?;
+                    Target::Group(to.clone())
+                } else if !node_ids.contains_key(to.as_str()) {
                     return Err(invalid(
                         format!("{key}.to"),
-                        format!("no node with id {to:?}"),
+                        format!("no node or group with id {to:?}"),
                     ));
+                } else {
+                    Target::Node(to.clone())
                 }
-                Target::Node(to.clone())
             }
             None => {
                 if !pattern.has_stream() {

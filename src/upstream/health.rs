@@ -266,6 +266,19 @@ impl Health {
         up
     }
 
+    /// For each of `ids`: whether it takes new work now (up, not drained). One look under the
+    /// lock for a node group's members (`balance`).
+    pub fn available<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
+        let now = Instant::now();
+        let map = self.lock();
+        ids.into_iter()
+            .map(|id| {
+                map.get(id)
+                    .is_none_or(|e| !e.drained && e.state(now) == State::Up)
+            })
+            .collect()
+    }
+
     /// Whether any node is drained (a cheap look, without the lock).
     pub fn any_drained(&self) -> bool {
         self.drained.load(Ordering::Relaxed) > 0

@@ -17,11 +17,13 @@
 //! may go to another node ([`Transport::send_any`]). Node health ([`Health`]) is recorded on
 //! every attempt and orders the candidates.
 
+pub mod balance;
 pub mod body;
 pub mod error;
 pub mod health;
 pub mod idle_body;
 pub mod pool;
+pub mod ring;
 
 use std::sync::Arc;
 use std::time::Duration;
