@@ -36,6 +36,12 @@ fn config(nodes: &[(&str, &Proc)], live: &str) -> String {
             p.addr()
         ));
     }
+    // A node group over the same nodes, for `GET /api/v1/groups`.
+    let members: Vec<String> = nodes.iter().map(|(id, _)| format!("\"{id}\"")).collect();
+    s.push_str(&format!(
+        "[[groups]]\nid = \"pool\"\npolicy = \"hash\"\nmembers = [{}]\n",
+        members.join(", ")
+    ));
     s.push_str("[[routes]]\npath = \"/flv/{stream}.flv\"\naction = \"live\"\nupstream = \"/live/{stream}.flv\"\n");
     s.push_str("[[routes]]\npath = \"/snap/{stream}.jpg\"\naction = \"redirect\"\nupstream = \"/files/snapshot.jpg\"\n");
     s
