@@ -113,6 +113,10 @@ ffmpeg -nostdin -loglevel error \
     -t "$SOURCE_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
     -b:v 2M -maxrate 2M -bufsize 1M -g 50 -keyint_min 50 -sc_threshold 0 \
     -c:a aac -b:a 128k -f flv "$TMP/media/src.flv"
+# Node group scenario: GROUP_KEYS small objects (copies of small.jpg), spread over 3 origins.
+GROUP_KEYS=100
+mkdir -p "$TMP/media/g"
+for i in $(seq 0 $((GROUP_KEYS - 1))); do cp "$TMP/media/small.jpg" "$TMP/media/g/k$i.jpg"; done
 SMALL_BYTES=$(stat -c %s "$TMP/media/small.jpg")
 SRC_BYTES=$(stat -c %s "$TMP/media/src.flv")
 SRC_DURATION=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$TMP/media/src.flv")
@@ -124,6 +128,15 @@ RUST_LOG=warn "$SG" origin --media "$TMP/media" --listen 127.0.0.1:0 --name benc
     > "$TMP/origin.out" 2> "$TMP/origin.log" &
 ORIGIN_PID=$!; PIDS+=("$ORIGIN_PID")
 ORIGIN=$(wait_listening "$TMP/origin.out" "$ORIGIN_PID")
+# Two more origins on the same media: the node group's other members.
+RUST_LOG=warn "$SG" origin --media "$TMP/media" --listen 127.0.0.1:0 --name bench2 \
+    > "$TMP/origin2.out" 2> "$TMP/origin2.log" &
+ORIGIN2_PID=$!; PIDS+=("$ORIGIN2_PID")
+ORIGIN2=$(wait_listening "$TMP/origin2.out" "$ORIGIN2_PID")
+RUST_LOG=warn "$SG" origin --media "$TMP/media" --listen 127.0.0.1:0 --name bench3 \
+    > "$TMP/origin3.out" 2> "$TMP/origin3.log" &
+ORIGIN3_PID=$!; PIDS+=("$ORIGIN3_PID")
+ORIGIN3=$(wait_listening "$TMP/origin3.out" "$ORIGIN3_PID")
 
 ADMIN_TOKEN=bench-admin
 cat > "$TMP/gateway.toml" <<TOML
@@ -141,6 +154,26 @@ linger = "1s"
 id = "origin"
 url = "http://$ORIGIN"
 streams = ["src"]
+
+[[nodes]]
+id = "origin2"
+url = "http://$ORIGIN2"
+
+[[nodes]]
+id = "origin3"
+url = "http://$ORIGIN3"
+
+# Small objects over three origins by consistent hash (nginx: hash \$uri consistent).
+[[groups]]
+id = "pool"
+policy = "hash"
+members = ["origin", "origin2", "origin3"]
+
+[[routes]]
+path = "/g/{*rest}"
+action = "proxy"
+to = "pool"
+upstream = "/files/g/{*rest}"
 
 [[routes]]
 path = "/files/{*rest}"
@@ -167,6 +200,7 @@ GATEWAY=$(wait_listening "$TMP/gateway.out" "$GATEWAY_PID")
 
 NGINX_PORT=$("$BENCH" free-port)
 sed -e "s#@PORT@#$NGINX_PORT#g" -e "s#@ORIGIN@#$ORIGIN#g" -e "s#@TMP@#$TMP/nginx#g" \
+    -e "s#@ORIGIN2@#$ORIGIN2#g" -e "s#@ORIGIN3@#$ORIGIN3#g" \
     bench/nginx.conf.in > "$TMP/nginx/nginx.conf"
 cp "$TMP/nginx/nginx.conf" "$RESULTS/nginx.conf"
 "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" 2> "$TMP/nginx.log" &
@@ -187,6 +221,10 @@ for t in direct streamgate nginx; do
     curl -fsS -o "$TMP/check.jpg" "http://${HOST[$t]}/files/small.jpg"
     cmp -s "$TMP/check.jpg" "$TMP/media/small.jpg" || { echo "$t: small.jpg differs" >&2; exit 1; }
 done
+for t in streamgate nginx; do
+    curl -fsS -o "$TMP/check.jpg" "http://${HOST[$t]}/g/k7.jpg"
+    cmp -s "$TMP/check.jpg" "$TMP/media/small.jpg" || { echo "$t: g/k7.jpg differs" >&2; exit 1; }
+done
 
 cat > "$RESULTS/meta.json" <<JSON
 {"mode": "$MODE", "date": "$(date -Is)", "git": "$(git rev-parse --short HEAD 2>/dev/null || echo none)",
@@ -197,11 +235,12 @@ cat > "$RESULTS/meta.json" <<JSON
  "http_duration": "$HTTP_DURATION", "live_window": "$LIVE_WINDOW"}
 JSON
 
-# http_bench OUT URL: wrk (2 threads) when present, else the built-in loop; JSON into OUT.
+# http_bench OUT URL [SCRIPT]: wrk (2 threads) when present, else the built-in loop (URL
+# only); JSON into OUT. SCRIPT (default bench/wrk-json.lua) may vary the requests.
 http_bench() {
-    local out=$1 url=$2
+    local out=$1 url=$2 script=${3:-bench/wrk-json.lua}
     if command -v wrk >/dev/null 2>&1; then
-        wrk -t2 -c"$HTTP_CONC" -d"$HTTP_DURATION" --timeout 5s -s bench/wrk-json.lua "$url" \
+        GROUP_KEYS=$GROUP_KEYS wrk -t2 -c"$HTTP_CONC" -d"$HTTP_DURATION" --timeout 5s -s "$script" "$url" \
             > "$TMP/wrk.out" 2>&1 || true
         grep '^{' "$TMP/wrk.out" | tail -1 > "$out"
         [ -s "$out" ] || { cat "$TMP/wrk.out" >&2; return 1; }
@@ -228,6 +267,14 @@ done
 for t in streamgate nginx; do
     log "redirect 302, ${HTTP_CONC} connections: $t"
     http_bench "$RESULTS/redirect_$t.json" "http://${HOST[$t]}/r/small.jpg"
+done
+
+# --- 3b. small objects through a 3-member node group ---------------------------------------
+# GROUP_KEYS paths (/g/k0.jpg …) hashed over three origins: streamgate's `hash` group (bounded
+# loads) against nginx's `hash $uri consistent` upstream over the same origins.
+for t in streamgate nginx; do
+    log "node group of 3 (hash, ${GROUP_KEYS} keys), ${HTTP_CONC} connections: $t"
+    http_bench "$RESULTS/group_$t.json" "http://${HOST[$t]}/g/k0.jpg" bench/wrk-keys.lua
 done
 
 # --- 4. live fan-out --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ for t in direct streamgate nginx; do
 done
 for t in streamgate nginx; do
     check "redirect_$t.json" '.requests > 0 and .errors == 0 and .status_other == 0'
+    check "group_$t.json" '.requests > 0 and .errors == 0 and .status_other == 0'
 done
 check live_5_streamgate.json '.origin_live_clients_max == 1 and .gateway_live.pulls >= 1'
 check summary.json '(.rows | length) > 10'

@@ -1,7 +1,8 @@
 //! `report`: the side-by-side table from a results directory written by `bench/run.sh`.
 //!
 //! Files read (missing ones show as `-`): `meta.json`, `download_{direct,streamgate,nginx}.json`,
-//! `small_{…}.json`, `redirect_{streamgate,nginx}.json`, `live_{N}_{…}.json`. Writes
+//! `small_{…}.json`, `redirect_{streamgate,nginx}.json`, `group_{streamgate,nginx}.json` (small
+//! objects through a 3-member node group), `live_{N}_{…}.json`. Writes
 //! `summary.json` (every row with its ratios and target verdict, plus the raw files).
 
 use std::fmt::Write as _;
@@ -106,6 +107,18 @@ pub fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         "redirect 302, p99.9 ms".into(),
         "redirect",
         "p999_ms",
+        vec![],
+    );
+    row(
+        "node group of 3 (hash), req/s".into(),
+        "group",
+        "rps",
+        vec![Goal::VsNginxAtLeast(1.0)],
+    );
+    row(
+        "node group of 3 (hash), p99 ms".into(),
+        "group",
+        "p99_ms",
         vec![],
     );
     let mut counts: Vec<u64> = std::fs::read_dir(dir)?
