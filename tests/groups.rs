@@ -396,7 +396,7 @@ fn least_conn_sends_new_requests_to_the_member_with_fewer_in_flight() {
 }
 
 #[test]
-fn a_stopped_member_is_skipped_without_a_viewer_error_and_none_left_is_503() {
+fn drained_and_stopped_members_are_skipped_without_a_viewer_error_and_none_left_is_503() {
     let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| media(n, 0)).collect();
     let mut origins: Vec<Option<Proc>> = dirs.iter().map(|d| Some(origin(d.path()))).collect();
     let nodes: Vec<(&str, String)> = ["a", "b", "c"]
@@ -422,6 +422,17 @@ fn a_stopped_member_is_skipped_without_a_viewer_error_and_none_left_is_503() {
     for _ in 0..6 {
         assert_eq!(client.get("/p/id.txt").0, 200);
     }
+    // Drain c: nothing new goes to it while the mark stands.
+    let r = send(addr, "POST", "/api/v1/nodes/c/drain", ADMIN, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..10 {
+        let (status, _, body) = client.get("/p/id.txt");
+        assert_eq!(status, 200);
+        assert_ne!(body, b"c", "a drained member was picked");
+    }
+    assert_eq!(member(addr, "pool", "c")["draining"], true);
+    let r = send(addr, "POST", "/api/v1/nodes/c/undrain", ADMIN, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
     // Stop b: every request still succeeds (the failed attempt moves on to the next member),
     // and once b is marked down it is no longer picked.
     drop(origins[1].take());
