@@ -194,6 +194,7 @@ impl Gateway {
             bound: std::sync::Mutex::new(Vec::new()),
         });
         let active = Active::build(&shared, settings.clone(), None);
+        shared.metrics.groups.set(active.groups.clone());
         Self {
             shared,
             active: RwLock::new(Arc::new(active)),
@@ -348,6 +349,7 @@ impl crate::reload::Target for Gateway {
             bound.extend(now);
         }
         let next = Arc::new(next);
+        self.shared.metrics.groups.set(next.groups.clone());
         match self.active.write() {
             Ok(mut a) => *a = next,
             Err(poisoned) => *poisoned.into_inner() = next,

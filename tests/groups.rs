@@ -175,6 +175,15 @@ fn round_robin_spreads_evenly_and_by_weight_counted_at_the_origins() {
         })
         .collect();
     assert_eq!(picks, [500, 1000, 1500]);
+    // And /metrics, one series per member.
+    let m = get(gw.addr(), "/metrics", ADMIN).text();
+    for (id, n) in [("a", 500), ("b", 1000), ("c", 1500)] {
+        let line =
+            format!("streamgate_group_member_picks_total{{group=\"weighted\",node=\"{id}\"}} {n}");
+        assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
+        let line = format!("streamgate_group_member_in_flight{{group=\"even\",node=\"{id}\"}} 0");
+        assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
+    }
 }
 
 #[test]

@@ -127,6 +127,9 @@ pub struct Metrics {
     scrape: Arc<RouteCounters>,
     /// Requests no route matched.
     unrouted: Arc<RouteCounters>,
+    /// Node groups' per-member in-flight and pick counts (`upstream::balance`), for the
+    /// config applied now.
+    pub groups: Arc<crate::upstream::balance::GroupMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -225,7 +228,10 @@ impl Metrics {
             top: settings.metrics.top_streams,
         }));
         reg.register_collector(Box::new(RegistryCollector { registry, nodes }));
+        let groups = Arc::new(crate::upstream::balance::GroupMetrics::default());
+        reg.register_collector(Box::new(groups.clone()));
         let mut me = Self {
+            groups,
             registry: root,
             admin: Arc::new(RouteCounters::placeholder()),
             scrape: Arc::new(RouteCounters::placeholder()),

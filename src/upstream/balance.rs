@@ -420,6 +420,78 @@ pub struct MemberView {
     pub recent_redirects: f64,
 }
 
+/// The groups `/metrics` reports: those of the config applied now (the gateway sets them at
+/// start and after each reload). Series: one per member, so bounded by the config.
+#[derive(Debug, Default)]
+pub struct GroupMetrics {
+    current: std::sync::RwLock<Arc<Groups>>,
+}
+
+impl GroupMetrics {
+    /// The groups of the config requests are now served with.
+    pub fn set(&self, groups: Arc<Groups>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = groups;
+    }
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups")
+            .field("ids", &self.order)
+            .finish_non_exhaustive()
+    }
+}
+
+impl prometheus_client::collector::Collector for GroupMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let groups = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if groups.order.is_empty() {
+            return Ok(());
+        }
+        let members = || {
+            groups
+                .order
+                .iter()
+                .filter_map(|id| groups.by_id.get(id))
+                .flat_map(|g| g.members.iter().map(move |m| (g.id.as_str(), m)))
+        };
+        let mut m = enc.encode_descriptor(
+            "group_member_in_flight",
+            "Proxied requests a node group's member is answering right now (their bodies \
+             still going out), by group and node.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (g, member) in members() {
+            m.encode_family(&[("group", g), ("node", member.node.id.as_str())])?
+                .encode_gauge(&member.stats.in_flight.load(Ordering::Relaxed))?;
+        }
+        let mut m = enc.encode_descriptor(
+            "group_member_picks",
+            "Times a node group's policy chose the member first, by group and node (kept \
+             across reloads while the member stays in the group).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (g, member) in members() {
+            m.encode_family(&[("group", g), ("node", member.node.id.as_str())])?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                    &member.stats.picks.load(Ordering::Relaxed),
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
 /// One proxied request's share of a member's load, given back when dropped.
 pub struct InFlight {
     group: Arc<Group>,
