@@ -198,7 +198,7 @@ fn a_node_missing_its_heartbeats_is_down_on_every_gateway() {
     assert_eq!(r.json()["error"], "node_unavailable");
     // The key really expired in Redis (a heartbeat through B revives it for A too).
     assert_eq!(
-        redis.command("EXISTS sgtest:alive:n2").as_deref(),
+        redis.command("EXISTS {sgtest}:alive:n2").as_deref(),
         Some(":0")
     );
     assert_eq!(put_node(b, "n2", &node.url(), "30").status, 200);

@@ -531,7 +531,7 @@ fn one_stream(st: &AdminState, name: &str) -> Option<Value> {
         entry.as_ref().map(|e| e.nodes.as_slice()),
         &pulls,
         st.registry.as_ref(),
-        Instant::now(),
+        st.registry.now(),
     ))
 }
 
@@ -640,7 +640,7 @@ async fn ui_file(
 }
 
 async fn list_nodes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
-    let now = Instant::now();
+    let now = st.registry.now();
     let loads = st.hubs.loads();
     let nodes: Vec<Value> = st
         .registry
@@ -661,7 +661,7 @@ async fn get_node(
         .registry
         .node(&id)
         .ok_or(GatewayError::NodeNotFound(id))?;
-    ok(node_json(&n, &st, &st.hubs.loads(), Instant::now()))
+    ok(node_json(&n, &st, &st.hubs.loads(), st.registry.now()))
 }
 
 /// `POST /api/v1/nodes/{id}/drain`: nothing new goes to the node (viewers, proxied requests,
@@ -704,7 +704,7 @@ fn set_drain(st: &AdminState, id: String, drained: bool) -> ApiResult {
             tracing::info!(node = %id, "node undrained through the API");
         }
     }
-    let mut v = node_json(&n, st, &st.hubs.loads(), Instant::now());
+    let mut v = node_json(&n, st, &st.hubs.loads(), st.registry.now());
     v["drain_mode"] = json!(mode);
     ok(v)
 }
@@ -770,7 +770,7 @@ async fn put_node(
         .registry
         .node(&id)
         .ok_or_else(|| GatewayError::Internal("node vanished".into()))?;
-    ok(node_json(&n, &st, &st.hubs.loads(), Instant::now()))
+    ok(node_json(&n, &st, &st.hubs.loads(), st.registry.now()))
 }
 
 async fn delete_node(
@@ -797,7 +797,7 @@ async fn delete_node(
 /// `GET /api/v1/streams`: every registered stream and every stream this gateway pulls (a
 /// fixed-node route's streams are pulled without being registered), sorted by name.
 async fn list_streams(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
-    let now = Instant::now();
+    let now = st.registry.now();
     let mut pulls = pulls_by_stream(&st.hubs);
     let reg = st.registry.as_ref();
     let mut streams: Vec<(String, Value)> = st
@@ -972,6 +972,12 @@ async fn apply_hook(
             // media server only wants an answer.
             if valid_stream_name(&ev.stream) && st.registry.withdraw(&ev.stream, node).await? {
                 tracing::info!(server, stream = %ev.stream, node, client = %ev.client, "stream unpublished");
+            }
+        }
+        HookAction::Renew => {
+            // A renewal of a record we do not hold (withdrawn, expired) changes nothing.
+            if valid_stream_name(&ev.stream) && !st.registry.renew(&ev.stream, node).await? {
+                tracing::debug!(server, stream = %ev.stream, node, "renewal of an unknown stream record ignored");
             }
         }
         HookAction::Ignore(call) => {

@@ -15,6 +15,7 @@ pub struct RawRegistry {
     pub publish_tokens: Option<Vec<String>>,
     pub key_prefix: Option<String>,
     pub resync_interval: Option<String>,
+    pub stream_lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,7 +34,8 @@ pub enum RegistryBackend {
         url: String,
         /// Prefix of every key and of the pub/sub channel, so platforms can share one Redis.
         key_prefix: String,
-        /// How often the snapshot checks Redis for changes that pub/sub may have missed.
+        /// How long a gateway waits on the change log before checking, while idle, that it has
+        /// missed nothing (Redis restarted, log trimmed).
         resync_interval: Duration,
     },
 }
@@ -46,6 +48,9 @@ pub struct RegistrySettings {
     pub hook_secret: Option<String>,
     /// If not empty, a publish hook is accepted only with `token=` set to one of these.
     pub publish_tokens: Vec<String>,
+    /// How long a stream record lives without renewal (node heartbeat, renew hook, new
+    /// announcement); `None`: until withdrawn.
+    pub stream_lease: Option<Duration>,
 }
 
 impl Default for RegistrySettings {
@@ -54,6 +59,7 @@ impl Default for RegistrySettings {
             backend: RegistryBackend::Memory,
             hook_secret: None,
             publish_tokens: Vec::new(),
+            stream_lease: None,
         }
     }
 }
@@ -93,11 +99,8 @@ pub(super) fn validate(r: &RawRegistry) -> Result<RegistrySettings, ConfigError>
                     "missing: backend = \"redis\" needs url = \"redis://host:port\"",
                 )
             })?;
-            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-                return Err(invalid(
-                    "registry.url",
-                    format!("{url:?}: use redis://host:port[/db]"),
-                ));
+            if let Err(why) = crate::registry::redis::Endpoint::parse(&url) {
+                return Err(invalid("registry.url", format!("{url:?}: {why}")));
             }
             let key_prefix = r
                 .key_prefix
@@ -145,9 +148,23 @@ pub(super) fn validate(r: &RawRegistry) -> Result<RegistrySettings, ConfigError>
             "publish tokens are checked by the hooks, which need registry.hook_secret",
         ));
     }
+    let stream_lease = match &r.stream_lease {
+        None => None,
+        Some(_) => {
+            let d = duration("registry.stream_lease", &r.stream_lease, Duration::ZERO)?;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+                return Err(invalid(
+                    "registry.stream_lease",
+                    "must be between 1s and 24h (omit it for records that never expire)",
+                ));
+            }
+            Some(d)
+        }
+    };
     Ok(RegistrySettings {
         backend,
         hook_secret: r.hook_secret.clone(),
         publish_tokens,
+        stream_lease,
     })
 }

@@ -17,6 +17,9 @@ pub enum HookAction {
     Publish,
     /// A publisher stopped: the node no longer holds the stream.
     Unpublish,
+    /// A publisher is still there (nginx-rtmp `update`, SRS `on_hls`, both periodic): renews
+    /// the stream's lease on the node, never creates a record.
+    Renew,
     /// Anything else (play, connect, dvr…): accepted and ignored, so operators can point every
     /// hook at us without breaking their server.
     Ignore(String),
@@ -76,6 +79,7 @@ pub fn parse_srs(body: &[u8]) -> Result<HookEvent, HookError> {
     let action = match h.action.as_str() {
         "on_publish" => HookAction::Publish,
         "on_unpublish" => HookAction::Unpublish,
+        "on_hls" => HookAction::Renew,
         other => HookAction::Ignore(other.to_string()),
     };
     let stream = match (&action, h.stream) {
@@ -120,6 +124,7 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookEvent, HookError> {
     let action = match call.as_str() {
         "publish" => HookAction::Publish,
         "publish_done" => HookAction::Unpublish,
+        "update" => HookAction::Renew,
         other => HookAction::Ignore(other.to_string()),
     };
     let stream = match (&action, name) {
@@ -185,6 +190,8 @@ mod tests {
             parse_srs(b"{\"action\":\"on_publish\"}"),
             Err(HookError::Missing("stream"))
         ));
+        let e = parse_srs(br#"{"action":"on_hls","client_id":1,"stream":"x"}"#).expect("hls");
+        assert_eq!(e.action, HookAction::Renew);
         assert!(matches!(parse_srs(b"not json"), Err(HookError::SrsJson(_))));
         assert!(matches!(
             parse_srs(b"{\"stream\":\"x\"}"),
@@ -235,6 +242,8 @@ mod tests {
             parse_nginx_rtmp(b"name=x"),
             Err(HookError::Missing("call"))
         ));
+        let e = parse_nginx_rtmp(b"call=update&name=cam1&app=live").expect("update");
+        assert_eq!(e.action, HookAction::Renew);
         let e = parse_nginx_rtmp(b"call=play&name=cam1").expect("play");
         assert_eq!(e.action, HookAction::Ignore("play".into()));
     }

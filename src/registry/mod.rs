@@ -102,12 +102,21 @@ pub trait Registry: Send + Sync + 'static {
     fn remove_node<'a>(&'a self, id: &'a str) -> WriteFuture<'a, bool>;
     /// Records that `node` holds `stream` (idempotent; the first node announced stays preferred).
     fn announce<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()>;
+    /// Renews the lease of the record `stream` on `node` (a media server's periodic hook);
+    /// `false` if there is no live record to renew (a renewal never creates one).
+    fn renew<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool>;
     /// Records that `node` no longer holds `stream`; `true` if it did.
     fn withdraw<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool>;
     /// Whether the shared store (Redis) is reachable and in sync; `None` for a backend without
     /// one (the embedded registry).
     fn store_connected(&self) -> Option<bool> {
         None
+    }
+    /// The moment node liveness is judged at, as routing does: now, except while the Redis
+    /// backend cannot reach Redis (then the moment it was lost). Listings use it so the admin
+    /// API reports the nodes routing still uses.
+    fn now(&self) -> Instant {
+        memory::now()
     }
 }
 
@@ -137,7 +146,7 @@ pub fn build(
 ) -> Result<Arc<dyn Registry>, RegistryError> {
     match &settings.registry.backend {
         RegistryBackend::Memory => {
-            let reg = MemoryRegistry::default();
+            let reg = MemoryRegistry::default().with_lease(settings.registry.stream_lease);
             load_static(&reg, &settings.nodes)?;
             Ok(Arc::new(reg))
         }
@@ -151,6 +160,7 @@ pub fn build(
                     url: url.clone(),
                     key_prefix: key_prefix.clone(),
                     resync_interval: *resync_interval,
+                    stream_lease: settings.registry.stream_lease,
                     statics: settings.nodes.clone(),
                 },
                 shutdown,
