@@ -766,11 +766,17 @@ async fn put_node(
     }
     let ttl = req.ttl.as_ref().map(parse_ttl).transpose()?;
     st.registry.put_node(&id, &url, ttl).await?;
-    let n = st
-        .registry
-        .node(&id)
-        .ok_or_else(|| GatewayError::Internal("node vanished".into()))?;
-    ok(node_json(&n, &st, &st.hubs.loads(), st.registry.now()))
+    // A removal racing this write (through another gateway) may already have taken the node
+    // out again: answer with what was written.
+    let now = st.registry.now();
+    let n = st.registry.node(&id).unwrap_or_else(|| {
+        Arc::new(Node {
+            id: id.clone(),
+            url,
+            expires: ttl.map(|t| now + t),
+        })
+    });
+    ok(node_json(&n, &st, &st.hubs.loads(), now))
 }
 
 async fn delete_node(
@@ -906,8 +912,17 @@ async fn put_stream(
     }
     st.registry.announce(&name, &req.node).await?;
     tracing::info!(stream = %name, node = %req.node, "stream announced through the API");
-    let v =
-        one_stream(&st, &name).ok_or_else(|| GatewayError::Internal("stream vanished".into()))?;
+    // A removal racing this write may already have withdrawn it again: answer with what was
+    // written.
+    let v = one_stream(&st, &name).unwrap_or_else(|| {
+        stream_json(
+            &name,
+            Some(std::slice::from_ref(&req.node)),
+            &[],
+            st.registry.as_ref(),
+            st.registry.now(),
+        )
+    });
     ok(v)
 }
 
