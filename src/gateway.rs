@@ -613,7 +613,8 @@ impl Active {
                 expires: None,
             })]),
             Target::Registry => {
-                let stream = caps.get(STREAM).unwrap_or_default();
+                let key = caps.stream_key();
+                let stream = key.as_ref();
                 match self.shared.registry.resolve(stream) {
                     Lookup::Found(nodes) => Ok(nodes),
                     Lookup::AllDown => Err(GatewayError::NodeUnavailable(stream.to_string())),
@@ -794,7 +795,10 @@ impl Active {
                 if !matches!(*req.method(), Method::GET | Method::HEAD) {
                     return Err(GatewayError::MethodNotAllowed(Cow::Borrowed("GET, HEAD")));
                 }
-                let stream = caps.get(STREAM).unwrap_or_default();
+                // The registry's key (`app/stream` on a namespaced route) also keys the hub, so
+                // one name in two applications is two streams.
+                let key = caps.stream_key();
+                let stream = key.as_ref();
                 let source = match route.target {
                     Target::Registry => NodeSource::Registry(self.shared.registry.clone()),
                     // The route's own nodes, not `nodes` (ordered by health, drained ones left

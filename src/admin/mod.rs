@@ -41,11 +41,12 @@ use crate::auth::ct_eq;
 use crate::body::{full, json_response, Body};
 use crate::config::DrainMode;
 use crate::config::Settings;
+use crate::config::StreamKey;
 use crate::error::GatewayError;
 use crate::fanout::{Hubs, PullInfo};
 use crate::registry::hooks::{self, HookAction, HookEvent};
 use crate::registry::{url_text, Node, Registry, RegistryError};
-use crate::router::valid_stream_name;
+use crate::router::{valid_stream_key, valid_stream_name};
 use crate::upstream::Health;
 use crate::upstream_path::BaseUrl;
 
@@ -111,6 +112,8 @@ struct AdminState {
     hook_secret: Option<String>,
     /// Empty: publishes are not checked for a token.
     publish_tokens: Vec<String>,
+    /// `[registry] key`: how a hook's stream becomes a registry key.
+    stream_key: StreamKey,
     /// Nodes from the config file: the API refuses to change them (the file would win on the
     /// next start, and on other gateways at once).
     static_ids: HashSet<String>,
@@ -145,6 +148,7 @@ impl Admin {
             admin_token: settings.admin.token.clone(),
             hook_secret: settings.registry.hook_secret.clone(),
             publish_tokens: settings.registry.publish_tokens.clone(),
+            stream_key: settings.registry.key,
             static_ids: settings.nodes.iter().map(|n| n.id.clone()).collect(),
             hubs,
             health,
@@ -428,7 +432,8 @@ fn node_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 
 fn stream_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(name) = p.map_err(|_| GatewayError::BadPath("undecodable path segment"))?;
-    if !valid_stream_name(&name) {
+    // `app/stream` keys come percent-encoded (`live%2Fcam1`) in one segment.
+    if !valid_stream_key(&name) {
         return Err(GatewayError::BadStreamName.into());
     }
     Ok(name)
@@ -878,7 +883,7 @@ async fn kick_viewer(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
     let Path((name, id)) = p.map_err(|_| GatewayError::BadPath("undecodable path segment"))?;
-    if !valid_stream_name(&name) {
+    if !valid_stream_key(&name) {
         return Err(GatewayError::BadStreamName.into());
     }
     let id: u64 = id
@@ -963,11 +968,22 @@ async fn apply_hook(
     ev: HookEvent,
     server: &'static str,
 ) -> Result<(), ApiError> {
+    // The registry key: the stream name, or `app/stream`; `None` for names we never accept.
+    let key = valid_stream_name(&ev.stream)
+        .then_some(())
+        .and_then(|()| match st.stream_key {
+            StreamKey::Stream => Some(ev.stream.clone()),
+            StreamKey::AppStream => ev
+                .app
+                .as_deref()
+                .filter(|a| valid_stream_name(a))
+                .map(|a| format!("{a}/{}", ev.stream)),
+        });
     match ev.action {
         HookAction::Publish => {
-            if !valid_stream_name(&ev.stream) {
+            let Some(key) = key else {
                 return Err(GatewayError::BadStreamName.into());
-            }
+            };
             if !st.publish_tokens.is_empty() {
                 let good = ev.token.as_deref().is_some_and(|t| {
                     st.publish_tokens
@@ -975,24 +991,28 @@ async fn apply_hook(
                         .any(|k| ct_eq(t.as_bytes(), k.as_bytes()))
                 });
                 if !good {
-                    tracing::warn!(server, stream = %ev.stream, node, client = %ev.client, "publish refused: bad publish token");
+                    tracing::warn!(server, stream = %key, node, client = %ev.client, "publish refused: bad publish token");
                     return Err(GatewayError::PublishForbidden.into());
                 }
             }
-            st.registry.announce(&ev.stream, node).await?;
-            tracing::info!(server, stream = %ev.stream, node, client = %ev.client, "stream published");
+            st.registry.announce(&key, node).await?;
+            tracing::info!(server, stream = %key, node, client = %ev.client, vhost = ev.vhost.as_deref().unwrap_or_default(), "stream published");
         }
         HookAction::Unpublish => {
             // An unpublish for a name we never accepted changes nothing and is still "ok": the
             // media server only wants an answer.
-            if valid_stream_name(&ev.stream) && st.registry.withdraw(&ev.stream, node).await? {
-                tracing::info!(server, stream = %ev.stream, node, client = %ev.client, "stream unpublished");
+            if let Some(key) = key {
+                if st.registry.withdraw(&key, node).await? {
+                    tracing::info!(server, stream = %key, node, client = %ev.client, "stream unpublished");
+                }
             }
         }
         HookAction::Renew => {
             // A renewal of a record we do not hold (withdrawn, expired) changes nothing.
-            if valid_stream_name(&ev.stream) && !st.registry.renew(&ev.stream, node).await? {
-                tracing::debug!(server, stream = %ev.stream, node, "renewal of an unknown stream record ignored");
+            if let Some(key) = key {
+                if !st.registry.renew(&key, node).await? {
+                    tracing::debug!(server, stream = %key, node, "renewal of an unknown stream record ignored");
+                }
             }
         }
         HookAction::Ignore(call) => {

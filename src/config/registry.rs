@@ -16,6 +16,7 @@ pub struct RawRegistry {
     pub key_prefix: Option<String>,
     pub resync_interval: Option<String>,
     pub stream_lease: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +41,17 @@ pub enum RegistryBackend {
     },
 }
 
+/// What the media-server hooks register a stream as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamKey {
+    /// The stream name alone (`cam1`): one namespace for every application.
+    #[default]
+    Stream,
+    /// `app/stream` (`live/cam1`): the hook's application is part of the key, and registry
+    /// routes capture `{app}`.
+    AppStream,
+}
+
 /// `[registry]`: the backend and the secrets that guard writes from media servers.
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
@@ -51,6 +63,8 @@ pub struct RegistrySettings {
     /// How long a stream record lives without renewal (node heartbeat, renew hook, new
     /// announcement); `None`: until withdrawn.
     pub stream_lease: Option<Duration>,
+    /// `key`: how hooks key streams.
+    pub key: StreamKey,
 }
 
 impl Default for RegistrySettings {
@@ -60,6 +74,7 @@ impl Default for RegistrySettings {
             hook_secret: None,
             publish_tokens: Vec::new(),
             stream_lease: None,
+            key: StreamKey::Stream,
         }
     }
 }
@@ -161,10 +176,21 @@ pub(super) fn validate(r: &RawRegistry) -> Result<RegistrySettings, ConfigError>
             Some(d)
         }
     };
+    let key = match r.key.as_deref().unwrap_or("stream") {
+        "stream" => StreamKey::Stream,
+        "app/stream" => StreamKey::AppStream,
+        other => {
+            return Err(invalid(
+                "registry.key",
+                format!("{other:?} is not one of \"stream\", \"app/stream\""),
+            ))
+        }
+    };
     Ok(RegistrySettings {
         backend,
         hook_secret: r.hook_secret.clone(),
         publish_tokens,
         stream_lease,
+        key,
     })
 }

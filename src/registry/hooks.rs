@@ -31,6 +31,10 @@ pub struct HookEvent {
     pub action: HookAction,
     /// The stream name (SRS `stream`, nginx-rtmp `name`); empty for ignored calls.
     pub stream: String,
+    /// The application the stream was published to (both servers' `app`), if sent.
+    pub app: Option<String>,
+    /// SRS's virtual host (`vhost`), for logs; nginx-rtmp has none.
+    pub vhost: Option<String>,
     /// The `token` the publisher put in its URL, if any.
     pub token: Option<String>,
     /// The media server's client id, for logs only.
@@ -66,6 +70,10 @@ struct SrsHook {
     param: Option<String>,
     #[serde(default)]
     client_id: Option<ClientId>,
+    #[serde(default)]
+    app: Option<String>,
+    #[serde(default)]
+    vhost: Option<String>,
 }
 
 /// Parses an SRS `http_hooks` body.
@@ -96,6 +104,8 @@ pub fn parse_srs(body: &[u8]) -> Result<HookEvent, HookError> {
         stream,
         token,
         client,
+        app: h.app.filter(|a| !a.is_empty()),
+        vhost: h.vhost.filter(|v| !v.is_empty()),
     })
 }
 
@@ -108,9 +118,11 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookEvent, HookError> {
     let mut name = None;
     let mut token = None;
     let mut client = None;
+    let mut app = None;
     for (k, v) in form_urlencoded::parse(body) {
         let slot = match k.as_ref() {
             "call" => &mut call,
+            "app" => &mut app,
             "name" => &mut name,
             "token" => &mut token,
             "clientid" => &mut client,
@@ -137,6 +149,8 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookEvent, HookError> {
         stream,
         token,
         client: client.unwrap_or_default(),
+        app: app.filter(|a: &String| !a.is_empty()),
+        vhost: None,
     })
 }
 
@@ -180,6 +194,8 @@ mod tests {
         assert_eq!(e.stream, "livestream");
         assert_eq!(e.token.as_deref(), Some("pub1"));
         assert_eq!(e.client, "341w361a");
+        assert_eq!(e.app.as_deref(), Some("live"));
+        assert_eq!(e.vhost.as_deref(), Some("__defaultVhost__"));
         let e = parse_srs(SRS3_UNPUBLISH.as_bytes()).expect("srs3");
         assert_eq!(e.action, HookAction::Unpublish);
         assert_eq!(e.client, "107");
@@ -232,6 +248,7 @@ mod tests {
         );
         assert_eq!(e.token.as_deref(), Some("pub1"));
         assert_eq!(e.client, "7");
+        assert_eq!(e.app.as_deref(), Some("live"));
         let e = parse_nginx_rtmp(b"call=publish_done&name=cam1&app=live").expect("done");
         assert_eq!(e.action, HookAction::Unpublish);
         assert!(matches!(
