@@ -33,7 +33,7 @@ pub enum RegistryBackend {
     /// Shared through Redis, for several gateways; each keeps a local snapshot for lookups.
     Redis {
         url: String,
-        /// Prefix of every key and of the pub/sub channel, so platforms can share one Redis.
+        /// Prefix of every key (inside a `{hash tag}`), so platforms can share one Redis.
         key_prefix: String,
         /// How long a gateway waits on the change log before checking, while idle, that it has
         /// missed nothing (Redis restarted, log trimmed).
