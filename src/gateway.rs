@@ -249,7 +249,8 @@ impl Gateway {
             }
             for s in &n.streams {
                 if before.is_none_or(|o| !o.streams.contains(s)) {
-                    reg.announce(s, &n.id).await.map_err(fail)?;
+                    // Config-file records never expire, whatever `stream_lease` says.
+                    reg.announce_fixed(s, &n.id).await.map_err(fail)?;
                 }
             }
             for s in before.map(|o| o.streams.as_slice()).unwrap_or_default() {

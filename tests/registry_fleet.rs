@@ -83,6 +83,16 @@ fn srs_publish(addr: SocketAddr, node: &str, stream: &str) -> common::RawRespons
     )
 }
 
+fn nginx_rtmp(addr: SocketAddr, call: &str, name: &str) -> common::RawResponse {
+    send(
+        addr,
+        "POST",
+        "/hooks/nginx-rtmp?node=n1&secret=h00k",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        format!("call={call}&app=live&name={name}&clientid=9").as_bytes(),
+    )
+}
+
 /// `INFO commandstats` as command → calls, plus `total_net_output_bytes`.
 fn command_stats(redis: &Redis) -> (HashMap<String, u64>, u64) {
     let mut c = redis.conn();
@@ -293,21 +303,44 @@ fn a_crashed_node_stops_resolving_after_its_stream_lease() {
     assert_eq!(put_node(a, "n1", &node.url(), "600").status, 200);
     let r = srs_publish(a, "n1", "cam1");
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(nginx_rtmp(b, "publish", "cam2").status, 200);
     wait_until("cam1 on B", LIMIT, || play(b, "cam1") == 200);
-    // Heartbeats renew the node's streams: cam1 outlives its lease while they come.
+    wait_until("cam2 on A", LIMIT, || play(a, "cam2") == 200);
+    // Heartbeats renew the node's streams: both outlive their lease while they come.
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
         assert_eq!(put_node(b, "n1", &node.url(), "600").status, 200);
-        assert_eq!(play(a, "cam1"), 200, "renewed by the heartbeat");
-        assert_eq!(play(b, "cam1"), 200, "renewed by the heartbeat");
+        for g in [a, b] {
+            assert_eq!(play(g, "cam1"), 200, "renewed by the heartbeat");
+            assert_eq!(play(g, "cam2"), 200, "renewed by the heartbeat");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The node crashes: no unpublish, no heartbeat. After the lease, 404 everywhere.
+    // The node agent stops; nginx-rtmp's `on_update` keeps renewing cam2 alone. cam1's lease
+    // runs out: 404 everywhere, while cam2 stays.
+    let start = Instant::now();
+    loop {
+        assert_eq!(nginx_rtmp(a, "update", "cam2").status, 200);
+        for g in [a, b] {
+            assert_eq!(play(g, "cam2"), 200, "renewed by on_update");
+        }
+        if play(a, "cam1") == 404 && play(b, "cam1") == 404 {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "cam1 never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = get(b, "/hls/cam1/index.m3u8", "");
+    assert_eq!(r.json()["error"], "stream_not_found");
+    // A renewal never brings an expired record back.
+    assert_eq!(nginx_rtmp(a, "update", "cam1").status, 200);
+    assert_eq!(play(a, "cam1"), 404);
+    // The media server crashes: no unpublish, no renewal. After the lease, 404 everywhere.
     for g in [a, b] {
-        wait_until("cam1 gone after its lease", LIMIT, || {
-            play(g, "cam1") == 404
+        wait_until("cam2 gone after its lease", LIMIT, || {
+            play(g, "cam2") == 404
         });
-        let r = get(g, "/hls/cam1/index.m3u8", "");
+        let r = get(g, "/hls/cam2/index.m3u8", "");
         assert_eq!(r.json()["error"], "stream_not_found");
     }
     // And the reaper removed the record from Redis.

@@ -508,6 +508,10 @@ impl Registry for MemoryRegistry {
         Box::pin(std::future::ready(self.announce_until(stream, node, lease)))
     }
 
+    fn announce_fixed<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()> {
+        Box::pin(std::future::ready(self.announce_until(stream, node, None)))
+    }
+
     fn renew<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool> {
         let lease = self.lease_until();
         Box::pin(std::future::ready(

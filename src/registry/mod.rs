@@ -102,6 +102,9 @@ pub trait Registry: Send + Sync + 'static {
     fn remove_node<'a>(&'a self, id: &'a str) -> WriteFuture<'a, bool>;
     /// Records that `node` holds `stream` (idempotent; the first node announced stays preferred).
     fn announce<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()>;
+    /// Records that `node` holds `stream` without a lease, whatever `stream_lease` says: a
+    /// record from the config file (a hot reload adds it), which never expires.
+    fn announce_fixed<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()>;
     /// Renews the lease of the record `stream` on `node` (a media server's periodic hook);
     /// `false` if there is no live record to renew (a renewal never creates one).
     fn renew<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool>;

@@ -415,7 +415,14 @@ impl Store {
                         .await?,
                 ))
             }
-            Backend::Cluster(c) => Ok(Conn::Cluster(c.get_async_connection().await?)),
+            Backend::Cluster(c) => Ok(Conn::Cluster(
+                c.get_async_connection_with_config(
+                    redis::cluster::ClusterConfig::new()
+                        .set_connection_timeout(Duration::from_secs(1))
+                        .set_response_timeout(response),
+                )
+                .await?,
+            )),
         }
     }
 
@@ -1001,10 +1008,17 @@ impl RedisRegistry {
         Ok(r.get(2).is_some_and(|h| h == "1") || local)
     }
 
-    async fn do_announce(&self, stream: &str, node: &str) -> Result<(), RegistryError> {
-        self.write("ann", vec![stream.into(), node.into(), self.lease_ms()])
+    /// Announces with the configured lease, or none (`leased` false: a config-file record).
+    async fn do_announce(
+        &self,
+        stream: &str,
+        node: &str,
+        leased: bool,
+    ) -> Result<(), RegistryError> {
+        let lease_ms = if leased { self.lease_ms() } else { "0".into() };
+        self.write("ann", vec![stream.into(), node.into(), lease_ms])
             .await?;
-        let lease = self.lease.map(|l| clock_now() + l);
+        let lease = self.lease.filter(|_| leased).map(|l| clock_now() + l);
         match self.snap().announce_until(stream, node, lease) {
             // Redis knows the node; the log brings it into this snapshot in a moment.
             Err(RegistryError::UnknownNode(_)) => Ok(()),
@@ -1066,7 +1080,11 @@ impl Registry for RedisRegistry {
     }
 
     fn announce<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()> {
-        Box::pin(self.do_announce(stream, node))
+        Box::pin(self.do_announce(stream, node, true))
+    }
+
+    fn announce_fixed<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()> {
+        Box::pin(self.do_announce(stream, node, false))
     }
 
     fn renew<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool> {
