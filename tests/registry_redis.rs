@@ -151,11 +151,13 @@ fn two_gateways_share_streams_through_redis_and_survive_its_outage() {
         play(a, "cam2") == 200
     });
     eprintln!("propagation B → A after the restart: {took:?}");
-    wait_until(
-        "A's metrics say redis is back",
-        Duration::from_secs(15),
-        || redis_connected(a) == Some(1.0),
-    );
+    for (name, g) in [("A", a), ("B", b)] {
+        wait_until(
+            &format!("{name}'s metrics say redis is back"),
+            Duration::from_secs(15),
+            || redis_connected(g) == Some(1.0),
+        );
+    }
     assert_eq!(
         play(a, "cam1"),
         200,

@@ -455,6 +455,15 @@ impl Store {
     }
 }
 
+/// A [`Store`] for the Redis that `[registry]` names (single server, Sentinel or Cluster), for
+/// other modules that keep their own keys in the same Redis; `None` with the embedded backend.
+pub fn store(settings: &crate::config::RegistrySettings) -> Option<Result<Store, RegistryError>> {
+    match &settings.backend {
+        crate::config::RegistryBackend::Redis { url, .. } => Some(Store::open(url)),
+        crate::config::RegistryBackend::Memory => None,
+    }
+}
+
 /// Key names under one prefix, inside a `{hash tag}` (one Cluster slot).
 #[derive(Debug, Clone)]
 struct Keys {
@@ -567,6 +576,8 @@ pub struct RedisRegistry {
     load_sha: String,
     /// Full reloads done (logs and tests).
     reloads: AtomicU64,
+    /// Wakes the log reader out of its back-off when a write finds Redis back.
+    wake: tokio::sync::Notify,
 }
 
 impl RedisRegistry {
@@ -599,6 +610,7 @@ impl RedisRegistry {
             write_sha: sha(WRITE_LUA),
             load_sha: sha(LOAD_LUA),
             reloads: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
         });
         tokio::spawn(sync_task(reg.clone(), shutdown.clone()));
         if let Some(lease) = opts.stream_lease {
@@ -615,6 +627,9 @@ impl RedisRegistry {
     }
 
     fn set_lost(&self, lost: bool) {
+        if self.is_synced() != lost {
+            return; // already so (the common case: no write lock)
+        }
         let mut l = self.lost_at.write().unwrap_or_else(|p| p.into_inner());
         match (lost, l.is_some()) {
             (true, false) => *l = Some(clock_now()),
@@ -715,8 +730,13 @@ impl RedisRegistry {
         let r = tokio::time::timeout_at(give_up.into(), self.write_until(op, &args, give_up))
             .await
             .unwrap_or_else(|_| Err(unavailable("timed out")));
+        if r.is_ok() && !self.is_synced() {
+            // Redis is back before the log reader's back-off ran out: no need to wait for it.
+            self.wake.notify_one();
+        }
         if let Err(RegistryError::Unavailable(_)) = &r {
-            // Measure the clock again next time (maybe another host after a failover).
+            // Measure the clock again next time (maybe another host after a failover). Judge
+            // liveness as of now until the log reader hears from Redis again.
             self.clock().low = None;
             self.store.reset().await;
             self.set_lost(true);
@@ -1136,6 +1156,7 @@ async fn sync_task(reg: Arc<RedisRegistry>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = reg.wake.notified() => {}
         }
     }
 }
@@ -1173,6 +1194,8 @@ async fn sync_once(reg: &RedisRegistry, shutdown: &CancellationToken) -> Result<
                 .map_err(|_| SyncEnd::Connected(unavailable("log read timed out")))?
                 .map_err(|e| SyncEnd::Connected(unavailable(e)))?,
         };
+        // Redis answered: in sync again if a failed write had marked it lost meanwhile.
+        reg.set_lost(false);
         let mut gap = false;
         match reply {
             None => {
