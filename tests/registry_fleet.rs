@@ -560,3 +560,49 @@ fn a_sentinel_failover_is_followed() {
         assert_eq!(play(g, "before"), 200);
     }
 }
+
+#[test]
+fn a_redis_cluster_holds_the_registry_in_one_slot() {
+    // A one-node cluster owning every slot: enough to run the cluster client, its routing of
+    // the scripts (by their first key) and the log reads.
+    let redis = Redis::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ]);
+    let mut c = redis.conn();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query(&mut c)
+        .expect("addslots");
+    wait_until("cluster ok", LIMIT, || {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut c)
+            .expect("info");
+        info.contains("cluster_state:ok")
+    });
+    let node = Upstream::start(echo);
+    let cfg = config(&format!("redis+cluster://127.0.0.1:{}", redis.port), "");
+    let (gw_a, _da) = gateway(&cfg);
+    let (gw_b, _db) = gateway(&cfg);
+    let (a, b) = (gw_a.addr(), gw_b.addr());
+    wait_connected(&[a, b]);
+    assert_eq!(put_node(a, "n1", &node.url(), "600").status, 200);
+    assert_eq!(put_stream(a, "cam1", "n1").status, 200);
+    wait_until("cam1 on B", LIMIT, || play(b, "cam1") == 200);
+    assert_eq!(
+        send(b, "DELETE", "/api/v1/streams/cam1", ADMIN, b"").status,
+        200
+    );
+    wait_until("cam1 withdrawn on A", LIMIT, || play(a, "cam1") == 404);
+    // Every key of the registry is in the slot of its hash tag.
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).expect("keys");
+    assert!(!keys.is_empty());
+    for k in keys {
+        assert!(k.starts_with("{fleet}:"), "{k}");
+    }
+}
