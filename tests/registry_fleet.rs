@@ -463,11 +463,21 @@ fn the_write_script_refuses_to_run_past_its_deadline() {
         .query(&mut c)
         .expect("k");
     assert_eq!(fields, vec!["s1/n1"], "the late write changed nothing");
+    // A node from the writer's config file is not in Redis: the writer says so.
+    assert_eq!(run(&mut c, later, &["ann", "s3", "cfg", "0", "1"])[0], "ok");
+    let _: u64 = redis::cmd("HDEL")
+        .arg("{t}:streams")
+        .arg("s3/cfg")
+        .query(&mut c)
+        .expect("hdel");
     let log_len: u64 = redis::cmd("XLEN")
         .arg("{t}:log")
         .query(&mut c)
         .expect("xlen");
-    assert_eq!(log_len, 3, "seed, node, s1: the late write logged nothing");
+    assert_eq!(
+        log_len, 4,
+        "seed, node, s1, s3: the late write logged nothing"
+    );
 }
 
 #[test]

@@ -222,7 +222,8 @@ fn another_gateway_cannot_move_a_node_this_gateway_has_in_its_config() {
     let with_static = config(&redis.url()).replace(
         "[[routes]]",
         &format!(
-            "[[nodes]]\nid = \"s\"\nurl = \"{}\"\nstreams = [\"fixed\"]\n\n[[routes]]",
+            "[[nodes]]\nid = \"s\"\nurl = \"{0}\"\nstreams = [\"fixed\"]\n\n\
+             [[nodes]]\nid = \"own\"\nurl = \"{0}\"\n\n[[routes]]",
             mine.url()
         ),
     );
@@ -244,4 +245,10 @@ fn another_gateway_cannot_move_a_node_this_gateway_has_in_its_config() {
         "A never sent a request to B's idea of node s"
     );
     assert_eq!(mine.requests().len(), 2);
+    // A stream announced on A's config-file node through A's API (a media server's hook would
+    // do the same) is recorded in Redis, though the node itself is not, and routes on A.
+    let r = put_stream(a, "onstatic", "own");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(play(a, "onstatic"), 200);
+    assert_eq!(mine.requests().len(), 3);
 }

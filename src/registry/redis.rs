@@ -167,7 +167,10 @@ elseif op == 'gone' then
   return {'ok', num(now), tostring(had)}
 elseif op == 'ann' then
   local s, n, lease = ARGV[5], ARGV[6], tonumber(ARGV[7])
-  if redis.call('HEXISTS', KEYS[1], n) == 0 then return {'unknown', num(now)} end
+  -- ARGV[8] '1': a node from the writing gateway's config file, never stored in Redis.
+  if ARGV[8] ~= '1' and redis.call('HEXISTS', KEYS[1], n) == 0 then
+    return {'unknown', num(now)}
+  end
   local f = rec(s, n)
   local order = redis.call('HGET', KEYS[2], f)
   if order and not live(f) then
@@ -231,7 +234,7 @@ elseif op == 'seed' then
   while i + 3 <= #ARGV do
     local s, n, order, left = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
     i = i + 4
-    if redis.call('HEXISTS', KEYS[1], n) == 1 and redis.call('HSETNX', KEYS[2], rec(s, n), order) == 1 then
+    if redis.call('HSETNX', KEYS[2], rec(s, n), order) == 1 then
       redis.call('SADD', P .. 'node:' .. n, s)
       if left > 0 then redis.call('ZADD', KEYS[3], now + left, rec(s, n)) end
     end
@@ -1036,8 +1039,16 @@ impl RedisRegistry {
         leased: bool,
     ) -> Result<(), RegistryError> {
         let lease_ms = if leased { self.lease_ms() } else { "0".into() };
-        self.write("ann", vec![stream.into(), node.into(), lease_ms])
-            .await?;
+        let fixed = if self.static_ids.contains(node) {
+            "1"
+        } else {
+            "0"
+        };
+        self.write(
+            "ann",
+            vec![stream.into(), node.into(), lease_ms, fixed.into()],
+        )
+        .await?;
         let lease = self.lease.filter(|_| leased).map(|l| clock_now() + l);
         match self.snap().announce_until(stream, node, lease) {
             // Redis knows the node; the log brings it into this snapshot in a moment.
