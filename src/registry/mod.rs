@@ -7,7 +7,13 @@
 //! write leaves the local answer untouched.
 //!
 //! Two backends: [`MemoryRegistry`] (one gateway, the default) and [`RedisRegistry`] (several
-//! gateways sharing one Redis; each keeps a `MemoryRegistry` snapshot that lookups read).
+//! gateways sharing one Redis; each keeps a `MemoryRegistry` snapshot that lookups read and
+//! follows a change log, so a change costs each gateway one entry, not a re-read).
+//!
+//! A stream is known by its key: the stream name, or `app/stream` with `[registry] key =
+//! "app/stream"` (routes then capture `{app}`). With `[registry] stream_lease`, records expire
+//! unless renewed (node heartbeat, renew hook, new announcement), so a media server that crashed
+//! without an unpublish hook does not keep its streams registered.
 
 pub mod hooks;
 pub mod memory;
