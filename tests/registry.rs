@@ -559,3 +559,45 @@ upstream = "/{app}/{stream}/{*rest}"
     assert_eq!(get(a, "/live/cam1/index.m3u8", "").status, 404);
     assert_eq!(stream_names(a), vec!["studio/cam1"]);
 }
+
+/// A namespaced live route: the hub is keyed by `app/stream`, the pull goes where the registry
+/// says `app/stream` lives.
+#[test]
+fn a_live_route_with_an_application_pulls_the_namespaced_stream() {
+    let o = common::origin(&common::media_dir());
+    let (gw, _d) = gateway(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[registry]
+key = "app/stream"
+
+[admin]
+token = "adm1n"
+
+[[nodes]]
+id = "a"
+url = "http://{}"
+
+[[routes]]
+path = "/{{app}}/{{stream}}.flv"
+action = "live"
+upstream = "/live/{{stream}}.flv"
+"#,
+        o.addr()
+    ));
+    let addr = gw.addr();
+    let r = put_stream(addr, "live%2Fcam1", "a");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut s = common::flv::FlvStream::open(addr, "/live/cam1.flv");
+    common::flv::expect_live_start(&mut s, Duration::from_secs(20));
+    let r = get(addr, "/studio/cam1.flv", "");
+    assert_eq!(
+        r.status, 404,
+        "another application's cam1 is another stream"
+    );
+    let live = get(addr, "/api/v1/live", ADMIN).json();
+    assert!(live.to_string().contains("live/cam1"), "{live}");
+    drop(s);
+}
