@@ -60,8 +60,8 @@
 //! Redis: each gateway has its own config, and they keep routing even if Redis was never up.
 //!
 //! Endpoints ([`Endpoint`]): `redis://` (or `rediss://`, `unix://`) for one server,
-//! `redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]` to ask Sentinels for the master
-//! (asked again after every failure, so a failover is followed), and
+//! `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]` to ask Sentinels for the
+//! master (asked again after every failure, so a failover is followed), and
 //! `redis+cluster://HOST:PORT[,HOST:PORT…]` for Redis Cluster.
 
 use std::collections::{HashMap, HashSet};
@@ -279,6 +279,8 @@ pub enum Endpoint {
         sentinels: Vec<String>,
         service: String,
         db: i64,
+        /// The data nodes' password (`redis+sentinel://:PASSWORD@…`); sentinels take none.
+        password: Option<String>,
     },
     /// Redis Cluster seed nodes.
     Cluster(Vec<String>),
@@ -301,6 +303,16 @@ impl Endpoint {
             Ok(hs)
         };
         if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (password, rest) = match rest.split_once('@') {
+                Some((auth, r)) => {
+                    let pw = auth.strip_prefix(':').unwrap_or(auth);
+                    let pw = percent_encoding::percent_decode_str(pw)
+                        .decode_utf8()
+                        .map_err(|_| "password is not UTF-8")?;
+                    (Some(pw.into_owned()), r)
+                }
+                None => (None, rest),
+            };
             let (hs, path) = rest
                 .split_once('/')
                 .ok_or("redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]")?;
@@ -315,6 +327,7 @@ impl Endpoint {
                 sentinels: hosts(hs)?,
                 service: service.to_string(),
                 db,
+                password,
             });
         }
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
@@ -374,9 +387,13 @@ impl Store {
                 sentinels,
                 service,
                 db,
+                password,
             } => {
-                let info = SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(redis::RedisConnectionInfo::default().set_db(db));
+                let mut node = redis::RedisConnectionInfo::default().set_db(db);
+                if let Some(pw) = password {
+                    node = node.set_password(pw);
+                }
+                let info = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
                 Backend::Sentinel(tokio::sync::Mutex::new(
                     SentinelClient::build(
                         sentinels,
@@ -1303,9 +1320,14 @@ mod tests {
                     "redis://127.0.0.1:26380".into()
                 ],
                 service: "mymaster".into(),
-                db: 1
+                db: 1,
+                password: None,
             })
         );
+        assert!(matches!(
+            Endpoint::parse("redis+sentinel://:s%40cret@127.0.0.1:26379/mymaster"),
+            Ok(Endpoint::Sentinel { password: Some(p), .. }) if p == "s@cret"
+        ));
         assert_eq!(
             Endpoint::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
             Ok(Endpoint::Cluster(vec![
