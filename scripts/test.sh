@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first (Debian 12: ffmpeg for media and ffprobe
-# checks, nginx + libnginx-mod-rtmp and redis-server for the registry tests, chromium + Node/npm
+# checks, nginx + libnginx-mod-rtmp, redis-server and redis-sentinel for the registry tests, chromium + Node/npm
 # for the browser tests, prometheus for the metrics checks), then runs the whole
 # suite: unit tests, integration tests against real processes, doc tests. Nothing is skipped.
 set -euo pipefail
@@ -15,6 +15,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Registry failover test: a Sentinel watching a master and its replica.
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
 # Browser tests: Debian's Chromium, driven by playwright-core from npm (web/package-lock.json).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)

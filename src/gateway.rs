@@ -253,7 +253,8 @@ impl Gateway {
             }
             for s in &n.streams {
                 if before.is_none_or(|o| !o.streams.contains(s)) {
-                    reg.announce(s, &n.id).await.map_err(fail)?;
+                    // Config-file records never expire, whatever `stream_lease` says.
+                    reg.announce_fixed(s, &n.id).await.map_err(fail)?;
                 }
             }
             for s in before.map(|o| o.streams.as_slice()).unwrap_or_default() {
@@ -664,7 +665,8 @@ impl Active {
                 Ok(group.preference(group.key(&path, caps.get(STREAM)).unwrap_or(&path)))
             }
             Target::Registry => {
-                let stream = caps.get(STREAM).unwrap_or_default();
+                let key = caps.stream_key();
+                let stream = key.as_ref();
                 match self.shared.registry.resolve(stream) {
                     Lookup::Found(nodes) => Ok(nodes),
                     Lookup::AllDown => Err(GatewayError::NodeUnavailable(stream.to_string())),
@@ -848,7 +850,10 @@ impl Active {
                 if !matches!(*req.method(), Method::GET | Method::HEAD) {
                     return Err(GatewayError::MethodNotAllowed(Cow::Borrowed("GET, HEAD")));
                 }
-                let stream = caps.get(STREAM).unwrap_or_default();
+                // The registry's key (`app/stream` on a namespaced route) also keys the hub, so
+                // one name in two applications is two streams.
+                let key = caps.stream_key();
+                let stream = key.as_ref();
                 let source = match route.target {
                     Target::Registry => NodeSource::Registry(self.shared.registry.clone()),
                     // The route's own nodes, not `nodes` (ordered by health, drained ones left

@@ -10,6 +10,9 @@ use crate::error::GatewayError;
 
 /// The capture name that selects a node through the stream registry.
 pub const STREAM: &str = "stream";
+/// The capture holding an application (namespace) name: with it, the registry key is
+/// `app/stream` (`[registry] key = "app/stream"`).
+pub const APP: &str = "app";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -32,6 +35,14 @@ fn valid_var(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A registry key: a stream name, or `app/stream` with both parts valid names.
+pub fn valid_stream_key(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((app, stream)) => valid_stream_name(app) && valid_stream_name(stream),
+        None => valid_stream_name(s),
+    }
 }
 
 /// Stream names: `[A-Za-z0-9_.-]{1,128}` without `..`.
@@ -186,11 +197,21 @@ impl Captures {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Checks every capture and decodes `{stream}`; afterwards every value is safe to put in an
+    /// The key the registry knows the captured stream by: `app/stream` when the route captures
+    /// `{app}`, else the stream name.
+    pub fn stream_key(&self) -> std::borrow::Cow<'_, str> {
+        let stream = self.get(STREAM).unwrap_or_default();
+        match self.get(APP) {
+            Some(app) => std::borrow::Cow::Owned(format!("{app}/{stream}")),
+            None => std::borrow::Cow::Borrowed(stream),
+        }
+    }
+
+    /// Checks every capture and decodes `{stream}` and `{app}`; afterwards every value is safe to put in an
     /// upstream path.
     pub fn validate(mut self) -> Result<Self, GatewayError> {
         for (name, value) in &mut self.items {
-            if name == STREAM {
+            if name == STREAM || name == APP {
                 let decoded = percent_decode_str(value)
                     .decode_utf8()
                     .map_err(|_| GatewayError::BadStreamName)?;
@@ -350,6 +371,32 @@ mod tests {
         assert!(Pattern::parse("/a}").is_err());
         assert!(Template::parse("/x?y").is_err());
         assert!(Template::parse("/{x").is_err());
+    }
+
+    #[test]
+    fn an_app_capture_namespaces_the_registry_key() {
+        let p = Pattern::parse("/{app}/{stream}.flv").expect("p");
+        let caps = p
+            .matches("/live/cam1.flv")
+            .expect("match")
+            .validate()
+            .expect("ok");
+        assert_eq!(caps.stream_key(), "live/cam1");
+        let caps = Pattern::parse("/flv/{stream}.flv")
+            .expect("p")
+            .matches("/flv/cam1.flv")
+            .expect("match")
+            .validate()
+            .expect("ok");
+        assert_eq!(caps.stream_key(), "cam1");
+        for bad in ["/a..b/cam1.flv", "/a%2Fb/cam1.flv", "/%FF/cam1.flv"] {
+            assert!(p.matches(bad).expect("match").validate().is_err(), "{bad}");
+        }
+        assert!(valid_stream_key("live/cam1"));
+        assert!(valid_stream_key("cam1"));
+        for bad in ["live/", "/cam1", "a/b/c", "a/..", ""] {
+            assert!(!valid_stream_key(bad), "{bad}");
+        }
     }
 
     #[test]

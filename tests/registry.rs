@@ -476,3 +476,128 @@ fn malformed_and_oversized_bodies_get_400_and_change_nothing() {
         "static route still answers (node s is unreachable)"
     );
 }
+
+/// `[registry] key = "app/stream"`: hooks register `app/stream`, routes capture `{app}`, and one
+/// stream name in two applications is two streams on two nodes.
+#[test]
+fn streams_are_namespaced_by_application_when_configured() {
+    let live_node = Upstream::start(echo);
+    let studio_node = Upstream::start(echo);
+    let (gw, _d) = gateway(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[registry]
+hook_secret = "h00k"
+key = "app/stream"
+
+[admin]
+token = "adm1n"
+
+[[routes]]
+path = "/{app}/{stream}/{*rest}"
+action = "proxy"
+upstream = "/{app}/{stream}/{*rest}"
+"#,
+    );
+    let a = gw.addr();
+    assert_eq!(put_node(a, "n1", &live_node.url(), "60").status, 200);
+    assert_eq!(put_node(a, "n2", &studio_node.url(), "60").status, 200);
+    let r = send(
+        a,
+        "POST",
+        "/hooks/srs?node=n1&secret=h00k",
+        "",
+        br#"{"action":"on_publish","client_id":1,"vhost":"__defaultVhost__","app":"live","stream":"cam1"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        a,
+        "POST",
+        "/hooks/nginx-rtmp?node=n2&secret=h00k",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        b"call=publish&app=studio&name=cam1&clientid=3",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(stream_names(a), vec!["live/cam1", "studio/cam1"]);
+    assert_eq!(get(a, "/live/cam1/index.m3u8", "").status, 200);
+    assert_eq!(live_node.requests().len(), 1);
+    assert_eq!(get(a, "/studio/cam1/index.m3u8", "").status, 200);
+    assert_eq!(studio_node.requests().len(), 1);
+    let r = get(a, "/other/cam1/index.m3u8", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "stream_not_found");
+    // The API takes a key as one percent-encoded segment.
+    let r = get(a, "/api/v1/streams/live%2Fcam1", ADMIN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["nodes"], serde_json::json!(["n1"]));
+    // Names are checked, the application's too; a publish without one is refused.
+    for body in [
+        r#"{"action":"on_publish","client_id":1,"stream":"cam2"}"#,
+        r#"{"action":"on_publish","client_id":1,"app":"a..b","stream":"cam2"}"#,
+        r#"{"action":"on_publish","client_id":1,"app":"live/x","stream":"cam2"}"#,
+    ] {
+        let r = send(
+            a,
+            "POST",
+            "/hooks/srs?node=n1&secret=h00k",
+            "",
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+    }
+    // Unpublish withdraws the namespaced record.
+    let r = send(
+        a,
+        "POST",
+        "/hooks/srs?node=n1&secret=h00k",
+        "",
+        br#"{"action":"on_unpublish","client_id":1,"app":"live","stream":"cam1"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(a, "/live/cam1/index.m3u8", "").status, 404);
+    assert_eq!(stream_names(a), vec!["studio/cam1"]);
+}
+
+/// A namespaced live route: the hub is keyed by `app/stream`, the pull goes where the registry
+/// says `app/stream` lives.
+#[test]
+fn a_live_route_with_an_application_pulls_the_namespaced_stream() {
+    let o = common::origin(&common::media_dir());
+    let (gw, _d) = gateway(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[registry]
+key = "app/stream"
+
+[admin]
+token = "adm1n"
+
+[[nodes]]
+id = "a"
+url = "http://{}"
+
+[[routes]]
+path = "/{{app}}/{{stream}}.flv"
+action = "live"
+upstream = "/live/{{stream}}.flv"
+"#,
+        o.addr()
+    ));
+    let addr = gw.addr();
+    let r = put_stream(addr, "live%2Fcam1", "a");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut s = common::flv::FlvStream::open(addr, "/live/cam1.flv");
+    common::flv::expect_live_start(&mut s, Duration::from_secs(20));
+    let r = get(addr, "/studio/cam1.flv", "");
+    assert_eq!(
+        r.status, 404,
+        "another application's cam1 is another stream"
+    );
+    let live = get(addr, "/api/v1/live", ADMIN).json();
+    assert!(live.to_string().contains("live/cam1"), "{live}");
+    drop(s);
+}

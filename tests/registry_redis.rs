@@ -151,11 +151,13 @@ fn two_gateways_share_streams_through_redis_and_survive_its_outage() {
         play(a, "cam2") == 200
     });
     eprintln!("propagation B → A after the restart: {took:?}");
-    wait_until(
-        "A's metrics say redis is back",
-        Duration::from_secs(15),
-        || redis_connected(a) == Some(1.0),
-    );
+    for (name, g) in [("A", a), ("B", b)] {
+        wait_until(
+            &format!("{name}'s metrics say redis is back"),
+            Duration::from_secs(15),
+            || redis_connected(g) == Some(1.0),
+        );
+    }
     assert_eq!(
         play(a, "cam1"),
         200,
@@ -198,7 +200,7 @@ fn a_node_missing_its_heartbeats_is_down_on_every_gateway() {
     assert_eq!(r.json()["error"], "node_unavailable");
     // The key really expired in Redis (a heartbeat through B revives it for A too).
     assert_eq!(
-        redis.command("EXISTS sgtest:alive:n2").as_deref(),
+        redis.command("EXISTS {sgtest}:alive:n2").as_deref(),
         Some(":0")
     );
     assert_eq!(put_node(b, "n2", &node.url(), "30").status, 200);
@@ -220,7 +222,8 @@ fn another_gateway_cannot_move_a_node_this_gateway_has_in_its_config() {
     let with_static = config(&redis.url()).replace(
         "[[routes]]",
         &format!(
-            "[[nodes]]\nid = \"s\"\nurl = \"{}\"\nstreams = [\"fixed\"]\n\n[[routes]]",
+            "[[nodes]]\nid = \"s\"\nurl = \"{0}\"\nstreams = [\"fixed\"]\n\n\
+             [[nodes]]\nid = \"own\"\nurl = \"{0}\"\n\n[[routes]]",
             mine.url()
         ),
     );
@@ -242,4 +245,10 @@ fn another_gateway_cannot_move_a_node_this_gateway_has_in_its_config() {
         "A never sent a request to B's idea of node s"
     );
     assert_eq!(mine.requests().len(), 2);
+    // A stream announced on A's config-file node through A's API (a media server's hook would
+    // do the same) is recorded in Redis, though the node itself is not, and routes on A.
+    let r = put_stream(a, "onstatic", "own");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(play(a, "onstatic"), 200);
+    assert_eq!(mine.requests().len(), 3);
 }

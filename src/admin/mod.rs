@@ -41,11 +41,12 @@ use crate::auth::ct_eq;
 use crate::body::{full, json_response, Body};
 use crate::config::DrainMode;
 use crate::config::Settings;
+use crate::config::StreamKey;
 use crate::error::GatewayError;
 use crate::fanout::{Hubs, PullInfo};
 use crate::registry::hooks::{self, HookAction, HookEvent};
 use crate::registry::{url_text, Node, Registry, RegistryError};
-use crate::router::valid_stream_name;
+use crate::router::{valid_stream_key, valid_stream_name};
 use crate::upstream::Health;
 use crate::upstream_path::BaseUrl;
 
@@ -111,6 +112,8 @@ struct AdminState {
     hook_secret: Option<String>,
     /// Empty: publishes are not checked for a token.
     publish_tokens: Vec<String>,
+    /// `[registry] key`: how a hook's stream becomes a registry key.
+    stream_key: StreamKey,
     /// Nodes from the config file: the API refuses to change them (the file would win on the
     /// next start, and on other gateways at once).
     static_ids: HashSet<String>,
@@ -148,6 +151,7 @@ impl Admin {
             admin_token: settings.admin.token.clone(),
             hook_secret: settings.registry.hook_secret.clone(),
             publish_tokens: settings.registry.publish_tokens.clone(),
+            stream_key: settings.registry.key,
             static_ids: settings.nodes.iter().map(|n| n.id.clone()).collect(),
             hubs,
             health,
@@ -433,7 +437,8 @@ fn node_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 
 fn stream_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(name) = p.map_err(|_| GatewayError::BadPath("undecodable path segment"))?;
-    if !valid_stream_name(&name) {
+    // `app/stream` keys come percent-encoded (`live%2Fcam1`) in one segment.
+    if !valid_stream_key(&name) {
         return Err(GatewayError::BadStreamName.into());
     }
     Ok(name)
@@ -536,7 +541,7 @@ fn one_stream(st: &AdminState, name: &str) -> Option<Value> {
         entry.as_ref().map(|e| e.nodes.as_slice()),
         &pulls,
         st.registry.as_ref(),
-        Instant::now(),
+        st.registry.now(),
     ))
 }
 
@@ -651,7 +656,7 @@ async fn ui_file(
 }
 
 async fn list_nodes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
-    let now = Instant::now();
+    let now = st.registry.now();
     let loads = st.hubs.loads();
     let nodes: Vec<Value> = st
         .registry
@@ -672,7 +677,7 @@ async fn get_node(
         .registry
         .node(&id)
         .ok_or(GatewayError::NodeNotFound(id))?;
-    ok(node_json(&n, &st, &st.hubs.loads(), Instant::now()))
+    ok(node_json(&n, &st, &st.hubs.loads(), st.registry.now()))
 }
 
 /// `POST /api/v1/nodes/{id}/drain`: nothing new goes to the node (viewers, proxied requests,
@@ -715,7 +720,7 @@ fn set_drain(st: &AdminState, id: String, drained: bool) -> ApiResult {
             tracing::info!(node = %id, "node undrained through the API");
         }
     }
-    let mut v = node_json(&n, st, &st.hubs.loads(), Instant::now());
+    let mut v = node_json(&n, st, &st.hubs.loads(), st.registry.now());
     v["drain_mode"] = json!(mode);
     ok(v)
 }
@@ -777,11 +782,17 @@ async fn put_node(
     }
     let ttl = req.ttl.as_ref().map(parse_ttl).transpose()?;
     st.registry.put_node(&id, &url, ttl).await?;
-    let n = st
-        .registry
-        .node(&id)
-        .ok_or_else(|| GatewayError::Internal("node vanished".into()))?;
-    ok(node_json(&n, &st, &st.hubs.loads(), Instant::now()))
+    // A removal racing this write (through another gateway) may already have taken the node
+    // out again: answer with what was written.
+    let now = st.registry.now();
+    let n = st.registry.node(&id).unwrap_or_else(|| {
+        Arc::new(Node {
+            id: id.clone(),
+            url,
+            expires: ttl.map(|t| now + t),
+        })
+    });
+    ok(node_json(&n, &st, &st.hubs.loads(), now))
 }
 
 async fn delete_node(
@@ -808,7 +819,7 @@ async fn delete_node(
 /// `GET /api/v1/streams`: every registered stream and every stream this gateway pulls (a
 /// fixed-node route's streams are pulled without being registered), sorted by name.
 async fn list_streams(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
-    let now = Instant::now();
+    let now = st.registry.now();
     let mut pulls = pulls_by_stream(&st.hubs);
     let reg = st.registry.as_ref();
     let mut streams: Vec<(String, Value)> = st
@@ -883,7 +894,7 @@ async fn kick_viewer(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
     let Path((name, id)) = p.map_err(|_| GatewayError::BadPath("undecodable path segment"))?;
-    if !valid_stream_name(&name) {
+    if !valid_stream_key(&name) {
         return Err(GatewayError::BadStreamName.into());
     }
     let id: u64 = id
@@ -917,8 +928,17 @@ async fn put_stream(
     }
     st.registry.announce(&name, &req.node).await?;
     tracing::info!(stream = %name, node = %req.node, "stream announced through the API");
-    let v =
-        one_stream(&st, &name).ok_or_else(|| GatewayError::Internal("stream vanished".into()))?;
+    // A removal racing this write may already have withdrawn it again: answer with what was
+    // written.
+    let v = one_stream(&st, &name).unwrap_or_else(|| {
+        stream_json(
+            &name,
+            Some(std::slice::from_ref(&req.node)),
+            &[],
+            st.registry.as_ref(),
+            st.registry.now(),
+        )
+    });
     ok(v)
 }
 
@@ -959,11 +979,22 @@ async fn apply_hook(
     ev: HookEvent,
     server: &'static str,
 ) -> Result<(), ApiError> {
+    // The registry key: the stream name, or `app/stream`; `None` for names we never accept.
+    let key = valid_stream_name(&ev.stream)
+        .then_some(())
+        .and_then(|()| match st.stream_key {
+            StreamKey::Stream => Some(ev.stream.clone()),
+            StreamKey::AppStream => ev
+                .app
+                .as_deref()
+                .filter(|a| valid_stream_name(a))
+                .map(|a| format!("{a}/{}", ev.stream)),
+        });
     match ev.action {
         HookAction::Publish => {
-            if !valid_stream_name(&ev.stream) {
+            let Some(key) = key else {
                 return Err(GatewayError::BadStreamName.into());
-            }
+            };
             if !st.publish_tokens.is_empty() {
                 let good = ev.token.as_deref().is_some_and(|t| {
                     st.publish_tokens
@@ -971,18 +1002,28 @@ async fn apply_hook(
                         .any(|k| ct_eq(t.as_bytes(), k.as_bytes()))
                 });
                 if !good {
-                    tracing::warn!(server, stream = %ev.stream, node, client = %ev.client, "publish refused: bad publish token");
+                    tracing::warn!(server, stream = %key, node, client = %ev.client, "publish refused: bad publish token");
                     return Err(GatewayError::PublishForbidden.into());
                 }
             }
-            st.registry.announce(&ev.stream, node).await?;
-            tracing::info!(server, stream = %ev.stream, node, client = %ev.client, "stream published");
+            st.registry.announce(&key, node).await?;
+            tracing::info!(server, stream = %key, node, client = %ev.client, vhost = ev.vhost.as_deref().unwrap_or_default(), "stream published");
         }
         HookAction::Unpublish => {
             // An unpublish for a name we never accepted changes nothing and is still "ok": the
             // media server only wants an answer.
-            if valid_stream_name(&ev.stream) && st.registry.withdraw(&ev.stream, node).await? {
-                tracing::info!(server, stream = %ev.stream, node, client = %ev.client, "stream unpublished");
+            if let Some(key) = key {
+                if st.registry.withdraw(&key, node).await? {
+                    tracing::info!(server, stream = %key, node, client = %ev.client, "stream unpublished");
+                }
+            }
+        }
+        HookAction::Renew => {
+            // A renewal of a record we do not hold (withdrawn, expired) changes nothing.
+            if let Some(key) = key {
+                if !st.registry.renew(&key, node).await? {
+                    tracing::debug!(server, stream = %key, node, "renewal of an unknown stream record ignored");
+                }
             }
         }
         HookAction::Ignore(call) => {

@@ -34,7 +34,9 @@ pub use limits::{LimitSettings, RateSettings, RawLimits};
 pub use live::{DrainMode, LiveSettings, RawLive};
 pub use log::{AccessTarget, LogFormat, LogSettings, RawLog};
 pub use metrics::{Cidr, MetricsSettings, RawMetrics};
-pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
+pub use registry::{
+    AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings, StreamKey,
+};
 pub use routes::{
     Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
     RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
@@ -153,6 +155,25 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let groups = groups::validate(&raw.groups, &nodes)?;
     let routes = routes::validate_routes(&raw.routes, &nodes, &groups, &auth)?;
     let registry = registry::validate(&raw.registry)?;
+    // Hooks key streams as `app/stream` or as `stream`: registry routes must build the same key.
+    for (i, r) in routes.iter().enumerate() {
+        if !matches!(r.target, Target::Registry) {
+            continue;
+        }
+        match (registry.key, r.pattern.captures(crate::router::APP)) {
+            (StreamKey::AppStream, false) => return Err(invalid(
+                format!("routes[{i}].path"),
+                "with [registry] key = \"app/stream\", a registry route needs {app} in its path",
+            )),
+            (StreamKey::Stream, true) => {
+                return Err(invalid(
+                    format!("routes[{i}].path"),
+                    "{app} in a registry route needs [registry] key = \"app/stream\"",
+                ))
+            }
+            _ => {}
+        }
+    }
     let admin = match &raw.admin.token {
         Some(t) if t.trim().is_empty() => return Err(invalid("admin.token", "cannot be empty")),
         t => AdminSettings { token: t.clone() },
@@ -244,6 +265,29 @@ upstream = "/hls/{stream}/{*rest}"
 
     fn err(text: &str) -> String {
         parse(text).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn registry_keys_leases_and_endpoints() {
+        let route = |path: &str| {
+            format!("[[routes]]\npath = \"{path}\"\naction = \"proxy\"\nupstream = \"/x\"\n")
+        };
+        let keyed = "[registry]\nkey = \"app/stream\"\n";
+        let s = parse(&format!("{keyed}{}", route("/{app}/{stream}/x"))).expect("valid");
+        assert_eq!(s.registry.key, StreamKey::AppStream);
+        let e = err(&format!("{keyed}{}", route("/hls/{stream}/x")));
+        assert!(e.starts_with("routes[0].path:"), "{e}");
+        let e = err(&route("/{app}/{stream}/x"));
+        assert!(e.starts_with("routes[0].path:"), "{e}");
+        assert!(err("[registry]\nkey = \"vhost\"\n").starts_with("registry.key:"));
+        let s = parse("[registry]\nstream_lease = \"30s\"\n").expect("lease");
+        assert_eq!(s.registry.stream_lease, Some(Duration::from_secs(30)));
+        assert_eq!(parse("").expect("default").registry.stream_lease, None);
+        assert!(err("[registry]\nstream_lease = \"10ms\"\n").starts_with("registry.stream_lease:"));
+        let sentinel = "[registry]\nbackend = \"redis\"\nurl = \"redis+sentinel://127.0.0.1:26379/mymaster\"\n";
+        assert!(parse(sentinel).is_ok());
+        let bad = "[registry]\nbackend = \"redis\"\nurl = \"redis+sentinel://127.0.0.1:26379\"\n";
+        assert!(err(bad).starts_with("registry.url:"));
     }
 
     #[test]

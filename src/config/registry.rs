@@ -15,6 +15,8 @@ pub struct RawRegistry {
     pub publish_tokens: Option<Vec<String>>,
     pub key_prefix: Option<String>,
     pub resync_interval: Option<String>,
+    pub stream_lease: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,11 +33,23 @@ pub enum RegistryBackend {
     /// Shared through Redis, for several gateways; each keeps a local snapshot for lookups.
     Redis {
         url: String,
-        /// Prefix of every key and of the pub/sub channel, so platforms can share one Redis.
+        /// Prefix of every key (inside a `{hash tag}`), so platforms can share one Redis.
         key_prefix: String,
-        /// How often the snapshot checks Redis for changes that pub/sub may have missed.
+        /// How long a gateway waits on the change log before checking, while idle, that it has
+        /// missed nothing (Redis restarted, log trimmed).
         resync_interval: Duration,
     },
+}
+
+/// What the media-server hooks register a stream as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamKey {
+    /// The stream name alone (`cam1`): one namespace for every application.
+    #[default]
+    Stream,
+    /// `app/stream` (`live/cam1`): the hook's application is part of the key, and registry
+    /// routes capture `{app}`.
+    AppStream,
 }
 
 /// `[registry]`: the backend and the secrets that guard writes from media servers.
@@ -46,6 +60,11 @@ pub struct RegistrySettings {
     pub hook_secret: Option<String>,
     /// If not empty, a publish hook is accepted only with `token=` set to one of these.
     pub publish_tokens: Vec<String>,
+    /// How long a stream record lives without renewal (node heartbeat, renew hook, new
+    /// announcement); `None`: until withdrawn.
+    pub stream_lease: Option<Duration>,
+    /// `key`: how hooks key streams.
+    pub key: StreamKey,
 }
 
 impl Default for RegistrySettings {
@@ -54,6 +73,8 @@ impl Default for RegistrySettings {
             backend: RegistryBackend::Memory,
             hook_secret: None,
             publish_tokens: Vec::new(),
+            stream_lease: None,
+            key: StreamKey::Stream,
         }
     }
 }
@@ -93,11 +114,8 @@ pub(super) fn validate(r: &RawRegistry) -> Result<RegistrySettings, ConfigError>
                     "missing: backend = \"redis\" needs url = \"redis://host:port\"",
                 )
             })?;
-            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-                return Err(invalid(
-                    "registry.url",
-                    format!("{url:?}: use redis://host:port[/db]"),
-                ));
+            if let Err(why) = crate::registry::redis::Endpoint::parse(&url) {
+                return Err(invalid("registry.url", format!("{url:?}: {why}")));
             }
             let key_prefix = r
                 .key_prefix
@@ -145,9 +163,34 @@ pub(super) fn validate(r: &RawRegistry) -> Result<RegistrySettings, ConfigError>
             "publish tokens are checked by the hooks, which need registry.hook_secret",
         ));
     }
+    let stream_lease = match &r.stream_lease {
+        None => None,
+        Some(_) => {
+            let d = duration("registry.stream_lease", &r.stream_lease, Duration::ZERO)?;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+                return Err(invalid(
+                    "registry.stream_lease",
+                    "must be between 1s and 24h (omit it for records that never expire)",
+                ));
+            }
+            Some(d)
+        }
+    };
+    let key = match r.key.as_deref().unwrap_or("stream") {
+        "stream" => StreamKey::Stream,
+        "app/stream" => StreamKey::AppStream,
+        other => {
+            return Err(invalid(
+                "registry.key",
+                format!("{other:?} is not one of \"stream\", \"app/stream\""),
+            ))
+        }
+    };
     Ok(RegistrySettings {
         backend,
         hook_secret: r.hook_secret.clone(),
         publish_tokens,
+        stream_lease,
+        key,
     })
 }

@@ -621,7 +621,7 @@ impl std::fmt::Debug for RegistryCollector {
 
 impl Collector for RegistryCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let now = std::time::Instant::now();
+        let now = self.registry.now();
         let nodes = self.registry.nodes();
         let up = nodes.iter().filter(|n| n.is_up(now)).count() as u64;
         let mut m = enc.encode_descriptor(

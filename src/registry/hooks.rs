@@ -17,6 +17,9 @@ pub enum HookAction {
     Publish,
     /// A publisher stopped: the node no longer holds the stream.
     Unpublish,
+    /// A publisher is still there (nginx-rtmp `update`, SRS `on_hls`, both periodic): renews
+    /// the stream's lease on the node, never creates a record.
+    Renew,
     /// Anything else (play, connect, dvr…): accepted and ignored, so operators can point every
     /// hook at us without breaking their server.
     Ignore(String),
@@ -28,6 +31,10 @@ pub struct HookEvent {
     pub action: HookAction,
     /// The stream name (SRS `stream`, nginx-rtmp `name`); empty for ignored calls.
     pub stream: String,
+    /// The application the stream was published to (both servers' `app`), if sent.
+    pub app: Option<String>,
+    /// SRS's virtual host (`vhost`), for logs; nginx-rtmp has none.
+    pub vhost: Option<String>,
     /// The `token` the publisher put in its URL, if any.
     pub token: Option<String>,
     /// The media server's client id, for logs only.
@@ -63,6 +70,10 @@ struct SrsHook {
     param: Option<String>,
     #[serde(default)]
     client_id: Option<ClientId>,
+    #[serde(default)]
+    app: Option<String>,
+    #[serde(default)]
+    vhost: Option<String>,
 }
 
 /// Parses an SRS `http_hooks` body.
@@ -76,6 +87,7 @@ pub fn parse_srs(body: &[u8]) -> Result<HookEvent, HookError> {
     let action = match h.action.as_str() {
         "on_publish" => HookAction::Publish,
         "on_unpublish" => HookAction::Unpublish,
+        "on_hls" => HookAction::Renew,
         other => HookAction::Ignore(other.to_string()),
     };
     let stream = match (&action, h.stream) {
@@ -92,6 +104,8 @@ pub fn parse_srs(body: &[u8]) -> Result<HookEvent, HookError> {
         stream,
         token,
         client,
+        app: h.app.filter(|a| !a.is_empty()),
+        vhost: h.vhost.filter(|v| !v.is_empty()),
     })
 }
 
@@ -104,9 +118,11 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookEvent, HookError> {
     let mut name = None;
     let mut token = None;
     let mut client = None;
+    let mut app = None;
     for (k, v) in form_urlencoded::parse(body) {
         let slot = match k.as_ref() {
             "call" => &mut call,
+            "app" => &mut app,
             "name" => &mut name,
             "token" => &mut token,
             "clientid" => &mut client,
@@ -120,6 +136,7 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookEvent, HookError> {
     let action = match call.as_str() {
         "publish" => HookAction::Publish,
         "publish_done" => HookAction::Unpublish,
+        "update" => HookAction::Renew,
         other => HookAction::Ignore(other.to_string()),
     };
     let stream = match (&action, name) {
@@ -132,6 +149,8 @@ pub fn parse_nginx_rtmp(body: &[u8]) -> Result<HookEvent, HookError> {
         stream,
         token,
         client: client.unwrap_or_default(),
+        app: app.filter(|a: &String| !a.is_empty()),
+        vhost: None,
     })
 }
 
@@ -175,6 +194,8 @@ mod tests {
         assert_eq!(e.stream, "livestream");
         assert_eq!(e.token.as_deref(), Some("pub1"));
         assert_eq!(e.client, "341w361a");
+        assert_eq!(e.app.as_deref(), Some("live"));
+        assert_eq!(e.vhost.as_deref(), Some("__defaultVhost__"));
         let e = parse_srs(SRS3_UNPUBLISH.as_bytes()).expect("srs3");
         assert_eq!(e.action, HookAction::Unpublish);
         assert_eq!(e.client, "107");
@@ -185,6 +206,8 @@ mod tests {
             parse_srs(b"{\"action\":\"on_publish\"}"),
             Err(HookError::Missing("stream"))
         ));
+        let e = parse_srs(br#"{"action":"on_hls","client_id":1,"stream":"x"}"#).expect("hls");
+        assert_eq!(e.action, HookAction::Renew);
         assert!(matches!(parse_srs(b"not json"), Err(HookError::SrsJson(_))));
         assert!(matches!(
             parse_srs(b"{\"stream\":\"x\"}"),
@@ -225,6 +248,7 @@ mod tests {
         );
         assert_eq!(e.token.as_deref(), Some("pub1"));
         assert_eq!(e.client, "7");
+        assert_eq!(e.app.as_deref(), Some("live"));
         let e = parse_nginx_rtmp(b"call=publish_done&name=cam1&app=live").expect("done");
         assert_eq!(e.action, HookAction::Unpublish);
         assert!(matches!(
@@ -235,6 +259,8 @@ mod tests {
             parse_nginx_rtmp(b"name=x"),
             Err(HookError::Missing("call"))
         ));
+        let e = parse_nginx_rtmp(b"call=update&name=cam1&app=live").expect("update");
+        assert_eq!(e.action, HookAction::Renew);
         let e = parse_nginx_rtmp(b"call=play&name=cam1").expect("play");
         assert_eq!(e.action, HookAction::Ignore("play".into()));
     }

@@ -7,7 +7,13 @@
 //! write leaves the local answer untouched.
 //!
 //! Two backends: [`MemoryRegistry`] (one gateway, the default) and [`RedisRegistry`] (several
-//! gateways sharing one Redis; each keeps a `MemoryRegistry` snapshot that lookups read).
+//! gateways sharing one Redis; each keeps a `MemoryRegistry` snapshot that lookups read and
+//! follows a change log, so a change costs each gateway one entry, not a re-read).
+//!
+//! A stream is known by its key: the stream name, or `app/stream` with `[registry] key =
+//! "app/stream"` (routes then capture `{app}`). With `[registry] stream_lease`, records expire
+//! unless renewed (node heartbeat, renew hook, new announcement), so a media server that crashed
+//! without an unpublish hook does not keep its streams registered.
 
 pub mod hooks;
 pub mod memory;
@@ -102,12 +108,24 @@ pub trait Registry: Send + Sync + 'static {
     fn remove_node<'a>(&'a self, id: &'a str) -> WriteFuture<'a, bool>;
     /// Records that `node` holds `stream` (idempotent; the first node announced stays preferred).
     fn announce<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()>;
+    /// Records that `node` holds `stream` without a lease, whatever `stream_lease` says: a
+    /// record from the config file (a hot reload adds it), which never expires.
+    fn announce_fixed<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, ()>;
+    /// Renews the lease of the record `stream` on `node` (a media server's periodic hook);
+    /// `false` if there is no live record to renew (a renewal never creates one).
+    fn renew<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool>;
     /// Records that `node` no longer holds `stream`; `true` if it did.
     fn withdraw<'a>(&'a self, stream: &'a str, node: &'a str) -> WriteFuture<'a, bool>;
     /// Whether the shared store (Redis) is reachable and in sync; `None` for a backend without
     /// one (the embedded registry).
     fn store_connected(&self) -> Option<bool> {
         None
+    }
+    /// The moment node liveness is judged at, as routing does: now, except while the Redis
+    /// backend cannot reach Redis (then the moment it was lost). Listings use it so the admin
+    /// API reports the nodes routing still uses.
+    fn now(&self) -> Instant {
+        memory::now()
     }
 }
 
@@ -137,7 +155,7 @@ pub fn build(
 ) -> Result<Arc<dyn Registry>, RegistryError> {
     match &settings.registry.backend {
         RegistryBackend::Memory => {
-            let reg = MemoryRegistry::default();
+            let reg = MemoryRegistry::default().with_lease(settings.registry.stream_lease);
             load_static(&reg, &settings.nodes)?;
             Ok(Arc::new(reg))
         }
@@ -151,6 +169,7 @@ pub fn build(
                     url: url.clone(),
                     key_prefix: key_prefix.clone(),
                     resync_interval: *resync_interval,
+                    stream_lease: settings.registry.stream_lease,
                     statics: settings.nodes.clone(),
                 },
                 shutdown,
