@@ -628,7 +628,9 @@ impl Active {
             Action::Redirect => Use::Redirect,
             Action::Proxy | Action::Auto => Use::Proxy,
         };
-        let key = group.key(path, caps.get(STREAM));
+        // The namespaced key (`app/stream` when the route captures `{app}`), as the hub keys it.
+        let stream = caps.get(STREAM).map(|_| caps.stream_key());
+        let key = group.key(path, stream.as_deref());
         let pick = group.pick(key, self.transport.health(), purpose)?;
         Ok((pick.nodes, pick.guard))
     }
@@ -662,7 +664,8 @@ impl Active {
             Target::Group(id) => {
                 let group = self.group(id)?;
                 let path = route.upstream.render(caps);
-                Ok(group.preference(group.key(&path, caps.get(STREAM)).unwrap_or(&path)))
+                let stream = caps.get(STREAM).map(|_| caps.stream_key());
+                Ok(group.preference(group.key(&path, stream.as_deref()).unwrap_or(&path)))
             }
             Target::Registry => {
                 let key = caps.stream_key();
