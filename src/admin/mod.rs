@@ -70,6 +70,8 @@ pub fn handles(path: &str) -> bool {
 /// The admin router, built once at start.
 pub struct Admin {
     router: Router,
+    /// The handlers' state (the cache is handed in after construction, [`Admin::with_cache`]).
+    state: Arc<AdminState>,
     /// `[ui] enabled`: `/ui/` is ours too.
     ui: bool,
 }
@@ -129,6 +131,8 @@ struct AdminState {
     /// Asks the gateway to reload its config file (`POST /api/v1/reload`); empty when it was
     /// not started from one.
     reload: crate::reload::Slot,
+    /// The HLS / VOD cache, for `GET /api/v1/cache`.
+    cache: std::sync::OnceLock<crate::cache::Cache>,
 }
 
 impl Admin {
@@ -153,6 +157,7 @@ impl Admin {
             viewer_token: settings.ui.viewer_token.clone(),
             routes: table.routes,
             reload,
+            cache: std::sync::OnceLock::new(),
         });
         let mut router = table.router;
         if settings.ui.enabled {
@@ -168,11 +173,18 @@ impl Admin {
             .method_not_allowed_fallback(|| async {
                 ApiError(GatewayError::MethodNotAllowed(Cow::Borrowed("")))
             })
-            .with_state(state);
+            .with_state(state.clone());
         Self {
             router,
+            state,
             ui: settings.ui.enabled,
         }
+    }
+
+    /// Serves the cache's figures at `GET /api/v1/cache`.
+    pub fn with_cache(self, cache: crate::cache::Cache) -> Self {
+        let _ = self.state.cache.set(cache);
+        self
     }
 
     /// Whether `path` is answered here rather than by the route table: the API, the hooks, and
@@ -214,6 +226,7 @@ impl Admin {
         )
         .route("/api/v1/live", &["GET"], get(live_status))
         .route("/api/v1/routes", &["GET"], get(list_routes))
+        .route("/api/v1/cache", &["GET"], get(cache_status))
         .route("/api/v1/ui", &["GET"], get(ui_settings))
         .route("/api/v1/reload", &["POST"], post(reload_config))
         .route("/hooks/srs", &["POST"], post(srs_hook))
@@ -595,6 +608,15 @@ fn routes_json(routes: &[crate::config::RouteSettings]) -> Value {
 /// from it).
 async fn list_routes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
     ok(st.route_table.clone())
+}
+
+/// `GET /api/v1/cache`: the HLS / VOD cache's bytes and entries against its bounds, and the
+/// counters of each cached route.
+async fn cache_status(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    match st.cache.get() {
+        Some(c) => ok(c.snapshot()),
+        None => Err(GatewayError::Disabled("the cache").into()),
+    }
 }
 
 /// `GET /api/v1/ui`: what the dashboard's player needs: the default viewer token (`[ui]

@@ -6,6 +6,7 @@
 //! resolved).
 
 mod auth;
+mod cache;
 mod duration;
 mod limits;
 mod live;
@@ -23,6 +24,7 @@ pub use auth::{
     AuthSettings, HlsSessionSettings, HookFormat, HookSettings, RawAuth, RawHlsSession, RawHook,
     RawSigningKey, DEFAULT_HLS_SESSION_MAX_AGE, DEFAULT_HLS_SESSION_TTL, DEFAULT_REDIRECT_LINK_TTL,
 };
+pub use cache::{CacheSettings, RawCache};
 use duration::duration;
 pub use duration::parse_duration;
 pub use limits::{LimitSettings, RateSettings, RawLimits};
@@ -31,7 +33,7 @@ pub use log::{AccessTarget, LogFormat, LogSettings, RawLog};
 pub use metrics::{Cidr, MetricsSettings, RawMetrics};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
 pub use routes::{
-    Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
+    Action, AuthMode, CacheMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
     RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
 pub use server::{
@@ -93,6 +95,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub cache: RawCache,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -118,6 +122,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The access log's format and destination (`[log]`).
     pub log: LogSettings,
+    /// The HLS / VOD cache's bounds and lifetimes (`[cache]`).
+    pub cache: CacheSettings,
 }
 
 /// Reads and validates a config file.
@@ -151,6 +157,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let ui = ui::validate(raw.ui, &auth, &admin)?;
     let log = log::validate(&raw.log)?;
     let metrics = metrics::validate(&raw.metrics)?;
+    let cache = cache::validate(&raw.cache)?;
     // Port 0 asks the system for a free port each time: two such addresses never clash.
     if metrics
         .listen
@@ -162,6 +169,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         ));
     }
     Ok(Settings {
+        cache,
         ui,
         log,
         limits,

@@ -1,0 +1,527 @@
+//! The HLS / LL-HLS / VOD cache (routes with `cache = "hls"` or `"vod"`), in memory, bounded in
+//! bytes and entries, with request collapsing that streams.
+//!
+//! A request looks its [`Key`] up. Fresh: answered from memory ([`respond`]). Absent or stale:
+//! the first request starts ONE fill through the one transport (the gateway hands a [`Fetch`]
+//! that calls `proxy::fetch`), and every request for the same key meanwhile joins it. The fill
+//! runs on its own task, so a viewer leaving never cuts it for the others; as soon as the node's
+//! headers arrive, the object is in the store with a growing body ([`buffer`]) and every
+//! waiter streams from it: bytes reach them as they reach the gateway. An LL-HLS blocking
+//! reload (`_HLS_msn`) is just such a fill, held until the node answers: many viewers, one held
+//! request per key.
+//!
+//! What is kept and how long: [`policy`] (HTTP) and [`hls`] (HLS rules). A stream that restarts
+//! under the same segment names gets a new publish epoch ([`key`]). VOD files are fetched and
+//! kept in slices ([`slice`]). Counters per route: [`stats`]. See docs/cache.md.
+
+pub mod buffer;
+pub mod hls;
+pub mod key;
+pub mod object;
+pub mod policy;
+pub mod respond;
+pub mod slice;
+pub mod stats;
+pub mod store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::config::{CacheMode, CacheSettings, RouteSettings};
+use crate::error::GatewayError;
+use crate::registry::Node;
+use buffer::Buffer;
+pub use key::Key;
+use object::Object;
+pub use stats::Counters;
+use store::Store;
+
+/// What the cache's fill calls to reach the node: the request as the first viewer sent it,
+/// cleaned (`GET`, no `Range`, no conditionals, no `Accept-Encoding`), plus `extra` headers
+/// (a slice's `Range`, a revalidation's `If-None-Match`), through the one transport.
+pub type Fetch = Arc<dyn Fn(HeaderMap) -> FetchFuture + Send + Sync>;
+pub type FetchFuture =
+    Pin<Box<dyn Future<Output = Result<(Response<Body>, Arc<Node>), GatewayError>> + Send>>;
+
+/// An entry: a fill whose node has not answered yet, or an object (maybe still filling).
+#[derive(Clone)]
+enum Slot {
+    Waiting(watch::Receiver<Option<Outcome>>),
+    Ready(Arc<Object>),
+}
+
+/// What a fill's waiters get once the node answers.
+type Outcome = Result<Arc<Object>, Arc<GatewayError>>;
+
+/// The cache: one per gateway, kept across config reloads.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    settings: RwLock<CacheSettings>,
+    store: Mutex<Store<Slot>>,
+    epochs: key::Epochs,
+    /// Counters by route path, for the routes of the config in use.
+    routes: Mutex<Vec<(String, CacheMode, Arc<Counters>)>>,
+}
+
+impl Inner {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store<Slot>> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn settings(&self) -> CacheSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Bytes and entries held.
+    pub(crate) fn usage(&self) -> (u64, usize) {
+        let s = self.store();
+        (s.bytes(), s.len())
+    }
+
+    pub(crate) fn route_counters(&self) -> Vec<(String, Arc<Counters>)> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, _, c)| (p.clone(), c.clone()))
+            .collect()
+    }
+}
+
+/// One request the cache is asked to answer.
+pub struct Ask<'a> {
+    /// The route's configured path (part of the key, label of the counters).
+    pub route: &'a str,
+    pub mode: CacheMode,
+    /// The route's `{stream}` capture, if it has one (the publish epoch's scope).
+    pub stream: Option<&'a str>,
+    /// Upstream path and credential-free query.
+    pub target: &'a str,
+    pub method: &'a Method,
+    /// The viewer's headers (`Range`, conditionals).
+    pub headers: &'a HeaderMap,
+    pub counters: Arc<Counters>,
+}
+
+/// What a lookup found.
+enum Got {
+    /// A shareable object.
+    Shared(Arc<Object>),
+    /// An answer that may not be shared, fetched for this very request.
+    Own(Arc<Object>),
+    /// The fill this request joined got an answer that may not be shared: ask the node itself.
+    Refetch,
+}
+
+/// What a fill needs to know beyond its key.
+#[derive(Clone)]
+struct FillCtx {
+    mode: CacheMode,
+    scope: String,
+    blocking: bool,
+    playlist_path: bool,
+    counters: Arc<Counters>,
+}
+
+impl Cache {
+    pub fn new(s: &CacheSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings: RwLock::new(s.clone()),
+                store: Mutex::new(Store::new(s.memory_bytes, s.max_entries)),
+                epochs: key::Epochs::default(),
+                routes: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Applies a (reloaded) config: bounds and lifetimes, and the routes' counters (kept for a
+    /// path the new table still caches). Returns each route's counters by index.
+    pub fn configure(
+        &self,
+        s: &CacheSettings,
+        routes: &[RouteSettings],
+    ) -> Vec<Option<Arc<Counters>>> {
+        *self
+            .inner
+            .settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = s.clone();
+        self.inner.store().set_limits(s.memory_bytes, s.max_entries);
+        let mut table = self.inner.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::take(&mut *table);
+        let out = routes
+            .iter()
+            .map(|r| {
+                let mode = r.cache?;
+                let c = table
+                    .iter()
+                    .chain(old.iter())
+                    .find(|(p, _, _)| *p == r.path)
+                    .map(|(_, _, c)| c.clone())
+                    .unwrap_or_default();
+                if !table.iter().any(|(p, _, _)| *p == r.path) {
+                    table.push((r.path.clone(), mode, c.clone()));
+                }
+                Some(c)
+            })
+            .collect();
+        out
+    }
+
+    /// The `/metrics` collector.
+    pub fn collector(&self) -> stats::CacheCollector {
+        stats::CacheCollector(Arc::downgrade(&self.inner))
+    }
+
+    /// `GET /api/v1/cache`.
+    pub fn snapshot(&self) -> Value {
+        let (bytes, entries) = self.inner.usage();
+        let s = self.inner.settings();
+        let routes: Vec<Value> = self
+            .inner
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(path, mode, c)| {
+                let mut v = c.json();
+                v["route"] = json!(path);
+                v["mode"] = json!(match mode {
+                    CacheMode::Hls => "hls",
+                    CacheMode::Vod => "vod",
+                });
+                v
+            })
+            .collect();
+        json!({
+            "bytes": bytes,
+            "entries": entries,
+            "memory_bytes": s.memory_bytes,
+            "max_entries": s.max_entries,
+            "max_object_bytes": s.max_object_bytes,
+            "slice_bytes": s.slice_bytes,
+            "routes": routes,
+        })
+    }
+
+    /// Answers `ask` from the cache, fetching through `fetch` what it lacks. Returns the answer
+    /// and the node it came from.
+    pub async fn serve(
+        &self,
+        ask: Ask<'_>,
+        fetch: Fetch,
+    ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
+        let scope = key::scope(ask.stream, ask.target);
+        let epoch = self.inner.epochs.epoch(ask.route, &scope);
+        let query = ask.target.split_once('?').map(|(_, q)| q);
+        let ctx = FillCtx {
+            mode: ask.mode,
+            blocking: ask.mode == CacheMode::Hls && hls::is_blocking(query),
+            playlist_path: hls::is_playlist_path(ask.target),
+            scope,
+            counters: ask.counters.clone(),
+        };
+        if ask.mode == CacheMode::Vod {
+            return slice::serve(self.clone(), &ask, epoch, ctx, fetch).await;
+        }
+        let key = Key::new(ask.route, epoch, ask.target.to_string(), None);
+        self.answer(key, &ctx, &fetch, ask.method, ask.headers)
+            .await
+    }
+
+    /// The whole-object answer for `key`.
+    async fn answer(
+        &self,
+        key: Key,
+        ctx: &FillCtx,
+        fetch: &Fetch,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
+        match self.object(key, ctx, fetch).await? {
+            Got::Shared(o) | Got::Own(o) => Ok((
+                respond::respond(&o, method, headers, Instant::now()),
+                o.node.clone(),
+            )),
+            Got::Refetch => fetch(HeaderMap::new()).await,
+        }
+    }
+
+    /// The object under `key`: fresh from the store, from the fill in flight, or from a new
+    /// fill (which this call starts).
+    async fn object(&self, key: Key, ctx: &FillCtx, fetch: &Fetch) -> Result<Got, GatewayError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Instant::now();
+        let c = &ctx.counters;
+        let (mut rx, leader) = {
+            let mut store = self.inner.store();
+            match store.get(&key) {
+                Some((Slot::Ready(o), _)) if o.fresh(now) => {
+                    if o.filling() {
+                        c.collapsed.fetch_add(1, Relaxed);
+                    } else {
+                        c.hit.fetch_add(1, Relaxed);
+                    }
+                    return Ok(Got::Shared(o));
+                }
+                Some((Slot::Waiting(rx), _)) => {
+                    c.collapsed.fetch_add(1, Relaxed);
+                    (rx, false)
+                }
+                found => {
+                    // Stale with validators: revalidate (304 keeps the body); otherwise fetch.
+                    let old = match found {
+                        Some((Slot::Ready(o), _))
+                            if o.status == StatusCode::OK
+                                && !o.filling()
+                                && policy::has_validators(&o.headers) =>
+                        {
+                            Some(o)
+                        }
+                        _ => None,
+                    };
+                    if old.is_none() {
+                        c.miss.fetch_add(1, Relaxed);
+                    }
+                    let (tx, rx) = watch::channel(None);
+                    let gen = store.insert(key.clone(), Slot::Waiting(rx.clone()));
+                    let fill = Fill {
+                        inner: self.inner.clone(),
+                        key,
+                        gen,
+                        ctx: ctx.clone(),
+                        old,
+                    };
+                    tokio::spawn(fill.run(tx, fetch.clone()));
+                    (rx, true)
+                }
+            }
+        };
+        let outcome = loop {
+            if let Some(o) = rx.borrow_and_update().clone() {
+                break o;
+            }
+            if rx.changed().await.is_err() {
+                return Err(GatewayError::Internal(
+                    "cache fill ended without an answer".into(),
+                ));
+            }
+        };
+        match outcome {
+            Ok(o) if o.shareable => Ok(Got::Shared(o)),
+            Ok(o) if leader => Ok(Got::Own(o)),
+            Ok(_) => {
+                c.bypass.fetch_add(1, Relaxed);
+                Ok(Got::Refetch)
+            }
+            Err(e) => Err(replay(&e)),
+        }
+    }
+}
+
+/// The same failure for another waiter of the fill (errors are not `Clone`; their status and
+/// code are what matter).
+fn replay(e: &GatewayError) -> GatewayError {
+    match e {
+        GatewayError::UpstreamConnect { node, source } => GatewayError::UpstreamConnect {
+            node: node.clone(),
+            source: source.to_string().into(),
+        },
+        GatewayError::UpstreamTimeout { node, secs } => GatewayError::UpstreamTimeout {
+            node: node.clone(),
+            secs: *secs,
+        },
+        GatewayError::Upstream { node, source } => GatewayError::Upstream {
+            node: node.clone(),
+            source: source.to_string().into(),
+        },
+        GatewayError::BadRequest(why) => GatewayError::BadRequest(why),
+        GatewayError::Draining(s) => GatewayError::Draining(s.clone()),
+        GatewayError::NodeUnavailable(s) => GatewayError::NodeUnavailable(s.clone()),
+        other => GatewayError::Internal(other.to_string()),
+    }
+}
+
+/// One fill: fetch from the node, publish the answer to the waiters, pump the body into the
+/// shared buffer, then settle the object's lifetime.
+struct Fill {
+    inner: Arc<Inner>,
+    key: Key,
+    gen: u64,
+    ctx: FillCtx,
+    /// The stale object being revalidated.
+    old: Option<Arc<Object>>,
+}
+
+impl Fill {
+    async fn run(self, tx: watch::Sender<Option<Outcome>>, fetch: Fetch) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Fill {
+            inner,
+            key,
+            gen,
+            ctx,
+            old,
+        } = self;
+        let settings = inner.settings();
+        let mut extra = HeaderMap::new();
+        if let Some(o) = &old {
+            if let Some(v) = o.headers.get(header::ETAG) {
+                extra.insert(header::IF_NONE_MATCH, v.clone());
+            }
+            if let Some(v) = o.headers.get(header::LAST_MODIFIED) {
+                extra.insert(header::IF_MODIFIED_SINCE, v.clone());
+            }
+        }
+        if let Some(i) = key.slice {
+            let (a, b) = (i * settings.slice_bytes, (i + 1) * settings.slice_bytes - 1);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes={a}-{b}")) {
+                extra.insert(header::RANGE, v);
+            }
+        }
+        let (resp, node) = match fetch(extra).await {
+            Ok(r) => r,
+            Err(e) => {
+                inner.store().remove(&key, gen);
+                let _ = tx.send(Some(Err(Arc::new(e))));
+                return;
+            }
+        };
+        let (parts, mut body) = resp.into_parts();
+        let now = Instant::now();
+        let status = parts.status;
+        let stream_target = inner.epochs.target_duration(&key.route, &ctx.scope);
+        if let (StatusCode::NOT_MODIFIED, Some(o)) = (status, &old) {
+            let rule = o.ttl().unwrap_or(settings.segment_ttl);
+            let ttl = policy::lifetime(ctx.mode, &parts.headers, rule);
+            let fresh = Arc::new(o.revalidated(&parts.headers, now, ttl));
+            {
+                let mut store = inner.store();
+                if store.replace(&key, gen, Slot::Ready(fresh.clone())) {
+                    store.grow(&key, gen, fresh.body.len());
+                }
+            }
+            ctx.counters.revalidated.fetch_add(1, Relaxed);
+            let _ = tx.send(Some(Ok(fresh)));
+            return;
+        }
+        if old.is_some() {
+            ctx.counters.miss.fetch_add(1, Relaxed);
+        }
+        let shareable =
+            policy::refusal(status.as_u16(), &parts.headers, key.slice.is_some()).is_none();
+        let playlist = ctx.mode == CacheMode::Hls
+            && status == StatusCode::OK
+            && (ctx.playlist_path
+                || crate::proxy::playlist::is_playlist(&key.target, &parts.headers));
+        fn answer<'a>(
+            ctx: &FillCtx,
+            status: StatusCode,
+            p: Option<&'a hls::Playlist>,
+            stream_target: Option<std::time::Duration>,
+        ) -> hls::Answer<'a> {
+            hls::Answer {
+                mode: ctx.mode,
+                status: status.as_u16(),
+                blocking: ctx.blocking,
+                playlist: p,
+                stream_target,
+            }
+        }
+        // A playlist's lifetime depends on its body: unknown (fresh) until it is read.
+        let ttl = (!playlist).then(|| {
+            policy::lifetime(
+                ctx.mode,
+                &parts.headers,
+                hls::lifetime(&settings, &answer(&ctx, status, None, stream_target)),
+            )
+        });
+        let buffer = Arc::new(Buffer::default());
+        let obj = Arc::new(Object::new(
+            status,
+            parts.headers,
+            buffer.clone(),
+            node,
+            now,
+            ttl,
+            shareable,
+        ));
+        let mut cached = {
+            let mut store = inner.store();
+            if shareable {
+                store.replace(&key, gen, Slot::Ready(obj.clone()))
+            } else {
+                store.remove(&key, gen);
+                false
+            }
+        };
+        let _ = tx.send(Some(Ok(obj.clone())));
+        drop(tx);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    let n = data.len() as u64;
+                    buffer.push(data);
+                    if cached {
+                        let mut store = inner.store();
+                        cached =
+                            store.grow(&key, gen, n) && buffer.len() <= settings.max_object_bytes;
+                        if !cached {
+                            // Too large to keep: streams on to its readers, uncached.
+                            store.remove(&key, gen);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Never a truncated success: readers get an error, the entry goes.
+                    buffer.abort(e.to_string());
+                    inner.store().remove(&key, gen);
+                    return;
+                }
+            }
+        }
+        buffer.finish();
+        if playlist {
+            let facts = buffer.bytes().and_then(|b| hls::playlist(&b));
+            let rule = hls::lifetime(
+                &settings,
+                &answer(&ctx, status, facts.as_ref(), stream_target),
+            );
+            obj.set_ttl(policy::lifetime(ctx.mode, &obj.headers, rule));
+            if let Some(p) = facts.filter(|p| !p.multivariant && !p.ended) {
+                let restarted = inner.epochs.observe(
+                    &key.route,
+                    &ctx.scope,
+                    key.epoch,
+                    &key.target,
+                    p.media_sequence,
+                    p.target_duration,
+                );
+                if let Some(old_epoch) = restarted {
+                    tracing::info!(route = %key.route, scope = %ctx.scope, "stream restarted (media sequence went back): its cached objects are dropped");
+                    inner
+                        .store()
+                        .retain(|k| !(k.route == key.route && k.epoch == old_epoch));
+                }
+            }
+        }
+    }
+}
