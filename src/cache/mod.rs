@@ -525,3 +525,309 @@ impl Fill {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::body::BoxError;
+    use crate::config::CacheSettings;
+
+    type Chunk = Result<Frame<Bytes>, BoxError>;
+
+    /// A node scripted per test: counts fetches; each answer's body is fed through a channel
+    /// the test holds (so it decides when bytes "arrive").
+    struct Node_ {
+        fetches: AtomicUsize,
+        bodies: Mutex<
+            mpsc::UnboundedReceiver<(
+                u16,
+                Vec<(&'static str, String)>,
+                mpsc::UnboundedReceiver<Chunk>,
+            )>,
+        >,
+    }
+
+    fn node() -> Arc<Node> {
+        Arc::new(Node {
+            id: "n1".into(),
+            url: crate::upstream_path::BaseUrl::parse("http://127.0.0.1:1").expect("url"),
+            expires: None,
+        })
+    }
+
+    fn scripted() -> (
+        Fetch,
+        Arc<Node_>,
+        mpsc::UnboundedSender<(
+            u16,
+            Vec<(&'static str, String)>,
+            mpsc::UnboundedReceiver<Chunk>,
+        )>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let n = Arc::new(Node_ {
+            fetches: AtomicUsize::new(0),
+            bodies: Mutex::new(rx),
+        });
+        let n2 = n.clone();
+        let fetch: Fetch = Arc::new(move |_extra| {
+            let n = n2.clone();
+            Box::pin(async move {
+                n.fetches.fetch_add(1, Ordering::SeqCst);
+                let next = n.bodies.lock().expect("lock").try_recv();
+                let Ok((status, headers, body)) = next else {
+                    return Err(GatewayError::Internal("no scripted answer".into()));
+                };
+                let stream = futures_util::stream::unfold(body, |mut rx| async move {
+                    rx.recv().await.map(|c| (c, rx))
+                });
+                let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+                *r.status_mut() = StatusCode::from_u16(status).expect("status");
+                for (k, v) in headers {
+                    r.headers_mut()
+                        .insert(k, HeaderValue::from_str(&v).expect("value"));
+                }
+                Ok((r, node()))
+            })
+        });
+        (fetch, n, tx)
+    }
+
+    fn ask<'a>(target: &'a str, h: &'a HeaderMap, c: &Arc<Counters>) -> Ask<'a> {
+        Ask {
+            route: "/hls/{*rest}",
+            mode: CacheMode::Hls,
+            stream: None,
+            target,
+            method: &Method::GET,
+            headers: h,
+            counters: c.clone(),
+        }
+    }
+
+    fn data(s: &str) -> Chunk {
+        Ok(Frame::data(Bytes::from(s.to_string())))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_make_one_fetch_and_everyone_streams() {
+        let cache = Cache::new(&CacheSettings::default());
+        let (fetch, node, script) = scripted();
+        let (body_tx, body_rx) = mpsc::unbounded_channel();
+        script.send((200, vec![], body_rx)).expect("script");
+        let c = Arc::new(Counters::default());
+        let h = HeaderMap::new();
+        let first = cache.serve(ask("/hls/a/1.ts", &h, &c), fetch.clone());
+        let second = cache.serve(ask("/hls/a/1.ts", &h, &c), fetch.clone());
+        let (a, b) = tokio::join!(first, second);
+        let (mut a, mut b) = (a.expect("a").0.into_body(), b.expect("b").0.into_body());
+        body_tx.send(data("part1")).expect("send");
+        let f = a.frame().await.expect("frame").expect("ok");
+        assert_eq!(f.into_data().expect("data"), "part1");
+        // A viewer arriving mid-fetch gets what is there at once, before the node is done.
+        let (late, _) = cache
+            .serve(ask("/hls/a/1.ts", &h, &c), fetch.clone())
+            .await
+            .expect("late");
+        let mut late = late.into_body();
+        let f = late.frame().await.expect("frame").expect("ok");
+        assert_eq!(f.into_data().expect("data"), "part1");
+        body_tx.send(data("part2")).expect("send");
+        drop(body_tx);
+        let rest = late.collect().await.expect("rest").to_bytes();
+        assert_eq!(rest, "part2");
+        assert_eq!(
+            b.frame()
+                .await
+                .expect("f")
+                .expect("ok")
+                .into_data()
+                .expect("d"),
+            "part1"
+        );
+        assert_eq!(node.fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(c.miss.load(Ordering::SeqCst), 1);
+        assert_eq!(c.collapsed.load(Ordering::SeqCst), 2);
+        // Complete now: a hit, still no second fetch.
+        let (r, _) = cache
+            .serve(ask("/hls/a/1.ts", &h, &c), fetch.clone())
+            .await
+            .expect("hit");
+        assert_eq!(
+            r.into_body().collect().await.expect("b").to_bytes(),
+            "part1part2"
+        );
+        assert_eq!(c.hit.load(Ordering::SeqCst), 1);
+        assert_eq!(node.fetches.load(Ordering::SeqCst), 1);
+        let snap = cache.snapshot();
+        assert_eq!(snap["entries"], 1);
+        assert_eq!(snap["bytes"], 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aborted_fills_and_errors_are_never_kept() {
+        let cache = Cache::new(&CacheSettings::default());
+        let (fetch, node, script) = scripted();
+        let c = Arc::new(Counters::default());
+        let h = HeaderMap::new();
+        // The node breaks mid-body: the viewer's body fails, and the next request refetches.
+        let (tx, rx) = mpsc::unbounded_channel();
+        script.send((200, vec![], rx)).expect("script");
+        let (r, _) = cache
+            .serve(ask("/hls/a/2.ts", &h, &c), fetch.clone())
+            .await
+            .expect("r");
+        tx.send(data("half")).expect("send");
+        tx.send(Err("reset".into())).expect("send");
+        assert!(r.into_body().collect().await.is_err());
+        // A 503: passed on, not kept.
+        for _ in 0..2 {
+            let (tx, rx) = mpsc::unbounded_channel();
+            script.send((503, vec![], rx)).expect("script");
+            drop(tx);
+            let (r, _) = cache
+                .serve(ask("/hls/a/2.ts", &h, &c), fetch.clone())
+                .await
+                .expect("r");
+            assert_eq!(r.status(), 503);
+            let _ = r.into_body().collect().await;
+        }
+        assert_eq!(node.fetches.load(Ordering::SeqCst), 3);
+        assert_eq!(cache.snapshot()["entries"], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn playlists_live_half_a_target_duration_and_404s_briefly() {
+        let cache = Cache::new(&CacheSettings::default());
+        let (fetch, node, script) = scripted();
+        let c = Arc::new(Counters::default());
+        let h = HeaderMap::new();
+        let answer = |status, body: &str| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tx.send(data(body)).expect("send");
+            drop(tx);
+            script.send((status, vec![], rx)).expect("script");
+        };
+        let get = |t: &'static str| {
+            let (cache, fetch, c, h) = (cache.clone(), fetch.clone(), c.clone(), h.clone());
+            async move {
+                let (r, _) = cache.serve(ask(t, &h, &c), fetch).await.expect("r");
+                let st = r.status();
+                (st, r.into_body().collect().await.expect("b").to_bytes())
+            }
+        };
+        answer(
+            200,
+            "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:9\n#EXTINF:4,\ns9.ts\n",
+        );
+        get("/hls/a/i.m3u8").await;
+        tokio::time::advance(Duration::from_millis(1_900)).await;
+        get("/hls/a/i.m3u8").await;
+        assert_eq!(
+            node.fetches.load(Ordering::SeqCst),
+            1,
+            "fresh for 2 s (½ × 4 s)"
+        );
+        tokio::time::advance(Duration::from_millis(200)).await;
+        answer(
+            200,
+            "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:10\n#EXTINF:4,\ns10.ts\n",
+        );
+        let (_, b) = get("/hls/a/i.m3u8").await;
+        assert!(String::from_utf8_lossy(&b).contains("s10.ts"));
+        assert_eq!(node.fetches.load(Ordering::SeqCst), 2);
+        // A 404 in a stream whose target duration is 4 s: kept 16 s.
+        answer(404, "nope");
+        assert_eq!(get("/hls/a/s99.ts").await.0, 404);
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(get("/hls/a/s99.ts").await.0, 404);
+        assert_eq!(node.fetches.load(Ordering::SeqCst), 3);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        answer(200, "seg");
+        assert_eq!(get("/hls/a/s99.ts").await.0, 200);
+        assert_eq!(node.fetches.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_stream_never_serves_its_old_segments() {
+        let cache = Cache::new(&CacheSettings::default());
+        let (fetch, node, script) = scripted();
+        let c = Arc::new(Counters::default());
+        let h = HeaderMap::new();
+        let answer = |body: &str| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tx.send(data(body)).expect("send");
+            drop(tx);
+            script.send((200, vec![], rx)).expect("script");
+        };
+        let get = |t: &'static str| {
+            let (cache, fetch, c, h) = (cache.clone(), fetch.clone(), c.clone(), h.clone());
+            async move {
+                let (r, _) = cache.serve(ask(t, &h, &c), fetch).await.expect("r");
+                r.into_body().collect().await.expect("b").to_bytes()
+            }
+        };
+        answer("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n#EXTINF:2,\ns5.ts\n");
+        get("/live/x/i.m3u8").await;
+        answer("old");
+        assert_eq!(get("/live/x/s5.ts").await, "old");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Restart: the sequence starts over.
+        answer("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2,\ns5.ts\n");
+        get("/live/x/i.m3u8").await;
+        answer("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2,\ns5.ts\n");
+        get("/live/x/i.m3u8").await;
+        answer("new");
+        assert_eq!(get("/live/x/s5.ts").await, "new");
+        assert_eq!(node.fetches.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_and_entries_stay_bounded() {
+        let s = CacheSettings {
+            memory_bytes: 64 * 1024,
+            max_entries: 50,
+            max_object_bytes: 16 * 1024,
+            slice_bytes: 4096,
+            ..CacheSettings::default()
+        };
+        let cache = Cache::new(&s);
+        let (fetch, _node, script) = scripted();
+        let c = Arc::new(Counters::default());
+        let h = HeaderMap::new();
+        let targets: Vec<String> = (0..200).map(|i| format!("/hls/s{i}/0.ts")).collect();
+        for t in &targets {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tx.send(data(&"x".repeat(3000))).expect("send");
+            drop(tx);
+            script.send((200, vec![], rx)).expect("script");
+            let (r, _) = cache.serve(ask(t, &h, &c), fetch.clone()).await.expect("r");
+            let _ = r.into_body().collect().await;
+            let snap = cache.snapshot();
+            assert!(snap["bytes"].as_u64().expect("n") <= 64 * 1024, "{snap}");
+            assert!(snap["entries"].as_u64().expect("n") <= 50, "{snap}");
+        }
+        // Too large for one object: streamed whole, not kept.
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(data(&"y".repeat(20_000))).expect("send");
+        drop(tx);
+        script.send((200, vec![], rx)).expect("script");
+        let (r, _) = cache
+            .serve(ask("/hls/big.ts", &h, &c), fetch.clone())
+            .await
+            .expect("r");
+        assert_eq!(
+            r.into_body().collect().await.expect("b").to_bytes().len(),
+            20_000
+        );
+        assert!(cache.snapshot()["bytes"].as_u64().expect("n") <= 64 * 1024);
+    }
+}
