@@ -1491,6 +1491,11 @@ impl Active {
         let transport = self.transport.clone();
         let public_url = self.shared.public_url.clone();
         let prefixes = (route.upstream_prefix.clone(), route.public_prefix.clone());
+        let mut fill = fill;
+        fill.path_and_query = crate::cache::key::without_params(
+            &fill.path_and_query,
+            &self.settings.cache.ignore_params,
+        );
         let fill = Arc::new(fill);
         let target = fill.path_and_query.clone();
         let fetch: crate::cache::Fetch = Arc::new(move |extra: http::HeaderMap| {

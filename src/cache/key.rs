@@ -41,6 +41,29 @@ impl Key {
     }
 }
 
+/// `path_and_query` without the query parameters `ignore` names (`[cache] ignore_params`):
+/// what the cache keys on and what a fill asks the node for.
+pub fn without_params(path_and_query: &str, ignore: &[String]) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
+    if ignore.is_empty() {
+        return path_and_query.to_string();
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            let k = p.split('=').next().unwrap_or("");
+            !p.is_empty() && !ignore.iter().any(|i| i == k)
+        })
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
 /// The scope a request's stream is tracked in: the `{stream}` capture when the route has one,
 /// else the directory of the upstream path (nginx-rtmp's nested `/hls/NAME/…`).
 pub fn scope(stream: Option<&str>, target: &str) -> String {
@@ -153,6 +176,18 @@ impl Epochs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignored_params_leave_the_key() {
+        let ig = vec!["sid".to_string(), "_".to_string()];
+        assert_eq!(without_params("/a.ts?sid=1&_=2", &ig), "/a.ts");
+        assert_eq!(
+            without_params("/a.m3u8?_HLS_msn=3&sid=9", &ig),
+            "/a.m3u8?_HLS_msn=3"
+        );
+        assert_eq!(without_params("/a.ts", &ig), "/a.ts");
+        assert_eq!(without_params("/a.ts?sidx=1", &ig), "/a.ts?sidx=1");
+    }
 
     #[test]
     fn scopes_and_restarts() {

@@ -287,9 +287,12 @@ impl Cache {
                 }
                 found => {
                     // Stale with validators: revalidate (304 keeps the body); otherwise fetch.
+                    // Never a live playlist: rewritten within one second at the same size, its
+                    // Last-Modified and nginx's ETag would not change, and a 304 would freeze it.
                     let old = match found {
                         Some((Slot::Ready(o), _))
                             if o.status == StatusCode::OK
+                                && !(ctx.mode == CacheMode::Hls && ctx.playlist_path)
                                 && !o.filling()
                                 && policy::has_validators(&o.headers) =>
                         {

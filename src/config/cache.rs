@@ -20,6 +20,7 @@ pub struct RawCache {
     pub vod_ttl: Option<String>,
     pub not_found_ttl: Option<String>,
     pub slice_bytes: Option<u64>,
+    pub ignore_params: Option<Vec<String>>,
 }
 
 /// Validated `[cache]`.
@@ -50,6 +51,9 @@ pub struct CacheSettings {
     pub not_found_ttl: Duration,
     /// `vod` routes fetch and cache files in slices of this many bytes (nginx `slice`).
     pub slice_bytes: u64,
+    /// Query parameters left out of the cache key and of the node's request, besides the
+    /// credentials the gateway always strips (player session ids, cache busters).
+    pub ignore_params: Vec<String>,
 }
 
 impl Default for CacheSettings {
@@ -65,6 +69,7 @@ impl Default for CacheSettings {
             vod_ttl: Duration::from_secs(600),
             not_found_ttl: Duration::from_secs(2),
             slice_bytes: 1024 * 1024,
+            ignore_params: Vec::new(),
         }
     }
 }
@@ -124,7 +129,22 @@ pub(super) fn validate(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
         vod_ttl: duration("cache.vod_ttl", &raw.vod_ttl, d.vod_ttl)?,
         not_found_ttl: duration("cache.not_found_ttl", &raw.not_found_ttl, d.not_found_ttl)?,
         slice_bytes,
+        ignore_params: validate_params(&raw.ignore_params)?,
     })
+}
+
+fn validate_params(raw: &Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let list = raw.clone().unwrap_or_default();
+    for (i, p) in list.iter().enumerate() {
+        let bad = |b: u8| matches!(b, b'&' | b'=' | b'?' | b'#') || b.is_ascii_whitespace();
+        if p.is_empty() || p.bytes().any(bad) {
+            return Err(invalid(
+                format!("cache.ignore_params[{i}]"),
+                format!("{p:?} is not a query parameter name"),
+            ));
+        }
+    }
+    Ok(list)
 }
 
 #[cfg(test)]
@@ -149,6 +169,7 @@ mod tests {
             ),
             ("slice_bytes = 10", "cache.slice_bytes"),
             ("segment_ttl = \"soon\"", "cache.segment_ttl"),
+            ("ignore_params = [\"a=b\"]", "cache.ignore_params[0]"),
             (
                 "memory_bytes = 100000\nmax_object_bytes = 200000",
                 "cache.max_object_bytes",
