@@ -951,7 +951,8 @@ impl Active {
                         request_id: rid.clone(),
                         counters: counters.clone(),
                     };
-                    self.from_cache(route, mode, caps, parts, fill, c).await?
+                    self.cached_answer(route, mode, caps, parts, fill, c)
+                        .await?
                 } else {
                     proxy::forward(
                         &self.transport,
@@ -1463,7 +1464,7 @@ impl Active {
     /// Answers a GET or HEAD on a cached route from the cache; what it lacks is fetched once
     /// for every viewer asking meanwhile. Range, conditionals and HEAD are the cache's to
     /// answer: the fill asks for the whole object (or a slice) with a GET.
-    async fn from_cache(
+    async fn cached_answer(
         &self,
         route: &RouteSettings,
         mode: crate::config::CacheMode,

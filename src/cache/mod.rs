@@ -544,18 +544,18 @@ mod tests {
     use crate::config::CacheSettings;
 
     type Chunk = Result<Frame<Bytes>, BoxError>;
+    /// One scripted answer: status, headers, and the channel its body arrives through.
+    type Script = (
+        u16,
+        Vec<(&'static str, String)>,
+        mpsc::UnboundedReceiver<Chunk>,
+    );
 
     /// A node scripted per test: counts fetches; each answer's body is fed through a channel
     /// the test holds (so it decides when bytes "arrive").
     struct Node_ {
         fetches: AtomicUsize,
-        bodies: Mutex<
-            mpsc::UnboundedReceiver<(
-                u16,
-                Vec<(&'static str, String)>,
-                mpsc::UnboundedReceiver<Chunk>,
-            )>,
-        >,
+        bodies: Mutex<mpsc::UnboundedReceiver<Script>>,
     }
 
     fn node() -> Arc<Node> {
@@ -566,15 +566,7 @@ mod tests {
         })
     }
 
-    fn scripted() -> (
-        Fetch,
-        Arc<Node_>,
-        mpsc::UnboundedSender<(
-            u16,
-            Vec<(&'static str, String)>,
-            mpsc::UnboundedReceiver<Chunk>,
-        )>,
-    ) {
+    fn scripted() -> (Fetch, Arc<Node_>, mpsc::UnboundedSender<Script>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let n = Arc::new(Node_ {
             fetches: AtomicUsize::new(0),

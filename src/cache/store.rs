@@ -149,12 +149,7 @@ impl<V: Clone> Store<V> {
     /// Evicts least recently used entries (never `keep`) until within both bounds.
     fn evict(&mut self, keep: Option<&Key>) {
         while self.map.len() > self.max_entries || self.bytes > self.max_bytes {
-            let victim = self
-                .lru
-                .iter()
-                .map(|(_, k)| k)
-                .find(|k| Some(*k) != keep)
-                .cloned();
+            let victim = self.lru.values().find(|k| Some(*k) != keep).cloned();
             let Some(k) = victim else { return };
             if let Some(e) = self.map.remove(&k) {
                 self.lru.remove(&e.tick);
