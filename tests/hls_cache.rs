@@ -421,3 +421,47 @@ fn live_hls_from_nginx_rtmp_many_viewers_one_fetch_per_segment() {
     );
     assert!(route_counter(&gw, "/hls/{stream}/{*rest}", "hit") > 0);
 }
+
+#[test]
+fn hls_sessions_on_a_cached_route_rewrite_one_cached_playlist_per_viewer() {
+    const VOD: &str = "#EXTM3U\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nv0.ts\n#EXT-X-ENDLIST\n";
+    let node = Upstream::start(|_| Reply::Ok {
+        headers: vec![(
+            "Content-Type".into(),
+            "application/vnd.apple.mpegurl".into(),
+        )],
+        body: VOD.as_bytes().to_vec(),
+    });
+    let (gw, _d) = gw(
+        "[auth]\ntokens = [\"good\"]\n",
+        &format!(
+            "[[routes]]\npath = \"/vod/{{*rest}}\"\naction = \"proxy\"\nto = \"{}\"\nupstream = \"/{{*rest}}\"\nauth = \"token\"\nhls_session = true\ncache = \"hls\"\n",
+            node.url()
+        ),
+    );
+    let mut sessions = HashSet::new();
+    for _ in 0..3 {
+        let r = get(gw.addr(), "/vod/movie/index.m3u8?token=good", "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seg = r
+            .text()
+            .lines()
+            .find(|l| l.starts_with("v0.ts?"))
+            .unwrap_or_else(|| panic!("no signed segment in {}", r.text()))
+            .to_string();
+        let hls_s = seg
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("hls_s="))
+            .expect("hls_s")
+            .to_string();
+        sessions.insert(hls_s);
+    }
+    assert_eq!(sessions.len(), 3, "each viewer its own session");
+    let seen: Vec<String> = node.requests().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        seen,
+        vec!["/movie/index.m3u8".to_string()],
+        "the node's playlist fetched once"
+    );
+    assert_eq!(route_counter(&gw, "/vod/{*rest}", "hit"), 2);
+}
