@@ -1,7 +1,7 @@
 //! `report`: the side-by-side table from a results directory written by `bench/run.sh`.
 //!
 //! Files read (missing ones show as `-`): `meta.json`, `download_{direct,streamgate,nginx}.json`,
-//! `small_{…}.json`, `redirect_{streamgate,nginx}.json`, `live_{N}_{…}.json`. Writes
+//! `small_{…}.json`, `redirect_{streamgate,nginx}.json`, `hls_{…}.json`, `live_{N}_{…}.json`. Writes
 //! `summary.json` (every row with its ratios and target verdict, plus the raw files).
 
 use std::fmt::Write as _;
@@ -107,6 +107,24 @@ pub fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         "redirect",
         "p999_ms",
         vec![],
+    );
+    row(
+        "HLS: node requests per segment".into(),
+        "hls",
+        "node_requests_per_segment",
+        vec![Goal::AtMost(1.0)],
+    );
+    row(
+        "HLS: CPU ms per viewer-second".into(),
+        "hls",
+        "cpu_ms_per_viewer_second",
+        vec![Goal::VsNginxAtMost(0.5)],
+    );
+    row(
+        "HLS: segment first byte p99 ms".into(),
+        "hls",
+        "segment_ttfb_p99_ms",
+        vec![Goal::VsNginxAtMost(1.0)],
     );
     let mut counts: Vec<u64> = std::fs::read_dir(dir)?
         .take(MAX_FILES)
