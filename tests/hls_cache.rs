@@ -465,3 +465,37 @@ fn hls_sessions_on_a_cached_route_rewrite_one_cached_playlist_per_viewer() {
     );
     assert_eq!(route_counter(&gw, "/vod/{*rest}", "hit"), 2);
 }
+
+#[test]
+fn vod_slices_evicted_from_memory_come_back_from_the_disk_tier() {
+    let file = bytes(8 * 65_536, 5);
+    let nginx = NginxHttp::start("location / { root {root}; }", &[("vod/f.mp4", &file)]);
+    let disk = tempfile::tempdir().expect("disk dir");
+    let (gw, _d) = gw(
+        &format!(
+            "[cache]\nmemory_bytes = 65536\nmax_object_bytes = 65536\nslice_bytes = 65536\ndisk_dir = \"{}\"\ndisk_bytes = 1048576\n",
+            disk.path().display()
+        ),
+        &format!(
+            "[[routes]]\npath = \"/vod/{{*rest}}\"\naction = \"proxy\"\nto = \"{}\"\nupstream = \"/vod/{{*rest}}\"\ncache = \"vod\"\n",
+            nginx.url()
+        ),
+    );
+    let r = get(gw.addr(), "/vod/f.mp4", "");
+    assert!(r.body == file);
+    assert_eq!(nginx.gets("/vod/f.mp4"), 8);
+    wait_until("every slice on disk", Duration::from_secs(20), || {
+        cache_status(&gw)["disk"]["entries"] == 8
+    });
+    assert!(cache_status(&gw)["bytes"].as_u64().expect("bytes") <= 65_536);
+    let r = get(gw.addr(), "/vod/f.mp4", "Range: bytes=100000-300000\r\n");
+    assert_eq!(r.body, &file[100_000..=300_000]);
+    let r = get(gw.addr(), "/vod/f.mp4", "");
+    assert!(r.body == file);
+    assert_eq!(
+        nginx.gets("/vod/f.mp4"),
+        8,
+        "no slice asked of the node again"
+    );
+    assert!(route_counter(&gw, "/vod/{*rest}", "disk") >= 7);
+}

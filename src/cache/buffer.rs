@@ -63,8 +63,7 @@ impl Buffer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A body already whole (tests).
-    #[cfg(test)]
+    /// A body already whole (read back from the disk tier).
     pub fn complete(bytes: Bytes) -> Arc<Self> {
         let b = Arc::new(Self::default());
         b.push(bytes);

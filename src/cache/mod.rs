@@ -15,6 +15,7 @@
 //! kept in slices ([`slice`]). Counters per route: [`stats`]. See docs/cache.md.
 
 pub mod buffer;
+pub mod disk;
 pub mod hls;
 pub mod key;
 pub mod object;
@@ -72,6 +73,8 @@ pub struct Inner {
     settings: RwLock<CacheSettings>,
     store: Mutex<Store<Slot>>,
     epochs: key::Epochs,
+    /// The disk tier for VOD slices (`[cache] disk_dir`; fixed at start).
+    disk: Option<disk::Disk>,
     /// Counters by route path, for the routes of the config in use.
     routes: Mutex<Vec<(String, CacheMode, Arc<Counters>)>>,
 }
@@ -141,11 +144,22 @@ struct FillCtx {
 
 impl Cache {
     pub fn new(s: &CacheSettings) -> Self {
+        let disk = s
+            .disk_dir
+            .as_deref()
+            .and_then(|dir| match disk::Disk::open(dir, s.disk_bytes) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "cache disk tier unusable: memory only");
+                    None
+                }
+            });
         Self {
             inner: Arc::new(Inner {
                 settings: RwLock::new(s.clone()),
                 store: Mutex::new(Store::new(s.memory_bytes, s.max_entries)),
                 epochs: key::Epochs::default(),
+                disk,
                 routes: Mutex::new(Vec::new()),
             }),
         }
@@ -210,7 +224,12 @@ impl Cache {
                 v
             })
             .collect();
+        let disk = self.inner.disk.as_ref().map(|d| {
+            let (bytes, entries) = d.usage();
+            json!({ "bytes": bytes, "entries": entries, "max_bytes": s.disk_bytes })
+        });
         json!({
+            "disk": disk,
             "bytes": bytes,
             "entries": entries,
             "memory_bytes": s.memory_bytes,
@@ -328,6 +347,10 @@ impl Cache {
             }
         };
         match outcome {
+            Ok(o) if o.pass => {
+                c.bypass.fetch_add(1, Relaxed);
+                Ok(Got::Refetch)
+            }
             Ok(o) if o.shareable => Ok(Got::Shared(o)),
             Ok(o) if leader => Ok(Got::Own(o)),
             Ok(_) => {
@@ -399,6 +422,29 @@ impl Fill {
                 extra.insert(header::RANGE, v);
             }
         }
+        if let (Some(disk), Some(_), None) = (&inner.disk, key.slice, &old) {
+            if let Some((st, bytes)) = disk.get(&key).await {
+                let n = bytes.len() as u64;
+                let obj = Arc::new(Object::new(
+                    st.status,
+                    st.headers,
+                    Buffer::complete(bytes),
+                    st.node,
+                    st.stored,
+                    Some(st.ttl),
+                    true,
+                ));
+                {
+                    let mut store = inner.store();
+                    if store.replace(&key, gen, Slot::Ready(obj.clone())) {
+                        store.grow(&key, gen, n);
+                    }
+                }
+                ctx.counters.disk.fetch_add(1, Relaxed);
+                let _ = tx.send(Some(Ok(obj)));
+                return;
+            }
+        }
         let (resp, node) = match fetch(extra).await {
             Ok(r) => r,
             Err(e) => {
@@ -456,6 +502,28 @@ impl Fill {
                 hls::lifetime(&settings, &answer(&ctx, status, None, stream_target)),
             )
         });
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > settings.max_object_bytes) {
+            // Too large to go through the cache's buffer: nothing is kept, and every waiter
+            // (this fill's requester too) streams the node's answer on its own.
+            inner.store().remove(&key, gen);
+            let mut o = Object::new(
+                status,
+                parts.headers,
+                Arc::new(Buffer::default()),
+                node,
+                now,
+                Some(std::time::Duration::ZERO),
+                false,
+            );
+            o.pass = true;
+            let _ = tx.send(Some(Ok(Arc::new(o))));
+            return;
+        }
         let buffer = Arc::new(Buffer::default());
         let obj = Arc::new(Object::new(
             status,
@@ -483,14 +551,19 @@ impl Fill {
                     let Ok(data) = f.into_data() else { continue };
                     let n = data.len() as u64;
                     buffer.push(data);
+                    if buffer.len() > settings.max_object_bytes {
+                        // No length was declared (else it would have passed through): the
+                        // buffer, which every reader shares, must not grow without bound.
+                        buffer.abort(
+                            "an answer without Content-Length grew past cache.max_object_bytes",
+                        );
+                        inner.store().remove(&key, gen);
+                        return;
+                    }
                     if cached {
                         let mut store = inner.store();
-                        cached =
-                            store.grow(&key, gen, n) && buffer.len() <= settings.max_object_bytes;
-                        if !cached {
-                            // Too large to keep: streams on to its readers, uncached.
-                            store.remove(&key, gen);
-                        }
+                        // Evicted meanwhile, or the store cannot hold it: streams on uncached.
+                        cached = store.grow(&key, gen, n);
                     }
                 }
                 Err(e) => {
@@ -502,6 +575,13 @@ impl Fill {
             }
         }
         buffer.finish();
+        if let (Some(disk), true, true) = (&inner.disk, cached, ctx.mode == CacheMode::Vod) {
+            if let Some(bytes) = buffer.bytes() {
+                let ttl = obj.ttl().unwrap_or(settings.vod_ttl);
+                let head = (status, obj.headers.clone(), obj.node.clone());
+                disk.put(key.clone(), head, now, ttl, bytes).await;
+            }
+        }
         if playlist {
             let facts = buffer.bytes().and_then(|b| hls::playlist(&b));
             let rule = hls::lifetime(
@@ -810,19 +890,32 @@ mod tests {
             assert!(snap["bytes"].as_u64().expect("n") <= 64 * 1024, "{snap}");
             assert!(snap["entries"].as_u64().expect("n") <= 50, "{snap}");
         }
-        // Too large for one object: streamed whole, not kept.
-        let (tx, rx) = mpsc::unbounded_channel();
-        tx.send(data(&"y".repeat(20_000))).expect("send");
-        drop(tx);
-        script.send((200, vec![], rx)).expect("script");
+        // Declared larger than an object may be: nothing buffered, the request asks the node
+        // itself and streams its answer.
+        for _ in 0..2 {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tx.send(data(&"y".repeat(20_000))).expect("send");
+            drop(tx);
+            let len = vec![("content-length", "20000".to_string())];
+            script.send((200, len, rx)).expect("script");
+        }
         let (r, _) = cache
             .serve(ask("/hls/big.ts", &h, &c), fetch.clone())
             .await
             .expect("r");
-        assert_eq!(
-            r.into_body().collect().await.expect("b").to_bytes().len(),
-            20_000
-        );
+        let body = r.into_body().collect().await.expect("b").to_bytes();
+        assert_eq!(body.len(), 20_000);
+        assert_eq!(c.bypass.load(Ordering::SeqCst), 1);
+        // Undeclared and growing past the bound: cut, never buffered without bound.
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(data(&"z".repeat(20_000))).expect("send");
+        drop(tx);
+        script.send((200, vec![], rx)).expect("script");
+        let (r, _) = cache
+            .serve(ask("/hls/big2.ts", &h, &c), fetch.clone())
+            .await
+            .expect("r");
+        assert!(r.into_body().collect().await.is_err());
         assert!(cache.snapshot()["bytes"].as_u64().expect("n") <= 64 * 1024);
     }
 }

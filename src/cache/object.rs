@@ -26,6 +26,9 @@ pub struct Object {
     /// A shared cache may serve it to others (see `policy::refusal`). An answer that may not
     /// be is handed only to the request that fetched it.
     pub shareable: bool,
+    /// Too large for the cache (`Content-Length` past `max_object_bytes`): the fill kept
+    /// nothing, and every request that waited for it asks the node itself.
+    pub pass: bool,
 }
 
 impl Object {
@@ -46,6 +49,7 @@ impl Object {
             stored,
             ttl: Mutex::new(ttl),
             shareable,
+            pass: false,
         }
     }
 

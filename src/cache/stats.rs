@@ -23,6 +23,8 @@ pub struct Counters {
     pub revalidated: AtomicU64,
     /// The node's answer could not be shared (no-store, private, Vary, Set-Cookie): forwarded.
     pub bypass: AtomicU64,
+    /// Of the misses, VOD slices read back from the disk tier (no node request).
+    pub disk: AtomicU64,
 }
 
 impl Counters {
@@ -33,16 +35,18 @@ impl Counters {
             "collapsed": self.collapsed.load(Relaxed),
             "revalidated": self.revalidated.load(Relaxed),
             "bypass": self.bypass.load(Relaxed),
+            "disk": self.disk.load(Relaxed),
         })
     }
 
-    fn results(&self) -> [(&'static str, u64); 5] {
+    fn results(&self) -> [(&'static str, u64); 6] {
         [
             ("hit", self.hit.load(Relaxed)),
             ("miss", self.miss.load(Relaxed)),
             ("collapsed", self.collapsed.load(Relaxed)),
             ("revalidated", self.revalidated.load(Relaxed)),
             ("bypass", self.bypass.load(Relaxed)),
+            ("disk", self.disk.load(Relaxed)),
         ]
     }
 }
@@ -81,7 +85,8 @@ impl Collector for CacheCollector {
             "cache_requests",
             "Requests on cached routes, by route and result: hit, miss (fetched from the \
              node), collapsed (joined a fetch in flight), revalidated (304 from the node), \
-             bypass (the answer could not be shared)",
+             bypass (the answer could not be shared), disk (a miss read back from the VOD disk \
+             tier)",
             None,
             MetricType::Counter,
         )?;

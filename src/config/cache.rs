@@ -21,6 +21,8 @@ pub struct RawCache {
     pub not_found_ttl: Option<String>,
     pub slice_bytes: Option<u64>,
     pub ignore_params: Option<Vec<String>>,
+    pub disk_dir: Option<std::path::PathBuf>,
+    pub disk_bytes: Option<u64>,
 }
 
 /// Validated `[cache]`.
@@ -54,6 +56,10 @@ pub struct CacheSettings {
     /// Query parameters left out of the cache key and of the node's request, besides the
     /// credentials the gateway always strips (player session ids, cache busters).
     pub ignore_params: Vec<String>,
+    /// The disk tier for VOD slices (`None`: memory only). Read at start only.
+    pub disk_dir: Option<std::path::PathBuf>,
+    /// Most bytes the disk tier holds.
+    pub disk_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -70,6 +76,8 @@ impl Default for CacheSettings {
             not_found_ttl: Duration::from_secs(2),
             slice_bytes: 1024 * 1024,
             ignore_params: Vec::new(),
+            disk_dir: None,
+            disk_bytes: 10 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -130,6 +138,25 @@ pub(super) fn validate(raw: &RawCache) -> Result<CacheSettings, ConfigError> {
         not_found_ttl: duration("cache.not_found_ttl", &raw.not_found_ttl, d.not_found_ttl)?,
         slice_bytes,
         ignore_params: validate_params(&raw.ignore_params)?,
+        disk_dir: match &raw.disk_dir {
+            Some(d) if d.as_os_str().is_empty() => {
+                return Err(invalid("cache.disk_dir", "cannot be empty"))
+            }
+            d => d.clone(),
+        },
+        disk_bytes: match raw.disk_bytes {
+            Some(_) if raw.disk_dir.is_none() => {
+                return Err(invalid("cache.disk_bytes", "needs cache.disk_dir"))
+            }
+            Some(n) if n < slice_bytes => {
+                return Err(invalid(
+                    "cache.disk_bytes",
+                    "must hold at least one slice (cache.slice_bytes)",
+                ))
+            }
+            Some(n) => n,
+            None => d.disk_bytes,
+        },
     })
 }
 
@@ -170,6 +197,9 @@ mod tests {
             ("slice_bytes = 10", "cache.slice_bytes"),
             ("segment_ttl = \"soon\"", "cache.segment_ttl"),
             ("ignore_params = [\"a=b\"]", "cache.ignore_params[0]"),
+            ("disk_bytes = 100000000", "cache.disk_bytes"),
+            ("disk_dir = \"/tmp/x\"\ndisk_bytes = 10", "cache.disk_bytes"),
+            ("disk_dir = \"\"", "cache.disk_dir"),
             (
                 "memory_bytes = 100000\nmax_object_bytes = 200000",
                 "cache.max_object_bytes",

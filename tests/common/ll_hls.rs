@@ -1,6 +1,7 @@
 //! A tiny LL-HLS "packager" for tests: writes a low-latency media playlist and its part and
 //! segment files into a directory over time, as the test says, each playlist version replaced
-//! atomically (written aside, then renamed) so a reader never sees half of one.
+//! atomically (written aside, then renamed) so a reader never sees half of one. The target
+//! duration is 4 s, so the origin holds a blocking reload up to 12 s: ample on a loaded machine.
 
 use std::path::{Path, PathBuf};
 
@@ -52,7 +53,7 @@ impl LlHls {
 
     fn write(&self) {
         let mut t = format!(
-            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n#EXT-X-PART-INF:PART-TARGET=0.25\n\
+            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:4\n#EXT-X-PART-INF:PART-TARGET=0.25\n\
              #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.75\n#EXT-X-MEDIA-SEQUENCE:{}\n",
             self.first
         );
