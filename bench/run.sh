@@ -7,7 +7,8 @@
 #   bash bench/run.sh --smoke    # seconds: every scenario, tiny sizes; checks it ran and parsed
 #
 # Environment: BENCH_LIVE_COUNTS="50 200 1000", BENCH_LIVE_WINDOW=15s, BENCH_HTTP_DURATION=10s,
-# BENCH_DOWNLOAD_MB=1024, BENCH_KEEP_TMP=1 (keep the temp dir with logs and media).
+# BENCH_DOWNLOAD_MB=1024, BENCH_HLS_VIEWERS=500, BENCH_HLS_WINDOW=20s,
+# BENCH_KEEP_TMP=1 (keep the temp dir with logs and media).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,11 +26,13 @@ if [ "$MODE" = smoke ]; then
     HTTP_DURATION=${BENCH_HTTP_DURATION:-1s}; HTTP_CONC=8
     LIVE_COUNTS=${BENCH_LIVE_COUNTS:-5}; LIVE_WINDOW=${BENCH_LIVE_WINDOW:-2s}; LIVE_SETTLE=5s
     SOURCE_SECONDS=4; SOURCE_SIZE=320x180
+    HLS_VIEWERS=${BENCH_HLS_VIEWERS:-5}; HLS_WINDOW=${BENCH_HLS_WINDOW:-4s}
 else
     DOWNLOAD_MB=${BENCH_DOWNLOAD_MB:-1024}; DOWNLOAD_RUNS=3
     HTTP_DURATION=${BENCH_HTTP_DURATION:-10s}; HTTP_CONC=64
     LIVE_COUNTS=${BENCH_LIVE_COUNTS:-50 200 1000}; LIVE_WINDOW=${BENCH_LIVE_WINDOW:-15s}; LIVE_SETTLE=5s
     SOURCE_SECONDS=24; SOURCE_SIZE=1280x720
+    HLS_VIEWERS=${BENCH_HLS_VIEWERS:-500}; HLS_WINDOW=${BENCH_HLS_WINDOW:-20s}
 fi
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -73,6 +76,9 @@ TMP=$(mktemp -d /tmp/streamgate-bench.XXXXXX)
 STAMP=$(date +%Y%m%dT%H%M%S)
 RESULTS=$ROOT/bench/results/$STAMP$([ "$MODE" = smoke ] && echo -smoke || true)
 mkdir -p "$RESULTS" "$TMP/media" "$TMP/nginx"
+# nginx's workers may run as another user (nobody, when started as root): they must be able
+# to reach their temp and cache directories (proxy_cache writes through them).
+chmod 711 "$TMP" "$TMP/nginx"
 PIDS=()
 cleanup() {
     local pid
@@ -192,6 +198,13 @@ status = 302
 path = "/live/{stream}.flv"
 action = "live"
 upstream = "/live/{stream}.flv"
+
+[[routes]]
+path = "/hls/{*rest}"
+action = "proxy"
+to = "origin"
+upstream = "/files/hls/{*rest}"
+cache = "hls"
 TOML
 cp "$TMP/gateway.toml" "$RESULTS/gateway.toml"
 RUST_LOG=warn "$SG" serve --config "$TMP/gateway.toml" > "$TMP/gateway.out" 2> "$TMP/gateway.log" &
@@ -290,6 +303,28 @@ for n in $LIVE_COUNTS; do
         # Let the gateway's hub linger out (1 s) and the origin's stream stop before the next run.
         sleep 2
     done
+done
+
+# --- 5. live HLS: many viewers of one stream -------------------------------------------------
+# ffmpeg loops the source into a live HLS playlist under the origin's media (2 s segments, a
+# window of 6); the origin's /stats counts what reached it per segment.
+log "live HLS source"
+mkdir -p "$TMP/media/hls"
+ffmpeg -nostdin -loglevel error -re -stream_loop -1 -i "$TMP/media/src.flv" -c copy \
+    -f hls -hls_time 2 -hls_list_size 6 -hls_flags delete_segments+temp_file \
+    "$TMP/media/hls/index.m3u8" 2> "$TMP/ffmpeg-hls.log" &
+HLS_PID=$!; PIDS+=("$HLS_PID")
+for _ in $(seq 200); do
+    n=$(grep -c '\.ts' "$TMP/media/hls/index.m3u8" 2>/dev/null || true)
+    [ "${n:-0}" -ge 3 ] && break
+    kill -0 "$HLS_PID" 2>/dev/null || { cat "$TMP/ffmpeg-hls.log" >&2; exit 1; }
+    sleep 0.1
+done
+declare -A HLS_URL=([direct]=/files/hls/index.m3u8 [streamgate]=/hls/index.m3u8 [nginx]=/hls/index.m3u8)
+for t in direct streamgate nginx; do
+    log "hls: $HLS_VIEWERS viewers, $t"
+    "$BENCH" hls --url "http://${HOST[$t]}${HLS_URL[$t]}" -n "$HLS_VIEWERS" --window "$HLS_WINDOW" \
+        --pid "${PROC[$t]}" --origin-stats "http://$ORIGIN/stats" > "$RESULTS/hls_$t.json"
 done
 
 # --- table ------------------------------------------------------------------------------------

@@ -25,6 +25,10 @@ for t in streamgate nginx; do
     check "redirect_$t.json" '.requests > 0 and .errors == 0 and .status_other == 0'
     check "group_$t.json" '.requests > 0 and .errors == 0 and .status_other == 0'
 done
+for t in direct streamgate nginx; do
+    check "hls_$t.json" '.segments > 0 and .playlists > 0 and .node_requests_per_segment != null'
+done
+check hls_streamgate.json '.node_requests_per_segment == 1'
 check live_5_streamgate.json '.origin_live_clients_max == 1 and .gateway_live.pulls >= 1'
 check summary.json '(.rows | length) > 10'
 [ "$fail" = 0 ] && echo "bench smoke: ok ($DIR)"

@@ -76,6 +76,8 @@ struct Shared {
     listeners: std::sync::OnceLock<server::Listeners>,
     /// The listeners serving now: each entry as configured, and the address it is bound to.
     bound: std::sync::Mutex<Vec<(crate::config::ListenerSettings, SocketAddr)>>,
+    /// The HLS / VOD cache (`cache = "hls"|"vod"` routes); kept across reloads.
+    cache: crate::cache::Cache,
 }
 
 /// Everything the request path takes from the config file, built at start and at each reload.
@@ -87,6 +89,8 @@ struct Active {
     routes: Vec<RouteSettings>,
     /// Request counters per route, by index in `routes`.
     route_counters: Vec<Arc<RouteCounters>>,
+    /// Cache counters per route, by index in `routes` (`None`: the route is not cached).
+    cache_counters: Vec<Option<Arc<crate::cache::Counters>>>,
     /// The shared transport with this config's header and body timeouts.
     transport: Transport,
     /// Tokens, signing keys and the secure_link expression.
@@ -175,12 +179,11 @@ impl Gateway {
             transport.clone(),
             shutdown.clone(),
         ));
-        let metrics = Arc::new(Metrics::new(
-            settings,
-            node_metrics,
-            &hubs,
-            registry.clone(),
-        ));
+        let cache = crate::cache::Cache::new(&settings.cache);
+        let metrics = Arc::new(
+            Metrics::new(settings, node_metrics, &hubs, registry.clone())
+                .with_collector(Box::new(cache.collector())),
+        );
         let shared = Arc::new(Shared {
             registry,
             transport,
@@ -192,6 +195,7 @@ impl Gateway {
             reload: crate::reload::Slot::default(),
             listeners: std::sync::OnceLock::new(),
             bound: std::sync::Mutex::new(Vec::new()),
+            cache,
         });
         let active = Active::build(&shared, settings.clone(), None);
         shared.metrics.groups.set(active.groups.clone());
@@ -521,6 +525,7 @@ impl Active {
         Self {
             shared: shared.clone(),
             route_counters: shared.metrics.route_counters(&settings.routes),
+            cache_counters: shared.cache.configure(&settings.cache, &settings.routes),
             metrics_access: stored
                 .metrics
                 .listen
@@ -537,7 +542,8 @@ impl Active {
                 transport.health().clone(),
                 shared.reload.clone(),
                 groups.clone(),
-            ),
+            )
+            .with_cache(shared.cache.clone()),
             routes: settings.routes.clone(),
             transport,
             auth: ViewerAuth {
@@ -703,7 +709,7 @@ impl Active {
             Dest::Route(found) => found,
         };
         // Phase 1: route.
-        let (_, route, caps) = found?;
+        let (route_index, route, caps) = found?;
         let caps = caps.validate()?;
         // Phase 2: auth, before anything touches a node. On an `hls_session` route, a URL the
         // gateway signed for this path stands in for the route's auth (see `auth::session`).
@@ -791,6 +797,7 @@ impl Active {
                     query,
                     session,
                     guard,
+                    cache: self.cache_counters.get(route_index).cloned().flatten(),
                 },
                 counters,
             )
@@ -824,7 +831,8 @@ impl Active {
             path,
             query,
             session,
-            guard,
+            mut guard,
+            cache,
         } = upstream;
         match action {
             Action::Auto => Err(GatewayError::Internal("auto not resolved".into())),
@@ -990,25 +998,47 @@ impl Active {
                 // On token, hook and JWT routes the Authorization header is the viewer's credential.
                 let strip_authorization =
                     matches!(route.auth, AuthMode::Token | AuthMode::Hook | AuthMode::Jwt);
-                let (resp, node) = proxy::forward(
-                    &self.transport,
-                    parts,
-                    body,
-                    Forward {
-                        nodes: &nodes,
-                        path_and_query: &path_and_query,
+                let cached = match (route.cache, cache) {
+                    (Some(mode), Some(c)) if matches!(parts.method, Method::GET | Method::HEAD) => {
+                        Some((mode, c))
+                    }
+                    _ => None,
+                };
+                let (resp, node) = if let Some((mode, c)) = cached {
+                    // A cached answer is the gateway's, not a load on the member: most are hits,
+                    // and a fill (one per object, on its own task) outlives this viewer.
+                    drop(guard.take());
+                    let fill = CacheFill {
+                        nodes,
+                        path_and_query,
                         strip_authorization,
-                        client,
-                        request_id: rid,
-                        public_url: &self.shared.public_url,
-                        path_map: Some(proxy::headers::PathMap {
-                            upstream: &route.upstream_prefix,
-                            public: &route.public_prefix,
-                        }),
-                        request_bytes: &counters.request_bytes,
-                    },
-                )
-                .await?;
+                        client: *client,
+                        request_id: rid.clone(),
+                        counters: counters.clone(),
+                    };
+                    self.cached_answer(route, mode, caps, parts, fill, c)
+                        .await?
+                } else {
+                    proxy::forward(
+                        &self.transport,
+                        parts,
+                        body,
+                        Forward {
+                            nodes: &nodes,
+                            path_and_query: &path_and_query,
+                            strip_authorization,
+                            client,
+                            request_id: rid,
+                            public_url: &self.shared.public_url,
+                            path_map: Some(proxy::headers::PathMap {
+                                upstream: &route.upstream_prefix,
+                                public: &route.public_prefix,
+                            }),
+                            request_bytes: &counters.request_bytes,
+                        },
+                    )
+                    .await?
+                };
                 if let Some(log) = log {
                     log.node = node.id.clone();
                 }
@@ -1488,7 +1518,111 @@ struct Upstream {
     session: Option<Session>,
     /// A group member's in-flight count for a proxied request (`upstream::balance`).
     guard: Option<InFlight>,
+    /// The route's cache counters, when it is a cached route.
+    cache: Option<Arc<crate::cache::Counters>>,
 }
+
+// --- cache (issue 13): the cache's lookup before the forward, its fills through the one
+// transport (`proxy::fetch`). ---
+
+/// What a cache fill needs to reach the node on the first viewer's behalf.
+struct CacheFill {
+    nodes: Vec<Arc<Node>>,
+    path_and_query: String,
+    strip_authorization: bool,
+    client: Client,
+    request_id: HeaderValue,
+    counters: Arc<RouteCounters>,
+}
+
+impl Active {
+    /// Answers a GET or HEAD on a cached route from the cache; what it lacks is fetched once
+    /// for every viewer asking meanwhile. Range, conditionals and HEAD are the cache's to
+    /// answer: the fill asks for the whole object (or a slice) with a GET.
+    async fn cached_answer(
+        &self,
+        route: &RouteSettings,
+        mode: crate::config::CacheMode,
+        caps: &Captures,
+        parts: http::request::Parts,
+        fill: CacheFill,
+        counters: Arc<crate::cache::Counters>,
+    ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
+        use http::header;
+        let method = parts.method.clone();
+        let viewer_headers = parts.headers;
+        let mut headers = viewer_headers.clone();
+        for h in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::ACCEPT_ENCODING,
+        ] {
+            headers.remove(h);
+        }
+        let (uri, version) = (parts.uri, parts.version);
+        let transport = self.transport.clone();
+        let public_url = self.shared.public_url.clone();
+        let prefixes = (route.upstream_prefix.clone(), route.public_prefix.clone());
+        let mut fill = fill;
+        fill.path_and_query = crate::cache::key::without_params(
+            &fill.path_and_query,
+            &self.settings.cache.ignore_params,
+        );
+        let fill = Arc::new(fill);
+        let target = fill.path_and_query.clone();
+        let fetch: crate::cache::Fetch = Arc::new(move |extra: http::HeaderMap| {
+            let (mut p, ()) = Request::new(()).into_parts();
+            p.method = Method::GET;
+            p.uri = uri.clone();
+            p.version = version;
+            p.headers = headers.clone();
+            for (k, v) in &extra {
+                p.headers.insert(k, v.clone());
+            }
+            let (transport, public_url, prefixes, fill) = (
+                transport.clone(),
+                public_url.clone(),
+                prefixes.clone(),
+                fill.clone(),
+            );
+            Box::pin(async move {
+                proxy::fetch(
+                    &transport,
+                    p,
+                    Forward {
+                        nodes: &fill.nodes,
+                        path_and_query: &fill.path_and_query,
+                        strip_authorization: fill.strip_authorization,
+                        client: &fill.client,
+                        request_id: &fill.request_id,
+                        public_url: &public_url,
+                        path_map: Some(proxy::headers::PathMap {
+                            upstream: &prefixes.0,
+                            public: &prefixes.1,
+                        }),
+                        request_bytes: &fill.counters.request_bytes,
+                    },
+                )
+                .await
+            })
+        });
+        let ask = crate::cache::Ask {
+            route: &route.path,
+            mode,
+            stream: caps.get(STREAM),
+            target: &target,
+            method: &method,
+            headers: &viewer_headers,
+            counters,
+        };
+        self.shared.cache.serve(ask, fetch).await
+    }
+}
+// --- end cache ---
 
 /// Whether the client follows a redirect by itself: a browser loading an `<img>`, `<video>`,
 /// `<audio>` or a page does; `fetch`/XHR players (`Sec-Fetch-Dest: empty`) and clients that do

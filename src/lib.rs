@@ -15,6 +15,7 @@ pub(crate) mod admin;
 pub mod auth;
 pub(crate) mod backoff;
 pub mod body;
+pub(crate) mod cache;
 pub(crate) mod client_addr;
 pub mod config;
 pub(crate) mod cors;

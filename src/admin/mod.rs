@@ -71,6 +71,8 @@ pub fn handles(path: &str) -> bool {
 /// The admin router, built once at start.
 pub struct Admin {
     router: Router,
+    /// The handlers' state (the cache is handed in after construction, [`Admin::with_cache`]).
+    state: Arc<AdminState>,
     /// `[ui] enabled`: `/ui/` is ours too.
     ui: bool,
 }
@@ -134,6 +136,8 @@ struct AdminState {
     reload: crate::reload::Slot,
     /// `[[groups]]` with their balancing state, for `GET /api/v1/groups`.
     groups: Arc<crate::upstream::balance::Groups>,
+    /// The HLS / VOD cache, for `GET /api/v1/cache`.
+    cache: std::sync::OnceLock<crate::cache::Cache>,
 }
 
 impl Admin {
@@ -161,6 +165,7 @@ impl Admin {
             routes: table.routes,
             reload,
             groups,
+            cache: std::sync::OnceLock::new(),
         });
         let mut router = table.router;
         if settings.ui.enabled {
@@ -176,11 +181,18 @@ impl Admin {
             .method_not_allowed_fallback(|| async {
                 ApiError(GatewayError::MethodNotAllowed(Cow::Borrowed("")))
             })
-            .with_state(state);
+            .with_state(state.clone());
         Self {
             router,
+            state,
             ui: settings.ui.enabled,
         }
+    }
+
+    /// Serves the cache's figures at `GET /api/v1/cache`.
+    pub fn with_cache(self, cache: crate::cache::Cache) -> Self {
+        let _ = self.state.cache.set(cache);
+        self
     }
 
     /// Whether `path` is answered here rather than by the route table: the API, the hooks, and
@@ -223,6 +235,7 @@ impl Admin {
         .route("/api/v1/live", &["GET"], get(live_status))
         .route("/api/v1/routes", &["GET"], get(list_routes))
         .route("/api/v1/groups", &["GET"], get(list_groups))
+        .route("/api/v1/cache", &["GET"], get(cache_status))
         .route("/api/v1/ui", &["GET"], get(ui_settings))
         .route("/api/v1/reload", &["POST"], post(reload_config))
         .route("/hooks/srs", &["POST"], post(srs_hook))
@@ -611,6 +624,15 @@ async fn list_groups(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResu
 /// from it).
 async fn list_routes(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
     ok(st.route_table.clone())
+}
+
+/// `GET /api/v1/cache`: the HLS / VOD cache's bytes and entries against its bounds, and the
+/// counters of each cached route.
+async fn cache_status(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    match st.cache.get() {
+        Some(c) => ok(c.snapshot()),
+        None => Err(GatewayError::Disabled("the cache").into()),
+    }
 }
 
 /// `GET /api/v1/ui`: what the dashboard's player needs: the default viewer token (`[ui]

@@ -6,6 +6,7 @@
 //! resolved).
 
 mod auth;
+mod cache;
 mod duration;
 mod groups;
 mod limits;
@@ -24,6 +25,7 @@ pub use auth::{
     AuthSettings, HlsSessionSettings, HookFormat, HookSettings, RawAuth, RawHlsSession, RawHook,
     RawSigningKey, DEFAULT_HLS_SESSION_MAX_AGE, DEFAULT_HLS_SESSION_TTL, DEFAULT_REDIRECT_LINK_TTL,
 };
+pub use cache::{CacheSettings, RawCache};
 use duration::duration;
 pub use duration::parse_duration;
 pub use groups::{
@@ -38,7 +40,7 @@ pub use registry::{
     AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings, StreamKey,
 };
 pub use routes::{
-    Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
+    Action, AuthMode, CacheMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
     RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
 pub use server::{
@@ -103,6 +105,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub cache: RawCache,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -130,6 +134,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The access log's format and destination (`[log]`).
     pub log: LogSettings,
+    /// The HLS / VOD cache's bounds and lifetimes (`[cache]`).
+    pub cache: CacheSettings,
 }
 
 /// Reads and validates a config file.
@@ -183,6 +189,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let ui = ui::validate(raw.ui, &auth, &admin)?;
     let log = log::validate(&raw.log)?;
     let metrics = metrics::validate(&raw.metrics)?;
+    let cache = cache::validate(&raw.cache)?;
     // Port 0 asks the system for a free port each time: two such addresses never clash.
     if metrics
         .listen
@@ -194,6 +201,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         ));
     }
     Ok(Settings {
+        cache,
         ui,
         log,
         limits,

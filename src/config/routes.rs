@@ -38,6 +38,8 @@ pub struct RawRoute {
     pub cors: Option<RawCors>,
     /// Proxy routes: playlists carry the gateway's own session signatures (`[auth.hls_session]`).
     pub hls_session: Option<bool>,
+    /// Proxy and auto routes: serve through the HLS / VOD cache (`"hls"` or `"vod"`).
+    pub cache: Option<String>,
 }
 
 /// `cors` may be `"*"` or a list of origins.
@@ -107,6 +109,16 @@ pub enum Action {
     Auto,
 }
 
+/// Which cache rules a route's answers are kept by (`cache = "hls"` / `"vod"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Live HLS and LL-HLS: playlist lifetimes from their target duration, blocking reloads
+    /// coalesced, a restarted stream's segments never mixed with the old ones.
+    Hls,
+    /// Files: fetched and kept in fixed slices, so a range fetches only what it needs.
+    Vod,
+}
+
 /// How a route authenticates viewers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -160,6 +172,8 @@ pub struct RouteSettings {
     /// HLS sessions: playlists are rewritten so their URIs carry a session signature, and a
     /// request with a valid one skips `auth` (see `auth::session`).
     pub hls_session: bool,
+    /// Served through the cache (`None`: every request goes to the node).
+    pub cache: Option<CacheMode>,
 }
 
 /// Validates `[[nodes]]`.
@@ -428,6 +442,23 @@ pub(super) fn validate_routes(
                 ));
             }
         }
+        let cache = match r.cache.as_deref() {
+            None => None,
+            Some(_) if !matches!(action, Action::Proxy | Action::Auto) => {
+                return Err(invalid(
+                    format!("{key}.cache"),
+                    "only proxy and auto routes fetch what a cache could keep",
+                ))
+            }
+            Some("hls") => Some(CacheMode::Hls),
+            Some("vod") => Some(CacheMode::Vod),
+            Some(other) => {
+                return Err(invalid(
+                    format!("{key}.cache"),
+                    format!("{other:?} is not one of hls, vod"),
+                ))
+            }
+        };
         let streams = validate_streams(&key, r, action, &target)?;
         let cors = match &r.cors {
             None => None,
@@ -438,6 +469,7 @@ pub(super) fn validate_routes(
             streams,
             cors,
             hls_session,
+            cache,
             upstream_prefix: upstream.literal_prefix().to_string(),
             public_prefix: pattern.literal_prefix(),
             pattern,

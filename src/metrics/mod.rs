@@ -249,6 +249,14 @@ impl Metrics {
         me
     }
 
+    /// Adds a collector read at scrape time under the `streamgate_` prefix (the cache's).
+    pub fn with_collector(mut self, c: Box<dyn Collector>) -> Self {
+        self.registry
+            .sub_registry_with_prefix("streamgate")
+            .register_collector(c);
+        self
+    }
+
     /// One route's counters, labelled with its path: the same path keeps the same series
     /// across reloads.
     fn counters(&self, route: &str) -> Arc<RouteCounters> {

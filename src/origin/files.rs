@@ -59,6 +59,20 @@ impl Files {
             _ => return Err(OriginError::MethodNotAllowed),
         };
         let rel = relative_path(rest)?;
+        self.stats.file_request(rest, req.uri().query());
+        if let Some(want) = super::blocking::wanted(req.uri().query()).filter(|_| {
+            rel.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("m3u8"))
+        }) {
+            super::blocking::hold(&self.root.join(&rel), want)
+                .await
+                .map_err(|r| match r {
+                    super::blocking::Refused::TooFarAhead => {
+                        OriginError::BadPath("_HLS_msn is more than two segments ahead")
+                    }
+                    super::blocking::Refused::TimedOut => OriginError::PlaylistNotReady,
+                })?;
+        }
         let root = self.root.clone();
         // One trip to the blocking pool for resolve + open + stat.
         let (file, meta) = tokio::task::spawn_blocking(move || open_under(&root, &rel))

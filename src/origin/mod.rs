@@ -5,9 +5,12 @@
 //! - `/live/NAME.flv`: every `NAME.flv` at the top of the directory, replayed forever in real
 //!   time as an HTTP-FLV live stream with a GOP cache, shared by all its viewers ([`live`]).
 //!
-//! plus `/stats` (viewer counts the tests and benchmarks read, [`stats`]) and `/healthz`.
+//! plus `/stats` (viewer counts and file requests the tests and benchmarks read, [`stats`]) and
+//! `/healthz`. A `.m3u8` asked with LL-HLS `_HLS_msn` is held until the file holds that
+//! segment ([`blocking`]).
 //! Serving itself (listeners, limits, shutdown) is [`crate::server`]'s.
 
+pub mod blocking;
 pub mod files;
 pub mod live;
 pub mod stats;
@@ -115,6 +118,10 @@ pub enum OriginError {
     TooManyStreams,
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// An LL-HLS blocking reload whose segment or part did not appear in 3 × the target
+    /// duration.
+    #[error("the playlist did not reach the requested segment in time")]
+    PlaylistNotReady,
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -131,7 +138,7 @@ impl OriginError {
                 (StatusCode::BAD_GATEWAY, "bad_stream")
             }
             Self::StreamTooLarge(_) => (StatusCode::INSUFFICIENT_STORAGE, "stream_too_large"),
-            Self::TooManyStreams | Self::ShuttingDown => {
+            Self::TooManyStreams | Self::ShuttingDown | Self::PlaylistNotReady => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
             Self::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {

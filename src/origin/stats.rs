@@ -24,7 +24,13 @@ pub struct Stats {
     max_streams: usize,
     /// Bytes of `/files/` bodies handed to connections.
     pub file_bytes_sent: AtomicU64,
+    /// `/files/` requests by path and query (what a cache in front made of its viewers'
+    /// requests). Bounded by [`MAX_FILE_PATHS`]; past it, counted in `other`.
+    file_requests: Mutex<BTreeMap<String, u64>>,
 }
+
+/// Most distinct `/files/` targets counted one by one.
+pub const MAX_FILE_PATHS: usize = 10_000;
 
 impl Stats {
     pub fn new(max_streams: usize) -> Self {
@@ -32,7 +38,23 @@ impl Stats {
             streams: Mutex::new(BTreeMap::new()),
             max_streams: max_streams.max(1),
             file_bytes_sent: AtomicU64::new(0),
+            file_requests: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Counts one `/files/` request for `path` (after `/files/`) and `query`.
+    pub fn file_request(&self, path: &str, query: Option<&str>) {
+        let mut map = self.file_requests.lock().unwrap_or_else(|p| p.into_inner());
+        let key = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let key = if map.len() >= MAX_FILE_PATHS && !map.contains_key(&key) {
+            "other".to_string()
+        } else {
+            key
+        };
+        *map.entry(key).or_insert(0) += 1;
     }
 
     /// The counters of stream `name`, created on first use; `None` once `max_streams` names are
@@ -68,6 +90,7 @@ impl Stats {
             "live_clients": clients,
             "bytes_sent": bytes,
             "file_bytes_sent": self.file_bytes_sent.load(Ordering::Relaxed),
+            "file_requests": self.file_requests.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
     }
 }

@@ -50,10 +50,30 @@ pub async fn forward(
     body: Incoming,
     f: Forward<'_>,
 ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
-    let uri_path = f.path_and_query;
     // HTTP/2 has no Transfer-Encoding: a streamed upload shows only as a body not yet ended.
     let declared = has_body(&parts) || !http_body::Body::is_end_stream(&body);
-    let mut body = Some(body);
+    send(transport, parts, Some(body), declared, f).await
+}
+
+/// [`forward`] for a request without a body: the cache's fills (`crate::cache`), which are
+/// the gateway's own requests on behalf of many viewers.
+pub async fn fetch(
+    transport: &Transport,
+    parts: Parts,
+    f: Forward<'_>,
+) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
+    send(transport, parts, None, false, f).await
+}
+
+async fn send(
+    transport: &Transport,
+    parts: Parts,
+    body: Option<Incoming>,
+    declared: bool,
+    f: Forward<'_>,
+) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
+    let uri_path = f.path_and_query;
+    let mut body = body;
     let (resp, node) = transport
         .send_any(f.nodes, |node| {
             let req_body: Body = match body.take() {

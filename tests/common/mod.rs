@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod ll_hls;
 pub mod nginx;
 pub mod nginx_http;
 pub mod nginx_rtmp;

@@ -72,4 +72,23 @@ http {{
     pub fn error_log(&self) -> String {
         self.proc.error_log()
     }
+
+    /// The access log so far (a line per request, written when its answer is complete).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.proc.dir().join("access.log")).unwrap_or_default()
+    }
+
+    /// Access log lines of `GET`s whose target starts with `target` (path, maybe query).
+    pub fn gets(&self, target: &str) -> usize {
+        let needle = format!("\"GET {target}");
+        self.access_log()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    /// The document root (files written here are served at once).
+    pub fn root(&self) -> std::path::PathBuf {
+        self.proc.dir().join("www")
+    }
 }

@@ -6,6 +6,8 @@
 //!   and RSS of the process under test;
 //! - `http`: a fixed-concurrency keep-alive request loop (requests/s, latency percentiles);
 //! - `download`: large-object throughput;
+//! - `hls`: N hls.js-like viewers of a live HLS playlist: segment time to first byte, CPU per
+//!   viewer-second, node requests per segment (from the origin's `/stats`);
 //! - `report`: reads a results directory written by `bench/run.sh` and prints the table.
 //!
 //! Every loop here is bounded in count and in time and stops by itself. Only loopback
@@ -14,6 +16,7 @@
 
 mod client;
 mod download;
+mod hls;
 mod http_loop;
 mod live;
 mod procstat;
@@ -44,6 +47,8 @@ enum Cmd {
     Http(http_loop::Args),
     /// Large-object download throughput.
     Download(download::Args),
+    /// N hls.js-like viewers of one live HLS media playlist.
+    Hls(hls::Args),
     /// Print the side-by-side table from a results directory and write summary.json there.
     Report {
         /// Directory holding the per-measurement JSON files.
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
             Cmd::Live(a) => live::run(a).await,
             Cmd::Http(a) => http_loop::run(a).await,
             Cmd::Download(a) => download::run(a).await,
+            Cmd::Hls(a) => hls::run(a).await,
             Cmd::Report { .. } | Cmd::FreePort => Ok(serde_json::Value::Null),
         }
     });

@@ -2,7 +2,7 @@
 //!
 //! Files read (missing ones show as `-`): `meta.json`, `download_{direct,streamgate,nginx}.json`,
 //! `small_{…}.json`, `redirect_{streamgate,nginx}.json`, `group_{streamgate,nginx}.json` (small
-//! objects through a 3-member node group), `live_{N}_{…}.json`. Writes
+//! objects through a 3-member node group), `hls_{…}.json`, `live_{N}_{…}.json`. Writes
 //! `summary.json` (every row with its ratios and target verdict, plus the raw files).
 
 use std::fmt::Write as _;
@@ -120,6 +120,24 @@ pub fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         "group",
         "p99_ms",
         vec![],
+    );
+    row(
+        "HLS: node requests per segment".into(),
+        "hls",
+        "node_requests_per_segment",
+        vec![Goal::AtMost(1.0)],
+    );
+    row(
+        "HLS: CPU ms per viewer-second".into(),
+        "hls",
+        "cpu_ms_per_viewer_second",
+        vec![Goal::VsNginxAtMost(0.5)],
+    );
+    row(
+        "HLS: segment first byte p99 ms".into(),
+        "hls",
+        "segment_ttfb_p99_ms",
+        vec![Goal::VsNginxAtMost(1.0)],
     );
     let mut counts: Vec<u64> = std::fs::read_dir(dir)?
         .take(MAX_FILES)
