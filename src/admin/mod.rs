@@ -129,6 +129,8 @@ struct AdminState {
     /// Asks the gateway to reload its config file (`POST /api/v1/reload`); empty when it was
     /// not started from one.
     reload: crate::reload::Slot,
+    /// The gateway fleet (`GET /api/v1/fleet`); `None` without `[fleet]`.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Admin {
@@ -138,6 +140,7 @@ impl Admin {
         hubs: Arc<Hubs>,
         health: Arc<Health>,
         reload: crate::reload::Slot,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
     ) -> Self {
         let table = Self::table();
         let state = Arc::new(AdminState {
@@ -153,6 +156,7 @@ impl Admin {
             viewer_token: settings.ui.viewer_token.clone(),
             routes: table.routes,
             reload,
+            fleet,
         });
         let mut router = table.router;
         if settings.ui.enabled {
@@ -213,6 +217,7 @@ impl Admin {
             delete(kick_viewer),
         )
         .route("/api/v1/live", &["GET"], get(live_status))
+        .route("/api/v1/fleet", &["GET"], get(fleet_status))
         .route("/api/v1/routes", &["GET"], get(list_routes))
         .route("/api/v1/ui", &["GET"], get(ui_settings))
         .route("/api/v1/reload", &["POST"], post(reload_config))
@@ -555,6 +560,15 @@ async fn live_status(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResu
         "frames_dropped": c.frames_dropped.load(Relaxed),
         "viewers_cut": c.viewers_cut.load(Relaxed),
     }))
+}
+
+/// `[fleet]`: the gateways this one knows (tier, region, last heartbeat) and, per stream it
+/// pulls, where from. 404 `disabled` without a `[fleet]` section.
+async fn fleet_status(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    match &st.fleet {
+        Some(f) => ok(f.status(&st.hubs)),
+        None => Err(ApiError(GatewayError::Disabled("fleet"))),
+    }
 }
 
 /// `GET /api/v1`: every route of this API (and the hooks) with its methods.
@@ -1039,6 +1053,7 @@ mod tests {
             hubs,
             transport.health().clone(),
             crate::reload::Slot::default(),
+            None,
         );
         let routes = Admin::table().routes;
         assert!(routes.len() >= 12);

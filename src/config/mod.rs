@@ -7,6 +7,7 @@
 
 mod auth;
 mod duration;
+mod fleet;
 mod limits;
 mod live;
 mod log;
@@ -25,13 +26,14 @@ pub use auth::{
 };
 use duration::duration;
 pub use duration::parse_duration;
+pub use fleet::{FleetSettings, RawFleet};
 pub use limits::{LimitSettings, RateSettings, RawLimits};
 pub use live::{DrainMode, LiveSettings, RawLive};
 pub use log::{AccessTarget, LogFormat, LogSettings, RawLog};
 pub use metrics::{Cidr, MetricsSettings, RawMetrics};
 pub use registry::{AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings};
 pub use routes::{
-    Action, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
+    Action, Affinity, AuthMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
     RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
 pub use server::{
@@ -93,6 +95,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub fleet: RawFleet,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -118,6 +122,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The access log's format and destination (`[log]`).
     pub log: LogSettings,
+    /// Gateway tiers sharing pulls (`[fleet]`); `None`: this gateway pulls on its own.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// Reads and validates a config file.
@@ -142,6 +148,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let nodes = routes::validate_nodes(raw.nodes)?;
     let routes = routes::validate_routes(&raw.routes, &nodes, &auth)?;
     let registry = registry::validate(&raw.registry)?;
+    let fleet = fleet::validate(&raw.fleet, &registry)?;
     let admin = match &raw.admin.token {
         Some(t) if t.trim().is_empty() => return Err(invalid("admin.token", "cannot be empty")),
         t => AdminSettings { token: t.clone() },
@@ -162,6 +169,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         ));
     }
     Ok(Settings {
+        fleet,
         ui,
         log,
         limits,

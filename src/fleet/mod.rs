@@ -1,0 +1,534 @@
+//! Gateway tiers that keep one pull per stream (`[fleet]`; the design is in FLEET.md).
+//!
+//! Gateways announce themselves in Redis with heartbeats; for each stream, at most
+//! `node_pulls` tier-1 gateways of a region pull from the node and every other gateway pulls
+//! from a gateway ([`choice`]). A pull from a gateway is an ordinary live pull through the one
+//! transport and the one fan-out engine: [`FleetSource`] is a `NodeSource` whose candidates are
+//! gateways (then the nodes, as a last resort), whose requests carry the hop count and the
+//! fleet's pass ([`signature`]), and which chooses again at every reconnect, so a dead upstream
+//! gateway costs its downstream viewers a reconnect, not their connection.
+//!
+//! Loops cannot form: every hub has a fixed outgoing hop (`out_hop`); a request arriving at hop
+//! `h` only joins a hub that pulls at a hop above `h` or pulls from the node, and a request at
+//! `max_depth` is served from the node. Hops strictly grow along any chain of gateways.
+//!
+//! Keys (prefix `P`, default `streamgate-fleet`), all bounded:
+//! - `P:gw:ID`: the gateway's [`Record`] (JSON), `PX` heartbeat TTL;
+//! - `P:gws:REGION`: set of the region's ids (read up to `max_gateways`; ids whose record has
+//!   expired are removed by whoever reads them);
+//! - `P:pulls:REGION:STREAM`: hash, gateway id → where it pulls the stream from (`node:ID` or
+//!   `gw:ID`), written when a pull starts, moves or ends, refreshed every [`ANNOUNCE_TTL`] / 3,
+//!   expiring after [`ANNOUNCE_TTL`]; read for redirect affinity.
+
+pub mod choice;
+pub mod membership;
+pub mod signature;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderValue;
+use redis::aio::ConnectionManager;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use choice::{Member, Plan};
+pub use membership::{Membership, Record};
+pub use signature::{Pass, HOP_HEADER, HOP_PARAM};
+
+use crate::config::FleetSettings;
+use crate::error::GatewayError;
+use crate::fanout::{Hubs, NodeSource};
+use crate::registry::Node;
+use crate::upstream_path::BaseUrl;
+
+/// Node ids of gateways in the transport (node ids cannot contain ':', so no clash).
+pub const GATEWAY_PREFIX: &str = "fleet:";
+/// How long a stream's pull announcements live without a refresh.
+pub const ANNOUNCE_TTL: Duration = Duration::from_secs(30);
+/// One Redis round trip, at most.
+const OP_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a viewer request waits on Redis for redirect affinity before it is served here.
+const AFFINITY_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(OP_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// Key names under one prefix.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn gateway(&self, id: &str) -> String {
+        format!("{}:gw:{id}", self.prefix)
+    }
+    fn region(&self, region: &str) -> String {
+        format!("{}:gws:{region}", self.prefix)
+    }
+    fn pulls(&self, region: &str, stream: &str) -> String {
+        format!("{}:pulls:{region}:{stream}", self.prefix)
+    }
+}
+
+/// This gateway's place in the fleet.
+pub struct Fleet {
+    settings: FleetSettings,
+    members: RwLock<Membership>,
+    conn: ConnectionManager,
+    keys: Keys,
+    /// Gateway-to-gateway pulls this gateway serves now (its announced load).
+    serving: Arc<AtomicU64>,
+    /// The last heartbeat reached Redis.
+    connected: AtomicBool,
+}
+
+/// Held by the body of a pull this gateway serves to another gateway: counts it in the load.
+pub struct Serving(Arc<AtomicU64>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Fleet {
+    /// Builds the fleet membership and starts its heartbeat; does not wait for Redis (until it
+    /// answers, this gateway knows no other and pulls from the node).
+    pub fn start(
+        settings: &FleetSettings,
+        hubs: &Arc<Hubs>,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(settings.redis.as_str()).map_err(|e| e.to_string())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
+        let fleet = Arc::new(Self {
+            members: RwLock::new(Membership::new(&settings.id, settings.heartbeat_ttl)),
+            settings: settings.clone(),
+            conn,
+            keys: Keys {
+                prefix: settings.key_prefix.clone(),
+            },
+            serving: Arc::new(AtomicU64::new(0)),
+            connected: AtomicBool::new(false),
+        });
+        tokio::spawn(heartbeat_task(
+            fleet.clone(),
+            Arc::downgrade(hubs),
+            shutdown.clone(),
+        ));
+        Ok(fleet)
+    }
+
+    /// This gateway as a member, with its load now.
+    pub fn me(&self) -> Member {
+        let s = &self.settings;
+        Member {
+            id: s.id.clone(),
+            url: s.url.join("", None),
+            region: s.region.clone(),
+            tier: s.tier,
+            load: self.serving.load(Ordering::Relaxed),
+        }
+    }
+
+    fn alive(&self) -> Vec<Member> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .alive()
+    }
+
+    /// Where this gateway pulls `stream` from now.
+    pub fn plan(&self, stream: &str) -> Plan {
+        let s = &self.settings;
+        choice::plan(
+            stream,
+            &self.me(),
+            &self.alive(),
+            s.node_pulls,
+            s.balance,
+            &s.upstreams,
+        )
+    }
+
+    /// A live member as a transport node (`fleet:ID`).
+    fn gateway_node(&self, id: &str) -> Option<Arc<Node>> {
+        let m = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)?;
+        let url = BaseUrl::parse(&m.url).ok()?;
+        Some(Arc::new(Node {
+            id: format!("{GATEWAY_PREFIX}{id}"),
+            url,
+            expires: None,
+        }))
+    }
+
+    /// Checks a request's fleet pass (see [`signature`]).
+    pub fn verify(
+        &self,
+        headers: &http::HeaderMap,
+        path: &str,
+    ) -> Result<Option<Pass>, GatewayError> {
+        signature::verify(
+            &self.settings.secret,
+            headers,
+            path,
+            crate::auth::now_unix(),
+        )
+    }
+
+    /// Counts a pull this gateway serves to another, until the guard drops.
+    pub fn serving(&self) -> Serving {
+        self.serving.fetch_add(1, Ordering::Relaxed);
+        Serving(self.serving.clone())
+    }
+
+    /// The hop a new pull of this gateway's tier carries when made for a request at `hop_in`:
+    /// at least one more than the request's, and high enough that the requests a well-built
+    /// fleet sends here (from the tiers below) join it rather than start a second pull.
+    fn out_hop(&self, hop_in: u8) -> u8 {
+        let s = &self.settings;
+        let base = (s.max_depth + 1)
+            .saturating_sub(s.tier)
+            .clamp(1, s.max_depth);
+        base.max(hop_in.saturating_add(1))
+    }
+
+    /// The sources a live request for `stream` at `hop_in` may join (an existing pull of the
+    /// first found), and the one to start when none runs. `inner` is the route's own source
+    /// (the node pull); `public_path` the path other gateways are asked for.
+    pub fn sources(
+        self: &Arc<Self>,
+        stream: &str,
+        hop_in: u8,
+        inner: NodeSource,
+        public_path: &str,
+    ) -> (Vec<NodeSource>, NodeSource) {
+        let max = self.settings.max_depth;
+        let fleet = |out_hop: u8| {
+            NodeSource::Fleet(FleetSource {
+                fleet: self.clone(),
+                inner: Box::new(inner.clone()),
+                public_path: public_path.to_string(),
+                out_hop,
+            })
+        };
+        // A node pull serves any hop; a gateway pull only requests below its own hop.
+        let mut join: Vec<NodeSource> = vec![inner.clone()];
+        join.extend((hop_in.saturating_add(1)..=max).rev().map(fleet));
+        let create = if hop_in >= max || self.plan(stream) == Plan::Node {
+            inner
+        } else {
+            fleet(self.out_hop(hop_in))
+        };
+        (join, create)
+    }
+
+    /// Redirect affinity: a live gateway of the region (not this one) that announced a pull of
+    /// `stream`, best-scored first; `None` when there is none or Redis does not answer quickly.
+    pub async fn serving_elsewhere(&self, stream: &str) -> Option<Member> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.pulls(&self.settings.region, stream);
+        let mut cmd = redis::cmd("HKEYS");
+        cmd.arg(&key);
+        let fut = cmd.query_async::<Vec<String>>(&mut conn);
+        let ids = match tokio::time::timeout(AFFINITY_TIMEOUT, fut).await {
+            Ok(Ok(ids)) => ids,
+            _ => return None,
+        };
+        let me = self.me();
+        let alive = self.alive();
+        alive
+            .into_iter()
+            .filter(|m| m.region == me.region && m.id != me.id && m.url != me.url)
+            .filter(|m| ids.contains(&m.id))
+            .max_by_key(|m| choice::hash(&[stream, &m.id]))
+    }
+
+    /// `GET /api/v1/fleet`.
+    pub fn status(&self, hubs: &Hubs) -> Value {
+        let views = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .views();
+        let pulls: Vec<Value> = hubs
+            .pulls(None)
+            .into_iter()
+            .map(|p| {
+                let upstream = upstream_name(&p.node);
+                json!({
+                    "stream": p.stream,
+                    "upstream_path": p.upstream_path,
+                    "upstream": upstream,
+                    "phase": p.phase,
+                    "viewers": p.viewers,
+                    "plan": match self.plan(&p.stream) {
+                        Plan::Node => vec!["node".to_string()],
+                        Plan::Gateways(g) => g.into_iter().map(|g| format!("gw:{g}")).collect(),
+                    },
+                })
+            })
+            .collect();
+        let me = self.me();
+        json!({
+            "id": me.id,
+            "url": me.url,
+            "region": me.region,
+            "tier": me.tier,
+            "node_pulls": self.settings.node_pulls,
+            "max_depth": self.settings.max_depth,
+            "serving": me.load,
+            "redis_connected": self.connected.load(Ordering::Relaxed),
+            "gateways": views,
+            "pulls": pulls,
+        })
+    }
+
+    /// One heartbeat: writes this gateway's record, reads the region's.
+    async fn heartbeat(&self, beat: u64) -> Result<Vec<Record>, String> {
+        let s = &self.settings;
+        let rec = Record {
+            member: self.me(),
+            beat,
+            at_ms: now_ms(),
+        };
+        let text = serde_json::to_string(&rec).map_err(|e| e.to_string())?;
+        let region = self.keys.region(&s.region);
+        let mut conn = self.conn.clone();
+        let (mut ids,): (Vec<String>,) = bounded(
+            redis::pipe()
+                .cmd("SET")
+                .arg(self.keys.gateway(&s.id))
+                .arg(text)
+                .arg("PX")
+                .arg(s.heartbeat_ttl.as_millis() as u64)
+                .ignore()
+                .sadd(&region, &s.id)
+                .ignore()
+                .smembers(&region)
+                .query_async(&mut conn),
+        )
+        .await?;
+        ids.sort();
+        ids.truncate(s.max_gateways);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|i| self.keys.gateway(i)).collect();
+        let values: Vec<Option<String>> =
+            bounded(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+        let mut out = Vec::with_capacity(values.len());
+        let mut gone = Vec::new();
+        for (id, v) in ids.iter().zip(values) {
+            match v.and_then(|t| serde_json::from_str::<Record>(&t).ok()) {
+                Some(r) if r.member.id == *id && r.member.region == s.region => out.push(r),
+                _ => gone.push(id.clone()),
+            }
+        }
+        if !gone.is_empty() {
+            bounded(
+                redis::cmd("SREM")
+                    .arg(&region)
+                    .arg(&gone)
+                    .query_async::<()>(&mut conn),
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
+    /// Writes what changed in this gateway's pulls since `announced` (and everything again when
+    /// `full`): `P:pulls:REGION:STREAM` field ID = upstream.
+    async fn announce(
+        &self,
+        now: HashMap<String, String>,
+        announced: &mut HashMap<String, String>,
+        full: bool,
+    ) -> Result<(), String> {
+        let s = &self.settings;
+        let mut p = redis::pipe();
+        let mut any = false;
+        for (stream, up) in &now {
+            if full || announced.get(stream) != Some(up) {
+                let key = self.keys.pulls(&s.region, stream);
+                p.hset(&key, &s.id, up)
+                    .ignore()
+                    .pexpire(&key, ANNOUNCE_TTL.as_millis() as i64)
+                    .ignore();
+                any = true;
+            }
+        }
+        for stream in announced.keys().filter(|k| !now.contains_key(*k)) {
+            p.hdel(self.keys.pulls(&s.region, stream), &s.id).ignore();
+            any = true;
+        }
+        if any {
+            let mut conn = self.conn.clone();
+            bounded(p.query_async::<()>(&mut conn)).await?;
+        }
+        *announced = now;
+        Ok(())
+    }
+
+    /// Leaves the fleet at shutdown: others stop choosing this gateway at once.
+    async fn leave(&self, announced: &HashMap<String, String>) {
+        let s = &self.settings;
+        let mut p = redis::pipe();
+        p.del(self.keys.gateway(&s.id))
+            .ignore()
+            .srem(self.keys.region(&s.region), &s.id)
+            .ignore();
+        for stream in announced.keys() {
+            p.hdel(self.keys.pulls(&s.region, stream), &s.id).ignore();
+        }
+        let mut conn = self.conn.clone();
+        let _ = bounded(p.query_async::<()>(&mut conn)).await;
+    }
+}
+
+/// A pull's `core.source()` as the fleet lists it: `gw:ID` or `node:ID`.
+fn upstream_name(source: &str) -> String {
+    match source.strip_prefix(GATEWAY_PREFIX) {
+        Some(id) => format!("gw:{id}"),
+        None if source.is_empty() => String::new(),
+        None => format!("node:{source}"),
+    }
+}
+
+/// The heartbeat: every `heartbeat_interval`, renew this gateway's record, read the region's,
+/// and announce the pulls that changed.
+async fn heartbeat_task(fleet: Arc<Fleet>, hubs: Weak<Hubs>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(fleet.settings.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = 0u64;
+    let mut announced: HashMap<String, String> = HashMap::new();
+    let mut refreshed = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                fleet.leave(&announced).await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        beat += 1;
+        match fleet.heartbeat(beat).await {
+            Ok(records) => {
+                fleet
+                    .members
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(records);
+                if !fleet.connected.swap(true, Ordering::Relaxed) {
+                    tracing::info!(id = %fleet.settings.id, "fleet: heartbeat reaches Redis");
+                }
+            }
+            Err(e) => {
+                if fleet.connected.swap(false, Ordering::Relaxed) || beat == 1 {
+                    tracing::warn!(error = %e, "fleet: Redis unreachable; other gateways will age out and pulls go to the node");
+                }
+            }
+        }
+        let Some(hubs) = hubs.upgrade() else { return };
+        let pulls: HashMap<String, String> = hubs
+            .pulls(None)
+            .into_iter()
+            .filter(|p| p.phase == "live")
+            .map(|p| (p.stream.clone(), upstream_name(&p.node)))
+            .collect();
+        drop(hubs);
+        let full = refreshed.elapsed() >= ANNOUNCE_TTL / 3;
+        if full {
+            refreshed = Instant::now();
+        }
+        if let Err(e) = fleet.announce(pulls, &mut announced, full).await {
+            tracing::debug!(error = %e, "fleet: announcing pulls failed");
+            // Everything again at the next beat.
+            announced.clear();
+        }
+    }
+}
+
+/// A live pull through the fleet: chooses its upstream gateway at every (re)connect.
+#[derive(Clone)]
+pub struct FleetSource {
+    fleet: Arc<Fleet>,
+    /// The route's own source: the nodes, tried after the gateways (and alone when this
+    /// gateway is a root).
+    inner: Box<NodeSource>,
+    /// The viewer-facing path other gateways serve the stream at.
+    public_path: String,
+    /// The hop this pull's requests carry (fixed for the hub's life).
+    pub out_hop: u8,
+}
+
+impl FleetSource {
+    /// The hub key part: requests join only a pull whose hop is above theirs.
+    pub fn key(&self) -> String {
+        format!("fleet/{}\n{}", self.out_hop, self.inner.key())
+    }
+
+    /// Candidates: the planned gateways, then the nodes (when every gateway fails, viewers are
+    /// kept by a node pull rather than lost).
+    pub fn nodes(&self, stream: &str) -> Result<Vec<Arc<Node>>, GatewayError> {
+        let nodes = self.inner.nodes(stream)?;
+        match self.fleet.plan(stream) {
+            Plan::Node => Ok(nodes),
+            Plan::Gateways(ids) => Ok(ids
+                .iter()
+                .filter_map(|id| self.fleet.gateway_node(id))
+                .chain(nodes)
+                .collect()),
+        }
+    }
+
+    /// The path and extra headers of a pull from `node`: a gateway is asked for the public
+    /// path with the hop and the fleet's pass; a node for the upstream path, as always.
+    pub fn request(
+        &self,
+        node: &Node,
+        upstream_path: &str,
+    ) -> (String, Vec<(&'static str, HeaderValue)>) {
+        if !node.id.starts_with(GATEWAY_PREFIX) {
+            return (upstream_path.to_string(), Vec::new());
+        }
+        let s = &self.fleet.settings;
+        let headers = signature::headers(
+            &s.secret,
+            &s.id,
+            crate::auth::now_unix(),
+            self.out_hop,
+            &self.public_path,
+        );
+        (self.public_path.clone(), headers)
+    }
+}
