@@ -181,8 +181,8 @@ impl Gateway {
             registry.clone(),
         ));
         let fleet = settings.fleet.as_ref().and_then(|f| {
-            crate::fleet::Fleet::start(f, &hubs, &shutdown)
-                .map_err(|e| tracing::error!(error = %e, "fleet: cannot use its Redis URL"))
+            crate::fleet::Fleet::start(f, &public_url, &hubs, &shutdown)
+                .map_err(|e| tracing::error!(error = %e, "fleet: off"))
                 .ok()
         });
         let shared = Arc::new(Shared {

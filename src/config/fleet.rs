@@ -36,8 +36,9 @@ pub struct RawFleet {
 pub struct FleetSettings {
     /// This gateway's id, unique in the fleet (`[A-Za-z0-9_.-]`).
     pub id: String,
-    /// Where other gateways pull from this one (plain http, the live routes' listener).
-    pub url: BaseUrl,
+    /// Where other gateways pull from this one (plain http, the live routes' listener);
+    /// `None`: the gateway's public URL (`server.public_url`, else its first listener as bound).
+    pub url: Option<BaseUrl>,
     /// Gateways only pull from, and redirect to, gateways of their own region.
     pub region: String,
     /// 1: may pull from the node (at most `node_pulls` per stream do); 2 and up: pull from the
@@ -91,20 +92,20 @@ pub(super) fn validate(
             format!("{id:?}: use 1 to 128 letters, digits, '_', '.', '-'"),
         ));
     }
-    let url_text = r.url.clone().ok_or_else(|| {
-        invalid(
-            "fleet.url",
-            "missing: where other gateways reach this one, e.g. \"http://10.0.0.5:8080\"",
-        )
-    })?;
-    let url = BaseUrl::parse(&url_text)
-        .map_err(|why| invalid("fleet.url", format!("{url_text:?}: {why}")))?;
-    if url.scheme != "http" {
-        return Err(invalid(
-            "fleet.url",
-            "gateways pull from each other over plain http (inside the fleet's network)",
-        ));
-    }
+    let url = match &r.url {
+        None => None,
+        Some(text) => {
+            let url = BaseUrl::parse(text)
+                .map_err(|why| invalid("fleet.url", format!("{text:?}: {why}")))?;
+            if url.scheme != "http" {
+                return Err(invalid(
+                    "fleet.url",
+                    "gateways pull from each other over plain http (inside the fleet's network)",
+                ));
+            }
+            Some(url)
+        }
+    };
     let region = r.region.clone().unwrap_or_else(|| "default".into());
     if !valid_id(&region) {
         return Err(invalid(
@@ -238,6 +239,16 @@ mod tests {
         let e = |t: &str| parse(t).expect_err("must fail").to_string();
         assert!(e("[fleet]\nurl = \"http://x:1\"\n").starts_with("fleet.id:"));
         assert!(e(&OK.replace("http://", "https://")).starts_with("fleet.url:"));
+        // Without `url`: the public URL, which must then be plain http.
+        let no_url = OK.replace("url = \"http://127.0.0.1:8080\"\n", "");
+        assert!(parse(&no_url)
+            .expect("valid")
+            .fleet
+            .expect("on")
+            .url
+            .is_none());
+        let https = format!("{no_url}[server]\npublic_url = \"https://tv.example\"\n");
+        assert!(e(&https).starts_with("fleet.url:"));
         assert!(e(&OK.replace("0123456789abcdef", "short")).starts_with("fleet.secret:"));
         assert!(
             e(&OK.replace("redis = \"redis://127.0.0.1:6379\"\n", "")).starts_with("fleet.redis:")

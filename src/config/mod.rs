@@ -168,6 +168,21 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             "must differ from every server.listen address",
         ));
     }
+    if let Some(f) = fleet.as_ref().filter(|f| f.url.is_none()) {
+        let tls = match &server.public_url {
+            Some(u) => u.scheme != "http",
+            None => server.listen.first().is_some_and(|l| l.tls.is_some()),
+        };
+        if tls {
+            return Err(invalid(
+                "fleet.url",
+                format!(
+                    "missing: gateway {:?} is public over https; say where the fleet reaches it over plain http",
+                    f.id
+                ),
+            ));
+        }
+    }
     Ok(Settings {
         fleet,
         ui,

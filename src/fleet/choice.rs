@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn a_gateway_never_plans_to_pull_from_itself_and_falls_back_to_the_node() {
         let me = m("t2-0", 2);
-        assert_eq!(plan("s", &me, &[me.clone()], 2, 1.25, &[]), Plan::Node);
+        assert_eq!(
+            plan("s", &me, std::slice::from_ref(&me), 2, 1.25, &[]),
+            Plan::Node
+        );
         let same_url = Member {
             id: "alias".into(),
             tier: 1,
@@ -200,7 +203,7 @@ mod tests {
             plan(
                 "s",
                 &me,
-                &[t1.clone()],
+                std::slice::from_ref(&t1),
                 2,
                 1.25,
                 &["gone".into(), "t1-0".into()]

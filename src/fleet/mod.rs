@@ -92,6 +92,8 @@ impl Keys {
 /// This gateway's place in the fleet.
 pub struct Fleet {
     settings: FleetSettings,
+    /// Where other gateways pull from this one (`[fleet] url`, else the public URL).
+    url: String,
     members: RwLock<Membership>,
     conn: ConnectionManager,
     keys: Keys,
@@ -115,9 +117,17 @@ impl Fleet {
     /// answers, this gateway knows no other and pulls from the node).
     pub fn start(
         settings: &FleetSettings,
+        public_url: &BaseUrl,
         hubs: &Arc<Hubs>,
         shutdown: &CancellationToken,
     ) -> Result<Arc<Self>, String> {
+        let url = settings.url.as_ref().unwrap_or(public_url);
+        if url.scheme != "http" {
+            return Err(format!(
+                "other gateways pull over plain http: set [fleet] url (the public URL is {})",
+                url.join("", None)
+            ));
+        }
         let client = redis::Client::open(settings.redis.as_str()).map_err(|e| e.to_string())?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -128,6 +138,7 @@ impl Fleet {
             ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
         let fleet = Arc::new(Self {
             members: RwLock::new(Membership::new(&settings.id, settings.heartbeat_ttl)),
+            url: url.join("", None),
             settings: settings.clone(),
             conn,
             keys: Keys {
@@ -149,7 +160,7 @@ impl Fleet {
         let s = &self.settings;
         Member {
             id: s.id.clone(),
-            url: s.url.join("", None),
+            url: self.url.clone(),
             region: s.region.clone(),
             tier: s.tier,
             load: self.serving.load(Ordering::Relaxed),
