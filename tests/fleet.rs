@@ -273,6 +273,14 @@ fn four_gateways_in_two_tiers_pull_each_stream_once_and_survive_a_tier1_loss() {
         }
     }
 
+    if std::env::var_os("FLEET_MEASURE").is_some() {
+        measure(
+            &redis,
+            &procs,
+            &viewers.iter().map(|v| v.0).collect::<Vec<_>>(),
+        );
+    }
+
     // Kill the tier-1 gateway that feeds the most tier-2 pulls (SIGKILL by its PID).
     let fed_by = |id: &str| {
         addrs[2..]
@@ -301,15 +309,17 @@ fn four_gateways_in_two_tiers_pull_each_stream_once_and_survive_a_tier1_loss() {
 
     // Every viewer of a surviving gateway keeps playing: at least two more seconds of media
     // (20 tags a second) within the reconnect window and a margin.
-    wait_until(
+    let took = common::poll_until(
         "viewers behind the dead gateway play on",
         Duration::from_secs(25),
+        Duration::from_millis(20),
         || {
             viewers.iter().zip(&before).all(|((gw, _, p, _), b)| {
                 !survivors.contains(gw) || p.tags.load(Ordering::Relaxed) >= b + 40
             })
         },
     );
+    eprintln!("fleet: after the kill, every surviving viewer had 2 s more media within {took:?}");
     for (gw, s, p, _) in &viewers {
         if survivors.contains(gw) {
             assert!(
@@ -330,6 +340,62 @@ fn four_gateways_in_two_tiers_pull_each_stream_once_and_survive_a_tier1_loss() {
     stop.store(true, Ordering::Relaxed);
     for (_, _, _, h) in viewers {
         let _ = h.join();
+    }
+}
+
+/// Figures for FLEET.md (`FLEET_MEASURE=1 cargo test --release --test fleet four -- --nocapture`):
+/// Redis commands per second, and per gateway its CPU, RSS and viewers, over a 5 s window.
+/// Printed, never asserted.
+fn measure(redis: &Redis, procs: &[(Proc, tempfile::TempDir)], viewer_gw: &[usize]) {
+    fn redis_commands(redis: &Redis) -> u64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(redis.addr()).expect("redis");
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        s.write_all(b"INFO stats\r\n").expect("write");
+        let mut text = String::new();
+        let mut buf = [0u8; 8192];
+        while !text.contains("total_net_input_bytes") {
+            let n = s.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        text.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+    fn cpu_ticks(pid: u32) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of stat, 12 and 13 after the ")".
+        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    }
+    let window = Duration::from_secs(5);
+    let c0 = redis_commands(redis);
+    let t0: Vec<u64> = procs.iter().map(|(p, _)| cpu_ticks(p.pid())).collect();
+    let start = Instant::now();
+    std::thread::sleep(window);
+    let secs = start.elapsed().as_secs_f64();
+    let c1 = redis_commands(redis);
+    eprintln!(
+        "fleet: Redis {:.1} commands/s for {} gateways ({:.1} per gateway)",
+        (c1 - c0) as f64 / secs,
+        procs.len(),
+        (c1 - c0) as f64 / secs / procs.len() as f64
+    );
+    for (i, (p, _)) in procs.iter().enumerate() {
+        let ticks = cpu_ticks(p.pid()) - t0[i];
+        let viewers = viewer_gw.iter().filter(|g| **g == i).count();
+        let served = fleet_status(p.addr())["serving"].as_u64().unwrap_or(0);
+        eprintln!(
+            "fleet: gateway {i}: {viewers} viewers + {served} gateway pulls served, CPU {:.1} ms/s, RSS {} KiB",
+            ticks as f64 * 10.0 / secs,
+            p.rss_kib()
+        );
     }
 }
 
@@ -460,4 +526,45 @@ fn a_viewer_is_redirected_to_the_gateway_already_serving_the_stream() {
     let mut at_b = FlvStream::open(b, "/flv/s00.flv?token=v13wer&sg_hop=1");
     expect_live_start(&mut at_b, T);
     drop(v);
+}
+
+#[test]
+fn a_pull_moves_from_the_node_to_a_gateway_that_joins_the_fleet() {
+    let redis = Redis::start();
+    let (o, _media) = origin_with_streams(1);
+    let streams = stream_names(1);
+    let edge = Gw {
+        id: "edge",
+        tier: 2,
+        fleet_extra: "",
+        route_extra: "",
+    };
+    let (edge, _d) = gateway(&config(&edge, &redis, &o, &streams));
+    // Alone in the fleet: the tier-2 gateway pulls from the node.
+    let mut v = FlvStream::open(edge.addr(), "/flv/s00.flv?token=v13wer");
+    expect_live_start(&mut v, T);
+    assert_eq!(
+        upstreams(edge.addr()).get("s00").map(String::as_str),
+        Some("node:origin")
+    );
+    // A tier-1 gateway joins: at its next keyframe the pull moves there, the viewer stays.
+    let mid = Gw {
+        id: "mid",
+        tier: 1,
+        fleet_extra: "",
+        route_extra: "",
+    };
+    let (mid, _d2) = gateway(&config(&mid, &redis, &o, &streams));
+    wait_until("the edge pulls through the tier-1 gateway", T, || {
+        upstreams(edge.addr()).get("s00").map(String::as_str) == Some("gw:mid")
+    });
+    wait_until("the node serves only the tier-1 gateway", T, || {
+        node_clients(&o).get("s00") == Some(&1)
+            && upstreams(mid.addr()).get("s00").map(String::as_str) == Some("node:origin")
+    });
+    let more = v.tags_for(Duration::from_secs(2));
+    assert!(
+        more.iter().any(|t| t.is_keyframe()),
+        "the viewer plays on across the move"
+    );
 }

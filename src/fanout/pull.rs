@@ -42,6 +42,9 @@ use crate::upstream::{PooledBody, Transport};
 const RATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 const RATE_STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How often a fleet pull checks whether the fleet's choice moved away from its upstream.
+const REPLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// First and longest wait between reconnect rounds.
 const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
@@ -104,6 +107,15 @@ impl NodeSource {
                 .collect::<Vec<_>>()
                 .join(" "),
             Self::Fleet(f) => f.key(),
+        }
+    }
+
+    /// Whether a running pull of `stream` from `node` should move (at its next keyframe): a
+    /// fleet pull whose choice changed with the fleet's membership.
+    fn should_leave(&self, stream: &str, node: &str) -> bool {
+        match self {
+            Self::Fleet(f) => f.should_leave(stream, node),
+            _ => false,
         }
     }
 
@@ -824,6 +836,10 @@ impl Pull {
         let mut watch_drain = self.settings.drain == DrainMode::Move;
         let mut leave_by: Option<Instant> = None;
         let mut seen_video = false;
+        // `[fleet]`: a pull whose upstream the fleet would no longer choose (a gateway appeared
+        // to pull from instead of the node, or this gateway became a root) moves the same way.
+        let fleet = matches!(self.source, NodeSource::Fleet(_));
+        let mut replan = tokio::time::interval_at(Instant::now() + REPLAN_EVERY, REPLAN_EVERY);
         loop {
             let frame = tokio::select! {
                 _ = self.stop.cancelled() => return out,
@@ -833,6 +849,13 @@ impl Pull {
                         watch_drain = false;
                     } else if health.is_drained(node) && self.other_candidate(node) {
                         tracing::info!(stream = %self.hub.stream, node, "node drained: the pull moves at the next keyframe");
+                        leave_by = Some(Instant::now() + window);
+                    }
+                    continue;
+                }
+                _ = replan.tick(), if fleet && leave_by.is_none() => {
+                    if self.source.should_leave(&self.hub.stream, node) {
+                        tracing::info!(stream = %self.hub.stream, node, "fleet: the choice moved; the pull follows at the next keyframe");
                         leave_by = Some(Instant::now() + window);
                     }
                     continue;

@@ -1,10 +1,12 @@
 //! The gateways this one knows of, and which of them are alive.
 //!
 //! Liveness is judged on this gateway's own clock: a member is alive while its heartbeat
-//! counter (`beat`) has moved within `ttl`. Gateways' wall clocks never have to agree, and
-//! while Redis cannot be read every other member ages out, so the gateway falls back to
-//! pulling from the node itself (the behaviour without a fleet) instead of trusting a picture
-//! that may be stale.
+//! counter (`beat`) had moved within `ttl` at this gateway's last read of Redis. Gateways' wall
+//! clocks never have to agree, and a gateway too busy to run its own heartbeat for a while does
+//! not take the others for dead (it judges them as of its last read). When reads have failed for
+//! `ttl` (Redis unreachable; one slow or failed read on a busy machine is not enough), every
+//! other member counts as gone, so the gateway pulls from the node itself (the behaviour
+//! without a fleet) instead of trusting a picture that may be stale.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -39,6 +41,10 @@ pub struct Membership {
     me: String,
     ttl: Duration,
     members: HashMap<String, Seen>,
+    /// When the last read of Redis succeeded (`None`: never).
+    read_at: Option<Instant>,
+    /// Since when reads fail (`None`: the last one succeeded).
+    failing_since: Option<Instant>,
 }
 
 /// One member for listings.
@@ -59,7 +65,15 @@ impl Membership {
             me: me.to_string(),
             ttl,
             members: HashMap::new(),
+            read_at: None,
+            failing_since: None,
         }
+    }
+
+    /// A read of Redis failed: once they have failed for `ttl`, nobody else counts as alive
+    /// until one succeeds.
+    pub fn failed(&mut self) {
+        self.failing_since.get_or_insert_with(Instant::now);
     }
 
     /// Applies one read of the region's records: new and moved ones are refreshed, members
@@ -79,19 +93,24 @@ impl Membership {
             next.insert(r.member.id.clone(), Seen { record: r, moved });
         }
         self.members = next;
+        self.read_at = Some(now);
+        self.failing_since = None;
     }
 
-    fn is_alive(&self, s: &Seen, now: Instant) -> bool {
-        now.saturating_duration_since(s.moved) < self.ttl
+    fn is_alive(&self, s: &Seen) -> bool {
+        let reachable = self.failing_since.is_none_or(|f| f.elapsed() < self.ttl);
+        reachable
+            && self
+                .read_at
+                .is_some_and(|at| at.saturating_duration_since(s.moved) < self.ttl)
     }
 
     /// The other members alive now.
     pub fn alive(&self) -> Vec<Member> {
-        let now = Instant::now();
         let mut v: Vec<Member> = self
             .members
             .values()
-            .filter(|s| self.is_alive(s, now))
+            .filter(|s| self.is_alive(s))
             .map(|s| s.record.member.clone())
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -100,10 +119,9 @@ impl Membership {
 
     /// An alive member by id.
     pub fn get(&self, id: &str) -> Option<Member> {
-        let now = Instant::now();
         self.members
             .get(id)
-            .filter(|s| self.is_alive(s, now))
+            .filter(|s| self.is_alive(s))
             .map(|s| s.record.member.clone())
     }
 
@@ -115,7 +133,7 @@ impl Membership {
             .values()
             .map(|s| MemberView {
                 member: s.record.member.clone(),
-                alive: self.is_alive(s, now),
+                alive: self.is_alive(s),
                 last_heartbeat: crate::access_log::rfc3339(
                     SystemTime::UNIX_EPOCH + Duration::from_millis(s.record.at_ms),
                 ),
@@ -157,17 +175,31 @@ mod tests {
             m.apply(vec![rec("a", 1, beat), rec("b", 1, 1)]);
         }
         tokio::time::advance(Duration::from_millis(999)).await;
+        m.apply(vec![rec("a", 1, 3), rec("b", 1, 1)]);
         assert_eq!(m.alive().len(), 2, "2.999 s without a beat: still alive");
-        tokio::time::advance(Duration::from_millis(1)).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            m.alive().len(),
+            2,
+            "no read meanwhile (this gateway was busy): judged as of its last read"
+        );
+        m.apply(vec![rec("a", 1, 4), rec("b", 1, 1)]);
         let alive: Vec<String> = m.alive().into_iter().map(|x| x.id).collect();
         assert_eq!(alive, vec!["a"], "3 s without a beat: gone");
         assert!(m.get("b").is_none() && m.get("a").is_some());
         assert!(m.views().iter().any(|v| v.member.id == "b" && !v.alive));
+        // Reads fail: after `ttl` of failures, nobody is alive until the next one succeeds.
+        m.failed();
+        tokio::time::advance(Duration::from_millis(2_999)).await;
+        m.failed();
+        assert_eq!(m.alive().len(), 1, "a failed read or two are not an outage");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(m.alive().is_empty());
         // Its key expires in Redis: forgotten.
         m.apply(vec![rec("a", 1, 4)]);
         assert_eq!(m.views().len(), 1);
         // Beating again: alive at once.
-        m.apply(vec![rec("a", 1, 4), rec("b", 1, 2)]);
+        m.apply(vec![rec("a", 1, 5), rec("b", 1, 2)]);
         assert_eq!(m.alive().len(), 2);
     }
 
@@ -198,7 +230,8 @@ mod tests {
             Plan::Gateways(vec![other.to_string()]),
             "after the ttl, only the survivor"
         );
-        // Everyone silent (Redis unreachable): back to the node.
+        // Redis unreachable for the ttl: back to the node.
+        m.failed();
         tokio::time::advance(ttl).await;
         assert_eq!(plan("s", &me, &m.alive(), 1, 1.25, &[]), Plan::Node);
     }

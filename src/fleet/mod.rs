@@ -255,7 +255,11 @@ impl Fleet {
         // A node pull serves any hop; a gateway pull only requests below its own hop.
         let mut join: Vec<NodeSource> = vec![inner.clone()];
         join.extend((hop_in.saturating_add(1)..=max).rev().map(fleet));
-        let create = if hop_in >= max || self.plan(stream) == Plan::Node {
+        // A root's pull reads from the node for good (any request may join it); any other
+        // gateway's is a fleet pull, even when it reads from the node for now (alone, or the
+        // tier below is empty): it moves to a gateway once the fleet names one.
+        let root = self.settings.tier <= 1 && self.plan(stream) == Plan::Node;
+        let create = if hop_in >= max || root {
             inner
         } else {
             fleet(self.out_hop(hop_in))
@@ -464,6 +468,11 @@ async fn heartbeat_task(fleet: Arc<Fleet>, hubs: Weak<Hubs>, shutdown: Cancellat
                 }
             }
             Err(e) => {
+                fleet
+                    .members
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .failed();
                 if fleet.connected.swap(false, Ordering::Relaxed) || beat == 1 {
                     tracing::warn!(error = %e, "fleet: Redis unreachable; other gateways will age out and pulls go to the node");
                 }
@@ -519,6 +528,21 @@ impl FleetSource {
                 .filter_map(|id| self.fleet.gateway_node(id))
                 .chain(nodes)
                 .collect()),
+        }
+    }
+
+    /// Whether a pull of `stream` reading from `current` (a transport node id) should move: it
+    /// reads from a node while the fleet now names a live gateway, from a gateway while this
+    /// gateway became a root, or from a gateway the fleet no longer names. Never for a mere
+    /// reordering among the named gateways (bounded load), so pulls do not flap.
+    pub fn should_leave(&self, stream: &str, current: &str) -> bool {
+        let gw = current.strip_prefix(GATEWAY_PREFIX);
+        match (self.fleet.plan(stream), gw) {
+            (Plan::Node, gw) => gw.is_some(),
+            (Plan::Gateways(ids), None) => {
+                ids.iter().any(|id| self.fleet.gateway_node(id).is_some())
+            }
+            (Plan::Gateways(ids), Some(gw)) => !ids.iter().any(|id| id == gw),
         }
     }
 
