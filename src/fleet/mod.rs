@@ -226,11 +226,7 @@ impl Fleet {
     /// at least one more than the request's, and high enough that the requests a well-built
     /// fleet sends here (from the tiers below) join it rather than start a second pull.
     fn out_hop(&self, hop_in: u8) -> u8 {
-        let s = &self.settings;
-        let base = (s.max_depth + 1)
-            .saturating_sub(s.tier)
-            .clamp(1, s.max_depth);
-        base.max(hop_in.saturating_add(1))
+        out_hop(self.settings.tier, self.settings.max_depth, hop_in)
     }
 
     /// The sources a live request for `stream` at `hop_in` may join (an existing pull of the
@@ -430,6 +426,14 @@ impl Fleet {
     }
 }
 
+/// The outgoing hop of a new pull at a tier-`tier` gateway for a request at `hop_in` (below
+/// `max_depth`): `max_depth + 1 - tier` (so the requests lower tiers send join the pull), and
+/// always above `hop_in` (so hops grow along every chain).
+fn out_hop(tier: u8, max_depth: u8, hop_in: u8) -> u8 {
+    let base = (max_depth + 1).saturating_sub(tier).clamp(1, max_depth);
+    base.max(hop_in.saturating_add(1))
+}
+
 /// A pull's `core.source()` as the fleet lists it: `gw:ID` or `node:ID`.
 fn upstream_name(source: &str) -> String {
     match source.strip_prefix(GATEWAY_PREFIX) {
@@ -565,5 +569,35 @@ impl FleetSource {
             &self.public_path,
         );
         (self.public_path.clone(), headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hops_grow_along_every_chain_and_stay_within_the_depth() {
+        for max in 1..=8u8 {
+            for tier in 1..=8u8 {
+                for hop_in in 0..max {
+                    let out = out_hop(tier, max, hop_in);
+                    assert!(out > hop_in, "tier {tier} max {max} hop {hop_in}");
+                    assert!(out <= max, "tier {tier} max {max} hop {hop_in}");
+                }
+            }
+        }
+        // Two tiers, depth 3: an edge's pull (hop 2) joins a tier-1 pull made for its own
+        // viewers (hop 3), whose requests the roots serve from the node.
+        assert_eq!(out_hop(2, 3, 0), 2);
+        assert_eq!(out_hop(1, 3, 0), 3);
+        assert_eq!(out_hop(1, 3, 2), 3);
+    }
+
+    #[test]
+    fn upstreams_are_named_for_listings() {
+        assert_eq!(upstream_name("fleet:t1-a"), "gw:t1-a");
+        assert_eq!(upstream_name("origin"), "node:origin");
+        assert_eq!(upstream_name(""), "");
     }
 }
