@@ -832,6 +832,9 @@ impl Active {
                     None => (Vec::new(), source),
                     Some(f) => {
                         if let Some(to) = self.fleet_redirect(f, route, stream, &req, &pass).await {
+                            if let Some(log) = log {
+                                log.decision = "redirect";
+                            }
                             return Ok(to);
                         }
                         let hop = pass.as_ref().map_or(0, |p| p.hop);
