@@ -349,8 +349,7 @@ impl Fleet {
                 .query_async(&mut conn),
         )
         .await?;
-        ids.sort();
-        ids.truncate(s.max_gateways);
+        ids = bounded_ids(ids, s.max_gateways);
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -424,6 +423,15 @@ impl Fleet {
         let mut conn = self.conn.clone();
         let _ = bounded(p.query_async::<()>(&mut conn)).await;
     }
+}
+
+/// At most `max` of the region's ids, the same ones on every gateway (the first in order), so
+/// gateways past the bound are ignored alike everywhere rather than seen by some only.
+fn bounded_ids(mut ids: Vec<String>, max: usize) -> Vec<String> {
+    ids.sort();
+    ids.dedup();
+    ids.truncate(max);
+    ids
 }
 
 /// The outgoing hop of a new pull at a tier-`tier` gateway for a request at `hop_in` (below
@@ -592,6 +600,17 @@ mod tests {
         assert_eq!(out_hop(2, 3, 0), 2);
         assert_eq!(out_hop(1, 3, 0), 3);
         assert_eq!(out_hop(1, 3, 2), 3);
+    }
+
+    #[test]
+    fn the_membership_read_is_bounded_and_the_same_everywhere() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            bounded_ids(ids(&["c", "a", "b", "a"]), 2),
+            ids(&["a", "b"]),
+            "any order in, the same first two out"
+        );
+        assert_eq!(bounded_ids(ids(&["b", "a"]), 10), ids(&["a", "b"]));
     }
 
     #[test]
