@@ -62,6 +62,8 @@ struct Shared {
     public_url: BaseUrl,
     /// One fan-out hub per live stream.
     hubs: Arc<Hubs>,
+    /// This gateway's place in a fleet of gateways (`[fleet]`), restart-only.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
     /// The one metrics registry: request counters by route, the transport's by node, and the
     /// collectors that read hubs, registry and process at scrape time.
     metrics: Arc<Metrics>,
@@ -184,11 +186,17 @@ impl Gateway {
             Metrics::new(settings, node_metrics, &hubs, registry.clone())
                 .with_collector(Box::new(cache.collector())),
         );
+        let fleet = settings.fleet.as_ref().and_then(|f| {
+            crate::fleet::Fleet::start(f, &public_url, &hubs, &shutdown)
+                .map_err(|e| tracing::error!(error = %e, "fleet: off"))
+                .ok()
+        });
         let shared = Arc::new(Shared {
             registry,
             transport,
             public_url,
             hubs,
+            fleet,
             metrics,
             access,
             shutdown,
@@ -428,6 +436,9 @@ fn restart_only_changes(old: &Settings, new: &Settings, listeners_live: bool) ->
     if old.log != new.log {
         out.push("log");
     }
+    if old.fleet != new.fleet {
+        out.push("fleet");
+    }
     if old.metrics.listen != new.metrics.listen
         || old.metrics.top_streams != new.metrics.top_streams
         || old.metrics.max_nodes != new.metrics.max_nodes
@@ -517,6 +528,7 @@ impl Active {
             stored.live = o.settings.live.clone();
             stored.registry.backend = o.settings.registry.backend.clone();
             stored.log = o.settings.log.clone();
+            stored.fleet = o.settings.fleet.clone();
             stored.metrics.listen = o.settings.metrics.listen;
             stored.metrics.top_streams = o.settings.metrics.top_streams;
             stored.metrics.max_nodes = o.settings.metrics.max_nodes;
@@ -542,6 +554,7 @@ impl Active {
                 transport.health().clone(),
                 shared.reload.clone(),
                 groups.clone(),
+                shared.fleet.clone(),
             )
             .with_cache(shared.cache.clone()),
             routes: settings.routes.clone(),
@@ -730,7 +743,13 @@ impl Active {
                 log.session.clone_from(&s.id);
             }
         }
-        if route.auth != AuthMode::None && session.is_none() {
+        // A gateway of the fleet pulling a live route shows the fleet's pass instead of a
+        // viewer's credentials (`fleet::signature`); a forged or expired pass is refused.
+        let pass = match (&self.shared.fleet, route.action) {
+            (Some(f), Action::Live) => f.verify(req.headers(), req.uri().path())?,
+            _ => None,
+        };
+        if route.auth != AuthMode::None && session.is_none() && pass.is_none() {
             let host = req
                 .uri()
                 .host()
@@ -798,6 +817,7 @@ impl Active {
                     session,
                     guard,
                     cache: self.cache_counters.get(route_index).cloned().flatten(),
+                    pass,
                 },
                 counters,
             )
@@ -833,6 +853,7 @@ impl Active {
             session,
             mut guard,
             cache,
+            pass,
         } = upstream;
         match action {
             Action::Auto => Err(GatewayError::Internal("auto not resolved".into())),
@@ -875,6 +896,27 @@ impl Active {
                         NodeSource::Fixed(self.candidates(route, caps)?)
                     }
                 };
+                // `[fleet]`: maybe send the viewer to the gateway already serving the stream,
+                // else pull through the fleet's tiers (`crate::fleet`).
+                let (also, source) = match &self.shared.fleet {
+                    None => (Vec::new(), source),
+                    Some(f) => {
+                        if let Some(to) = self.fleet_redirect(f, route, stream, &req, &pass).await {
+                            if let Some(log) = log {
+                                log.decision = "redirect";
+                            }
+                            return Ok(to);
+                        }
+                        let hop = pass.as_ref().map_or(0, |p| p.hop);
+                        f.sources(stream, hop, source, req.uri().path())
+                    }
+                };
+                // A pull served to another gateway counts in this one's load, and is not a
+                // viewer of the per-address limit.
+                let serving = pass
+                    .as_ref()
+                    .and(self.shared.fleet.as_ref())
+                    .map(|f| f.serving());
                 if websocket::is_upgrade(&req) {
                     // WebSocket-FLV: the same viewer, framed as WebSocket messages. Everything
                     // that can refuse it happens before the `101`.
@@ -887,7 +929,11 @@ impl Active {
                         client: client.ip,
                         protocol: WS_FLV,
                     };
-                    let (viewer, node) = self.shared.hubs.join(stream, &path, source, info).await?;
+                    let (viewer, node) = self
+                        .shared
+                        .hubs
+                        .join_any(stream, &path, &also, source, info)
+                        .await?;
                     let end_watch = viewer.end_watch();
                     let session = websocket::Session {
                         viewer,
@@ -928,23 +974,27 @@ impl Active {
                     Response::new(crate::body::empty())
                 } else {
                     // The viewer's slot is held by its body: given back when the viewer goes.
-                    let slot = match &self.viewers {
-                        Some(c) => Some(c.acquire(client.ip)?),
-                        None => None,
+                    let slot = match (&self.viewers, &serving) {
+                        (Some(c), None) => Some(c.acquire(client.ip)?),
+                        _ => None,
                     };
                     // The pull is shared by every viewer, so it carries no viewer's query.
                     let viewer = ViewerInfo {
                         client: client.ip,
                         protocol: HTTP_FLV,
                     };
-                    let (body, node) = self.shared.hubs.join(stream, &path, source, viewer).await?;
+                    let (body, node) = self
+                        .shared
+                        .hubs
+                        .join_any(stream, &path, &also, source, viewer)
+                        .await?;
                     if let Some(log) = log {
                         log.node = node;
                         log.end = Some(body.end_watch());
                     }
                     Response::new(
                         body.map_frame(move |f| {
-                            let _held = &slot;
+                            let _held = (&slot, &serving);
                             f
                         })
                         .boxed(),
@@ -1062,6 +1112,37 @@ impl Active {
                 }
             }
         }
+    }
+
+    /// Redirect affinity (`affinity = "redirect"` on a live route in a `[fleet]`): a 302 to a
+    /// gateway of the region already serving `stream`, same path and query plus `sg_hop=1`.
+    /// Never for a request from a gateway (`pass`), one that carries the hop header or
+    /// parameter (it came by a redirect), or a stream this gateway pulls already.
+    async fn fleet_redirect(
+        &self,
+        fleet: &crate::fleet::Fleet,
+        route: &RouteSettings,
+        stream: &str,
+        req: &Request<Incoming>,
+        pass: &Option<crate::fleet::Pass>,
+    ) -> Option<Response<Body>> {
+        if route.affinity != crate::config::Affinity::Redirect
+            || pass.is_some()
+            || req.headers().contains_key(crate::fleet::HOP_HEADER)
+            || crate::upstream_path::query_param(req.uri().query(), crate::fleet::HOP_PARAM)
+                .is_some()
+            || !self.shared.hubs.pulls(Some(stream)).is_empty()
+        {
+            return None;
+        }
+        let to = fleet.serving_elsewhere(stream).await?;
+        let base = BaseUrl::parse(&to.url).ok()?;
+        let hop = format!("{}=1", crate::fleet::HOP_PARAM);
+        let query = match req.uri().query() {
+            Some(q) if !q.is_empty() => format!("{q}&{hop}"),
+            _ => hop,
+        };
+        redirect::respond(302, &base, req.uri().path(), Some(&query)).ok()
     }
 
     /// A node's playlist on an `hls_session` route, answered per viewer: its URIs signed for
@@ -1520,6 +1601,8 @@ struct Upstream {
     guard: Option<InFlight>,
     /// The route's cache counters, when it is a cached route.
     cache: Option<Arc<crate::cache::Counters>>,
+    /// A fleet gateway's verified pass (it then skipped the route's auth).
+    pass: Option<crate::fleet::Pass>,
 }
 
 // --- cache (issue 13): the cache's lookup before the forward, its fills through the one

@@ -138,6 +138,8 @@ struct AdminState {
     groups: Arc<crate::upstream::balance::Groups>,
     /// The HLS / VOD cache, for `GET /api/v1/cache`.
     cache: std::sync::OnceLock<crate::cache::Cache>,
+    /// The gateway fleet (`GET /api/v1/fleet`); `None` without `[fleet]`.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Admin {
@@ -148,6 +150,7 @@ impl Admin {
         health: Arc<Health>,
         reload: crate::reload::Slot,
         groups: Arc<crate::upstream::balance::Groups>,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
     ) -> Self {
         let table = Self::table();
         let state = Arc::new(AdminState {
@@ -166,6 +169,7 @@ impl Admin {
             reload,
             groups,
             cache: std::sync::OnceLock::new(),
+            fleet,
         });
         let mut router = table.router;
         if settings.ui.enabled {
@@ -233,6 +237,7 @@ impl Admin {
             delete(kick_viewer),
         )
         .route("/api/v1/live", &["GET"], get(live_status))
+        .route("/api/v1/fleet", &["GET"], get(fleet_status))
         .route("/api/v1/routes", &["GET"], get(list_routes))
         .route("/api/v1/groups", &["GET"], get(list_groups))
         .route("/api/v1/cache", &["GET"], get(cache_status))
@@ -578,6 +583,15 @@ async fn live_status(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResu
         "frames_dropped": c.frames_dropped.load(Relaxed),
         "viewers_cut": c.viewers_cut.load(Relaxed),
     }))
+}
+
+/// `[fleet]`: the gateways this one knows (tier, region, last heartbeat) and, per stream it
+/// pulls, where from. 404 `disabled` without a `[fleet]` section.
+async fn fleet_status(_: AdminAuth, State(st): State<Arc<AdminState>>) -> ApiResult {
+    match &st.fleet {
+        Some(f) => ok(f.status(&st.hubs)),
+        None => Err(ApiError(GatewayError::Disabled("fleet"))),
+    }
 }
 
 /// `GET /api/v1`: every route of this API (and the hooks) with its methods.
@@ -1114,6 +1128,7 @@ mod tests {
             transport.health().clone(),
             crate::reload::Slot::default(),
             Arc::default(),
+            None,
         );
         let routes = Admin::table().routes;
         assert!(routes.len() >= 12);

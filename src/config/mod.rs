@@ -8,6 +8,7 @@
 mod auth;
 mod cache;
 mod duration;
+mod fleet;
 mod groups;
 mod limits;
 mod live;
@@ -28,6 +29,7 @@ pub use auth::{
 pub use cache::{CacheSettings, RawCache};
 use duration::duration;
 pub use duration::parse_duration;
+pub use fleet::{FleetSettings, RawFleet};
 pub use groups::{
     GroupSettings, HashKey, MemberSettings, Policy, RawGroup, RawMember, DEFAULT_LOAD_FACTOR,
     MAX_MEMBERS, MAX_TOTAL_WEIGHT, MAX_WEIGHT,
@@ -40,8 +42,8 @@ pub use registry::{
     AdminSettings, RawAdmin, RawRegistry, RegistryBackend, RegistrySettings, StreamKey,
 };
 pub use routes::{
-    Action, AuthMode, CacheMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode, RawRoute,
-    RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
+    Action, Affinity, AuthMode, CacheMode, CorsPolicy, HealthCheck, NodeSettings, RawCors, RawNode,
+    RawRoute, RouteSettings, StreamList, Target, DEFAULT_HEALTH_INTERVAL,
 };
 pub use server::{
     CertificateFiles, ListenerSettings, RawCertificate, RawListen, RawListenEntry, RawListener,
@@ -107,6 +109,7 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub cache: RawCache,
+    pub fleet: RawFleet,
 }
 
 /// Validated settings: what the gateway runs on.
@@ -136,6 +139,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The HLS / VOD cache's bounds and lifetimes (`[cache]`).
     pub cache: CacheSettings,
+    /// Gateway tiers sharing pulls (`[fleet]`); `None`: this gateway pulls on its own.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// Reads and validates a config file.
@@ -180,6 +185,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             _ => {}
         }
     }
+    let fleet = fleet::validate(&raw.fleet, &registry)?;
     let admin = match &raw.admin.token {
         Some(t) if t.trim().is_empty() => return Err(invalid("admin.token", "cannot be empty")),
         t => AdminSettings { token: t.clone() },
@@ -200,8 +206,24 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             "must differ from every server.listen address",
         ));
     }
+    if let Some(f) = fleet.as_ref().filter(|f| f.url.is_none()) {
+        let tls = match &server.public_url {
+            Some(u) => u.scheme != "http",
+            None => server.listen.first().is_some_and(|l| l.tls.is_some()),
+        };
+        if tls {
+            return Err(invalid(
+                "fleet.url",
+                format!(
+                    "missing: gateway {:?} is public over https; say where the fleet reaches it over plain http",
+                    f.id
+                ),
+            ));
+        }
+    }
     Ok(Settings {
         cache,
+        fleet,
         ui,
         log,
         limits,

@@ -40,6 +40,9 @@ pub struct RawRoute {
     pub hls_session: Option<bool>,
     /// Proxy and auto routes: serve through the HLS / VOD cache (`"hls"` or `"vod"`).
     pub cache: Option<String>,
+    /// Live routes in a `[fleet]`: `"redirect"` answers a viewer with a 302 to a gateway of
+    /// the region that already serves the stream.
+    pub affinity: Option<String>,
 }
 
 /// `cors` may be `"*"` or a list of origins.
@@ -174,6 +177,18 @@ pub struct RouteSettings {
     pub hls_session: bool,
     /// Served through the cache (`None`: every request goes to the node).
     pub cache: Option<CacheMode>,
+    /// Live routes: send viewers to the region's gateway already serving the stream (`[fleet]`).
+    pub affinity: Affinity,
+}
+
+/// What a fleet gateway does with a viewer of a stream another gateway of its region serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Affinity {
+    /// Serve it here (pulling through the fleet's tiers).
+    #[default]
+    None,
+    /// Answer 302 to that gateway (same path and query, plus `sg_hop=1`).
+    Redirect,
 }
 
 /// Validates `[[nodes]]`.
@@ -460,11 +475,26 @@ pub(super) fn validate_routes(
             }
         };
         let streams = validate_streams(&key, r, action, &target)?;
+        let affinity = match r.affinity.as_deref() {
+            None | Some("none") => Affinity::None,
+            Some("redirect") if action == Action::Live => Affinity::Redirect,
+            Some("redirect") => return Err(invalid(
+                format!("{key}.affinity"),
+                "only live routes (a fleet gateway redirects viewers of a stream it does not pull)",
+            )),
+            Some(other) => {
+                return Err(invalid(
+                    format!("{key}.affinity"),
+                    format!("{other:?}: use \"none\" or \"redirect\""),
+                ))
+            }
+        };
         let cors = match &r.cors {
             None => None,
             Some(c) => Some(validate_cors(&key, c)?),
         };
         routes.push(RouteSettings {
+            affinity,
             path: r.path.clone(),
             streams,
             cors,

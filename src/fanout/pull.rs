@@ -42,6 +42,9 @@ use crate::upstream::{PooledBody, Transport};
 const RATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 const RATE_STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How often a fleet pull checks whether the fleet's choice moved away from its upstream.
+const REPLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// First and longest wait between reconnect rounds.
 const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
@@ -87,12 +90,15 @@ pub enum NodeSource {
     Registry(Arc<dyn Registry>),
     /// A fixed node list from the route's `to`.
     Fixed(Vec<Arc<Node>>),
+    /// Through the gateway fleet (`[fleet]`): other gateways first, chosen again at every
+    /// (re)connect, then the nodes of the source it wraps.
+    Fleet(crate::fleet::FleetSource),
 }
 
 impl NodeSource {
     /// What distinguishes this source in a hub's key: two routes that render the same upstream
     /// path but name different nodes must not share a pull.
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             Self::Registry(_) => "registry".to_string(),
             Self::Fixed(nodes) => nodes
@@ -100,6 +106,29 @@ impl NodeSource {
                 .map(|n| n.url.join("", None))
                 .collect::<Vec<_>>()
                 .join(" "),
+            Self::Fleet(f) => f.key(),
+        }
+    }
+
+    /// Whether a running pull of `stream` from `node` should move (at its next keyframe): a
+    /// fleet pull whose choice changed with the fleet's membership.
+    fn should_leave(&self, stream: &str, node: &str) -> bool {
+        match self {
+            Self::Fleet(f) => f.should_leave(stream, node),
+            _ => false,
+        }
+    }
+
+    /// The path and extra headers of the pull's request to `node` (a gateway of the fleet is
+    /// asked for its public path, with the hop and the fleet's pass).
+    fn request(
+        &self,
+        node: &Node,
+        upstream_path: &str,
+    ) -> (String, Vec<(&'static str, HeaderValue)>) {
+        match self {
+            Self::Fleet(f) => f.request(node, upstream_path),
+            _ => (upstream_path.to_string(), Vec::new()),
         }
     }
 
@@ -112,6 +141,7 @@ impl NodeSource {
                 Lookup::AllDown => Err(GatewayError::NodeUnavailable(stream.to_string())),
                 Lookup::NotFound => Err(GatewayError::StreamNotFound(stream.to_string())),
             },
+            Self::Fleet(f) => f.nodes(stream),
         }
     }
 }
@@ -197,6 +227,21 @@ impl Hubs {
         source: NodeSource,
         viewer: ViewerInfo,
     ) -> Result<(ViewerBody, String), GatewayError> {
+        self.join_any(stream, upstream_path, &[], source, viewer)
+            .await
+    }
+
+    /// [`Self::join`], attaching to a running pull of any of `also` first (in order) when one
+    /// runs: the fleet's hop rule (`crate::fleet`) lets a request share more than one kind of
+    /// pull.
+    pub async fn join_any(
+        self: &Arc<Self>,
+        stream: &str,
+        upstream_path: &str,
+        also: &[NodeSource],
+        source: NodeSource,
+        viewer: ViewerInfo,
+    ) -> Result<(ViewerBody, String), GatewayError> {
         // A hub can end between lookup and attach (linger expiry, unpublish): start anew. Three
         // rounds bound the loop; each one either attaches or sees a hub end.
         for _ in 0..3 {
@@ -204,7 +249,7 @@ impl Hubs {
                 return Err(GatewayError::ShuttingDown);
             }
             // The guard keeps the hub from lingering out while this join waits to attach.
-            let (hub, _joining) = self.hub_for(stream, upstream_path, &source)?;
+            let (hub, _joining) = self.hub_for(stream, upstream_path, also, &source)?;
             match hub.core.ready().await {
                 Phase::Failed(f) => return Err(f.to_error()),
                 Phase::Ended => continue,
@@ -232,10 +277,17 @@ impl Hubs {
         self: &Arc<Self>,
         stream: &str,
         upstream_path: &str,
+        also: &[NodeSource],
         source: &NodeSource,
     ) -> Result<(Arc<Hub>, Joining), GatewayError> {
         let key = format!("{}\n{upstream_path}", source.key());
         let mut map = self.lock();
+        for other in also {
+            let k = format!("{}\n{upstream_path}", other.key());
+            if let Some(joining) = map.get(&k).and_then(|h| h.core.joining().map(|j| (h, j))) {
+                return Ok((joining.0.clone(), joining.1));
+            }
+        }
         if let Some(h) = map.get(&key) {
             if let Some(joining) = h.core.joining() {
                 return Ok((h.clone(), joining));
@@ -474,10 +526,12 @@ fn is_resume_point(t: &crate::flv::Tag, seen_video: bool) -> bool {
 /// Sends the hub's upstream request to `node` through the one transport: its per-attempt
 /// connect timeout, the response-header timeout, the stale-connection retry and node health
 /// are the proxy's too. The answer's status is the caller's to judge (404 = not on this node).
+/// `extra`: headers a fleet pull adds (its hop and pass).
 pub async fn open(
     transport: &Transport,
     node: &Node,
     path: &str,
+    extra: Vec<(&'static str, HeaderValue)>,
 ) -> Result<Response<PooledBody>, GatewayError> {
     let uri = node.url.join(path, None);
     let mut req = Request::new(empty());
@@ -495,6 +549,9 @@ pub async fn open(
         header::USER_AGENT,
         HeaderValue::from_static("streamgate-hub"),
     );
+    for (name, value) in extra {
+        req.headers_mut().insert(name, value);
+    }
     Ok(transport.send(node, req).await?)
 }
 
@@ -685,9 +742,10 @@ impl Pull {
         let mut all_gone = !nodes.is_empty();
         let mut last = GatewayError::StreamNotFound(stream.clone());
         for node in nodes {
+            let (path, extra) = self.source.request(node, &self.hub.upstream_path);
             let resp = tokio::select! {
                 _ = self.stop.cancelled() => return Round::Stop,
-                r = open(&self.transport, node, &self.hub.upstream_path) => r,
+                r = open(&self.transport, node, &path, extra) => r,
             };
             let resp = match resp {
                 Ok(r) if r.status() == StatusCode::OK => r,
@@ -778,6 +836,10 @@ impl Pull {
         let mut watch_drain = self.settings.drain == DrainMode::Move;
         let mut leave_by: Option<Instant> = None;
         let mut seen_video = false;
+        // `[fleet]`: a pull whose upstream the fleet would no longer choose (a gateway appeared
+        // to pull from instead of the node, or this gateway became a root) moves the same way.
+        let fleet = matches!(self.source, NodeSource::Fleet(_));
+        let mut replan = tokio::time::interval_at(Instant::now() + REPLAN_EVERY, REPLAN_EVERY);
         loop {
             let frame = tokio::select! {
                 _ = self.stop.cancelled() => return out,
@@ -787,6 +849,13 @@ impl Pull {
                         watch_drain = false;
                     } else if health.is_drained(node) && self.other_candidate(node) {
                         tracing::info!(stream = %self.hub.stream, node, "node drained: the pull moves at the next keyframe");
+                        leave_by = Some(Instant::now() + window);
+                    }
+                    continue;
+                }
+                _ = replan.tick(), if fleet && leave_by.is_none() => {
+                    if self.source.should_leave(&self.hub.stream, node) {
+                        tracing::info!(stream = %self.hub.stream, node, "fleet: the choice moved; the pull follows at the next keyframe");
                         leave_by = Some(Instant::now() + window);
                     }
                     continue;

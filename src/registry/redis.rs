@@ -362,6 +362,16 @@ impl Conn {
             Conn::Cluster(c) => cmd.query_async(c).await,
         }
     }
+
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Conn::Plain(c) => pipe.query_async(c).await,
+            Conn::Cluster(c) => pipe.query_async(c).await,
+        }
+    }
 }
 
 enum Backend {
@@ -468,6 +478,18 @@ impl Store {
         cmd: &redis::Cmd,
     ) -> Result<T, RegistryError> {
         let r = async { self.conn().await?.query(cmd).await }.await;
+        if r.is_err() {
+            self.reset().await;
+        }
+        r.map_err(unavailable)
+    }
+
+    /// Runs a pipeline on the shared connection; a failure drops the connection.
+    pub async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RegistryError> {
+        let r = async { self.conn().await?.query_pipe(pipe).await }.await;
         if r.is_err() {
             self.reset().await;
         }
