@@ -109,6 +109,7 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub cache: RawCache,
+    #[serde(default)]
     pub fleet: RawFleet,
 }
 
