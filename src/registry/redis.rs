@@ -786,6 +786,34 @@ impl RedisRegistry {
         r
     }
 
+    /// One run of the write script: `op` with `args`, refused by Redis itself past the moment
+    /// `give_up` (on Redis's clock, bounded below; see the module doc).
+    async fn run_write(
+        &self,
+        op: &str,
+        args: Vec<String>,
+        give_up: Instant,
+    ) -> Result<Vec<String>, RegistryError> {
+        // Read into a local first: the clock's lock guard must not live across the await.
+        let known = self.clock().low;
+        let low = match known {
+            Some(l) => l,
+            None => self.learn_clock().await?,
+        };
+        let deadline = local_ms(give_up) + low - DEADLINE_MARGIN.as_millis() as i64;
+        let mut full = vec![
+            deadline.to_string(),
+            self.keys.base.clone(),
+            LOG_MAXLEN.to_string(),
+            op.to_string(),
+        ];
+        full.extend(args);
+        self.eval(&self.write_sha, WRITE_LUA, &full, |v: &Vec<String>| {
+            v.get(1).and_then(|s| s.parse().ok())
+        })
+        .await
+    }
+
     async fn write_until(
         &self,
         op: &str,
@@ -793,24 +821,7 @@ impl RedisRegistry {
         give_up: Instant,
     ) -> Result<Vec<String>, RegistryError> {
         for attempt in 0..2 {
-            let known = self.clock().low;
-            let low = match known {
-                Some(l) => l,
-                None => self.learn_clock().await?,
-            };
-            let deadline = local_ms(give_up) + low - DEADLINE_MARGIN.as_millis() as i64;
-            let mut full = vec![
-                deadline.to_string(),
-                self.keys.base.clone(),
-                LOG_MAXLEN.to_string(),
-                op.to_string(),
-            ];
-            full.extend_from_slice(args);
-            let reply: Vec<String> = self
-                .eval(&self.write_sha, WRITE_LUA, &full, |v: &Vec<String>| {
-                    v.get(1).and_then(|s| s.parse().ok())
-                })
-                .await?;
+            let reply = self.run_write(op, args.to_vec(), give_up).await?;
             match reply.first().map(String::as_str) {
                 Some("ok") | Some("seeded") => return Ok(reply),
                 Some("noepoch") if attempt == 0 => {
@@ -871,24 +882,7 @@ impl RedisRegistry {
             args.extend([s, n, (i + 1).to_string(), left.to_string()]);
             records += 1;
         }
-        let known = self.clock().low;
-        let low = match known {
-            Some(l) => l,
-            None => self.learn_clock().await?,
-        };
-        let deadline = local_ms(give_up) + low - DEADLINE_MARGIN.as_millis() as i64;
-        let mut full = vec![
-            deadline.to_string(),
-            self.keys.base.clone(),
-            LOG_MAXLEN.to_string(),
-            "seed".to_string(),
-        ];
-        full.extend(args);
-        let reply: Vec<String> = self
-            .eval(&self.write_sha, WRITE_LUA, &full, |v: &Vec<String>| {
-                v.get(1).and_then(|s| s.parse().ok())
-            })
-            .await?;
+        let reply = self.run_write("seed", args, give_up).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 tracing::warn!(
