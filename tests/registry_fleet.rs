@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::api::{put_node, put_stream, send, ADMIN};
-use common::redis::{Redis, Sentinel};
+use common::redis::{play, Redis, Sentinel};
 use common::upstream::{echo, Upstream};
 use common::{gateway, get, wait_until, Proc};
 
@@ -20,35 +20,7 @@ const PREFIX: &str = "{fleet}";
 const LIMIT: Duration = Duration::from_secs(15);
 
 fn config(redis_url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[upstream]
-connect_timeout = "1s"
-response_header_timeout = "2s"
-
-[registry]
-backend = "redis"
-url = "{redis_url}"
-hook_secret = "h00k"
-key_prefix = "fleet"
-{extra}
-
-[admin]
-token = "adm1n"
-
-[[routes]]
-path = "/hls/{{stream}}/{{*rest}}"
-action = "proxy"
-upstream = "/hls/{{stream}}/{{*rest}}"
-"#
-    )
-}
-
-fn play(addr: SocketAddr, stream: &str) -> u16 {
-    get(addr, &format!("/hls/{stream}/index.m3u8"), "").status
+    common::redis::gateway_config(redis_url, "fleet", extra)
 }
 
 /// Whether the gateway's registry (its local snapshot, no Redis involved) lists `stream`.

@@ -9,7 +9,7 @@ use common::api::{put_node, put_stream, send, ADMIN};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis::Redis;
+use common::redis::{play, Redis};
 use common::upstream::{echo, Upstream};
 use common::{gateway, get, wait_until};
 
@@ -17,34 +17,7 @@ use common::{gateway, get, wait_until};
 const PROPAGATION: Duration = Duration::from_secs(1);
 
 fn config(redis_url: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[upstream]
-connect_timeout = "1s"
-response_header_timeout = "2s"
-
-[registry]
-backend = "redis"
-url = "{redis_url}"
-hook_secret = "h00k"
-key_prefix = "sgtest"
-
-[admin]
-token = "adm1n"
-
-[[routes]]
-path = "/hls/{{stream}}/{{*rest}}"
-action = "proxy"
-upstream = "/hls/{{stream}}/{{*rest}}"
-"#
-    )
-}
-
-fn play(addr: SocketAddr, stream: &str) -> u16 {
-    get(addr, &format!("/hls/{stream}/index.m3u8"), "").status
+    common::redis::gateway_config(redis_url, "sgtest", "")
 }
 
 /// Polls every 5 ms, bounded by `limit`, until `cond` holds; returns how long it took.

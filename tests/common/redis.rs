@@ -234,3 +234,39 @@ impl Drop for Sentinel {
         let _ = self.child.wait();
     }
 }
+
+/// A gateway on the Redis registry at `redis_url` (keys under `key_prefix`, hook secret `h00k`,
+/// admin token `adm1n`) with one registry proxy route `/hls/{stream}/…`; `extra` goes into
+/// `[registry]`. Shared by the registry tests that run several gateways on one Redis.
+pub fn gateway_config(redis_url: &str, key_prefix: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[upstream]
+connect_timeout = "1s"
+response_header_timeout = "2s"
+
+[registry]
+backend = "redis"
+url = "{redis_url}"
+hook_secret = "h00k"
+key_prefix = "{key_prefix}"
+{extra}
+
+[admin]
+token = "adm1n"
+
+[[routes]]
+path = "/hls/{{stream}}/{{*rest}}"
+action = "proxy"
+upstream = "/hls/{{stream}}/{{*rest}}"
+"#
+    )
+}
+
+/// The status of a viewer's playlist request for `stream` through that route.
+pub fn play(addr: std::net::SocketAddr, stream: &str) -> u16 {
+    super::get(addr, &format!("/hls/{stream}/index.m3u8"), "").status
+}
