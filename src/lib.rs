@@ -35,6 +35,7 @@ pub mod reload;
 pub(crate) mod request_id;
 pub(crate) mod router;
 pub mod server;
+pub(crate) mod splice;
 pub(crate) mod stall_timeout;
 pub mod tls;
 pub(crate) mod upstream;
