@@ -358,6 +358,14 @@ impl std::fmt::Debug for PooledBody {
 }
 
 impl PooledBody {
+    /// This body as a [`crate::splice::SpliceSource`], when its bytes can move to the viewer
+    /// without passing through user space. Not yet: hyper's client connection owns the socket
+    /// (the transport's own HTTP/1 connection will hand it over).
+    #[allow(clippy::result_large_err)]
+    pub fn into_splice(self) -> Result<Box<dyn crate::splice::SpliceSource>, Self> {
+        Err(self)
+    }
+
     /// A body with nothing to hold back.
     fn done(inner: Incoming) -> Self {
         Self {
