@@ -17,14 +17,12 @@ use crate::body::{Body, BoxError};
 /// What the wrapper tells the transport; shared by the two.
 #[derive(Debug, Default)]
 pub(super) struct Upload {
-    /// Frames handed to hyper so far: the upload is moving while this grows.
+    /// Frames handed to the connection so far: the upload is moving while this grows.
     frames: AtomicU64,
     /// The last poll found the viewer had nothing for us yet: a stall now is the viewer's.
-    /// While false and not done, hyper is not polling us: it is waiting on the node's socket.
+    /// While false and not done, the connection is not polling us: it is waiting on the node's socket.
     waiting_on_client: AtomicBool,
-    /// The viewer's body yielded an error (bad chunk, cut short).
-    client_failed: AtomicBool,
-    /// Every byte has been handed to hyper.
+    /// Every byte has been handed to the connection.
     done: AtomicBool,
     /// Woken once `done` is set.
     done_notify: Notify,
@@ -37,14 +35,7 @@ impl Upload {
     pub(super) fn waiting_on_client(&self) -> bool {
         self.waiting_on_client.load(Ordering::Acquire)
     }
-    pub(super) fn client_failed(&self) -> bool {
-        self.client_failed.load(Ordering::Acquire)
-    }
-    /// Every byte has been handed to hyper.
-    pub(super) fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
-    }
-    /// Resolves once the whole body has been handed to hyper.
+    /// Resolves once the whole body has been handed to the connection.
     pub(super) async fn sent(&self) {
         loop {
             let notified = self.done_notify.notified();
@@ -97,7 +88,7 @@ impl HttpBody for UploadBody {
             Poll::Ready(Some(Ok(f))) => {
                 up.waiting_on_client.store(false, Ordering::Release);
                 up.frames.fetch_add(1, Ordering::AcqRel);
-                // hyper stops polling a body that says it has ended (a known length reached).
+                // A body that says it has ended (a known length reached) is not polled again.
                 if this.inner.is_end_stream() {
                     up.finish();
                 }
@@ -105,7 +96,6 @@ impl HttpBody for UploadBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 up.waiting_on_client.store(false, Ordering::Release);
-                up.client_failed.store(true, Ordering::Release);
                 Poll::Ready(Some(Err(Box::new(ClientBodyError(e.to_string())))))
             }
             Poll::Ready(None) => {
@@ -142,16 +132,14 @@ mod tests {
         assert_eq!(&all[..], b"abcd");
         assert_eq!(up.frames(), 2);
         up.sent().await; // already done: returns at once
-        assert!(!up.client_failed());
 
         let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
             Ok(Frame::data(Bytes::from_static(b"ab"))),
             Err("invalid chunk size".into()),
         ];
         let inner = StreamBody::new(futures_util::stream::iter(frames)).boxed();
-        let (body, up) = UploadBody::new(inner);
+        let (body, _) = UploadBody::new(inner);
         let e = body.collect().await.expect_err("broken");
         assert!(e.is::<ClientBodyError>());
-        assert!(up.client_failed());
     }
 }

@@ -93,6 +93,24 @@ impl ErrorKind {
         }
     }
 
+    /// A TCP connect that failed (a timeout reported by the socket counts as one).
+    pub fn connect(e: std::io::Error) -> Self {
+        Self::classify_error(&e, true, false)
+    }
+
+    /// An I/O error on a connection once the request is on its way: reset, broken pipe or
+    /// an end of stream before the answer's head is the connection closing under us
+    /// ([`ErrorKind::Closed`], worth another node); anything else is the node's failure too.
+    pub fn io(e: std::io::Error) -> Self {
+        Self::classify_error(&e, false, false)
+    }
+
+    /// An answer that is not valid HTTP/1 (a bad head, a bad or conflicting length): a 502,
+    /// as nginx answers it.
+    pub fn parse(msg: impl Into<String>) -> Self {
+        Self::Other(msg.into().into())
+    }
+
     /// Classifies a client error by walking its source chain. `client_body_failed` is what the
     /// request body wrapper recorded: hyper reports a failed outgoing body as its own error.
     pub fn classify(e: &hyper_util::client::legacy::Error, client_body_failed: bool) -> Self {

@@ -1,17 +1,22 @@
 //! The one transport to nodes, shared by the proxy and the live hub.
 //!
 //! One attempt ([`Transport::send`]) is bounded three ways, each by its own timer:
-//! - **connect**: `upstream.connect_timeout` per TCP connect attempt (hyper-util's connector);
+//! - **connect**: `upstream.connect_timeout` per TCP connect attempt (each address a node's
+//!   name resolves to is tried in turn);
 //! - **response headers**: `upstream.response_header_timeout`, started once the request is
 //!   written: for a request with a body, once its last byte has been handed to the connection
-//!   (a slow upload is not a slow node); for a bodiless one, when it is handed to the client
+//!   (a slow upload is not a slow node); for a bodiless one, when it is handed to the pool
 //!   (its connect is bounded by the connect timeout);
 //! - **body progress**: `upstream.body_idle_timeout` bounds silence in an upload (whoever stops:
 //!   the viewer sending, or the node reading) and, through [`IdleTimeoutBody`], in the node's
 //!   answer.
 //!
-//! Requests go through the transport's own HTTP/1 pool ([`pool`]): an answer's end reaches its
-//! reader only once the connection is idle again, so the next request reuses it.
+//! Requests go through the transport's own HTTP/1 pool ([`pool`]) and its own HTTP/1.1 client
+//! connection ([`h1`]): no per-connection task and no channel; the request future writes the
+//! request and parses the answer's head, the answer body reads the rest off the socket, and
+//! an answer's end reaches its reader only once the connection is idle again, so the next
+//! request reuses it. Owning the socket lets a plain answer body go to the viewer by
+//! `splice(2)` ([`PooledBody::into_splice`]).
 //!
 //! Failures are classified once ([`UpstreamError`]): which side failed, and whether the request
 //! may go to another node ([`Transport::send_any`]). Node health ([`Health`]) is recorded on
@@ -20,6 +25,7 @@
 pub mod balance;
 pub mod body;
 pub mod error;
+pub(crate) mod h1;
 pub mod health;
 pub mod idle_body;
 pub mod pool;
@@ -32,7 +38,6 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{empty, Body};
@@ -67,12 +72,11 @@ impl Transport {
     /// Builds the transport from the settings. TCP_NODELAY keeps the first bytes of a live
     /// stream from waiting on Nagle; the connect timeout applies per connect attempt.
     pub fn new(s: &UpstreamSettings) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(s.connect_timeout));
-        http.set_keepalive(Some(s.tcp_keepalive));
-        http.enforce_http(true);
-        let pool = pool::Pool::new(http, s.max_idle_per_node, s.idle_timeout);
+        let connector = pool::Connector {
+            timeout: s.connect_timeout,
+            keepalive: Some(s.tcp_keepalive),
+        };
+        let pool = pool::Pool::new(connector, s.max_idle_per_node, s.idle_timeout);
         Self {
             pool,
             connect_timeout: s.connect_timeout,
@@ -119,9 +123,9 @@ impl Transport {
     /// request whose pooled connection turned out closed, node health recorded. The response
     /// body is the node's, unbounded in time: wrap it in [`IdleTimeoutBody`] to stream it.
     ///
-    /// A response carrying `Transfer-Encoding` loses any `Content-Length`: hyper has framed
-    /// the body by the former (RFC 9112 §6.3), and passing both on would let a viewer read
-    /// the length as the whole answer.
+    /// A response carrying `Transfer-Encoding` loses any `Content-Length`: the connection has
+    /// framed the body by the former (RFC 9112 §6.3), and passing both on would let a viewer
+    /// read the length as the whole answer.
     pub async fn send(
         &self,
         node: &Node,
@@ -160,7 +164,7 @@ impl Transport {
         if let (Err(ErrorKind::Closed(why)), Some((method, uri, version, headers))) =
             (&result, copy)
         {
-            // hyper's "connection closed before message completed": the node closed a pooled
+            // "Connection closed before message completed": the node closed a pooled
             // connection as we sent on it. A fresh connection fixes that; once, and only for a
             // request we can send again.
             tracing::debug!(node = %node.id, error = %why, "retrying on a fresh connection");
@@ -297,7 +301,7 @@ impl Transport {
         req.headers_mut()
             .insert(header::USER_AGENT, HeaderValue::from_static(user_agent));
         let wait = self.connect_timeout + self.header_timeout;
-        let resp = match tokio::time::timeout(wait, self.pool.request(req, None)).await {
+        let resp = match tokio::time::timeout(wait, self.pool.request(req)).await {
             Err(_) => return Err(format!("no answer within {wait:?}")),
             Ok(Err(e)) => return Err(e.to_string()),
             Ok(Ok(r)) => r,
@@ -333,7 +337,7 @@ impl Transport {
         if req.body().is_end_stream() {
             return match tokio::time::timeout(
                 self.header_timeout,
-                self.pool.request_timed(req, None, timing),
+                self.pool.request_timed(req, timing),
             )
             .await
             {
@@ -343,11 +347,9 @@ impl Transport {
         }
         let (parts, body) = req.into_parts();
         let (body, upload) = body::UploadBody::new(body);
-        let fut = self.pool.request_timed(
-            Request::from_parts(parts, body.boxed()),
-            Some(upload.clone()),
-            timing,
-        );
+        let fut = self
+            .pool
+            .request_timed(Request::from_parts(parts, body.boxed()), timing);
         tokio::pin!(fut);
         // Phase 1: the body is on its way. No header timer yet; the upload must keep moving.
         // A stall is noticed after one to two `body_idle_timeout`s.

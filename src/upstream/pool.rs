@@ -1,21 +1,19 @@
-//! The transport's own HTTP/1 connection pool, with one promise hyper-util's legacy client
-//! does not keep: **when a node's answer has ended for the reader, its connection is already
-//! idle in the pool.**
+//! The transport's HTTP/1 connection pool, with one promise: **when a node's answer has ended
+//! for the reader, its connection is already idle in the pool.** The answer body
+//! ([`PooledBody`]) reads the node's socket itself and checks the connection in before it
+//! hands on the body's last bytes, so whoever sees the end and sends again finds it (no
+//! second connection racing the first back).
 //!
-//! hyper-util hands a connection back from a spawned task once the connection has read the
-//! whole answer *and* polled for its next request; the reader of the body is told "end" before
-//! that (hyper 0.14 held the end back with `delayed_eof`; hyper 1 dropped it). A request sent
-//! right after an answer ended (the next viewer, the next segment) could find the pool empty,
-//! and hyper-util then starts a connect that is not cancelled even when the old connection
-//! turns up a moment later: one more TCP connection per race, more of them the busier the
-//! machine. Here the body ([`PooledBody`]) holds back its last frame until the connection has
-//! been checked in, so whoever sees the end and sends again finds it.
+//! A connection ([`super::h1::Conn`]) is checked out, the request goes out on it from the
+//! request future, the answer body reads the rest: no per-connection task, no channel.
 //!
-//! Kept deliberately small: HTTP/1 only, one idle list per node authority (newest first out),
-//! `max_idle` per node, idle connections closed after `idle_timeout` by one background sweep
-//! that runs only while something is idle.
+//! Kept deliberately small: HTTP/1.1 only, one idle list per node authority (newest first
+//! out), `max_idle` per node, idle connections closed after `idle_timeout` (or as soon as the
+//! node closes them, seen at checkout or by the sweep) by one background sweep that runs only
+//! while something is idle.
 
 use std::collections::HashMap;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -25,21 +23,32 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, Uri};
+use http::{header, HeaderValue, Method, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
-use tower::ServiceExt;
 
-use super::body::Upload;
 use super::error::ErrorKind;
+use super::h1::body::{Decoded, Decoder};
+use super::h1::write::{self, ReqFraming, Uploader};
+use super::h1::{self as h1, Conn, ConnectError, SendError};
 use crate::body::Body;
 
-/// How long a dropped answer's connection may take to become idle before it is closed instead
-/// of checked in (it normally takes one step of the connection's task).
-const CHECK_IN_WAIT: Duration = Duration::from_secs(5);
+/// How new connections are made.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Connector {
+    /// Bounds each TCP connect attempt.
+    pub timeout: Duration,
+    /// TCP keepalive idle time, if any.
+    pub keepalive: Option<Duration>,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            keepalive: None,
+        }
+    }
+}
 
 /// Idle connections to nodes, by node authority (`host:port`).
 #[derive(Clone)]
@@ -48,8 +57,7 @@ pub(super) struct Pool {
 }
 
 struct Inner {
-    /// Makes new connections (connect timeout, TCP_NODELAY, keepalive are set on it).
-    connector: HttpConnector,
+    connector: Connector,
     /// Idle connections per authority, oldest first.
     idle: Mutex<HashMap<String, Vec<Idle>>>,
     /// At most this many idle connections per authority; the oldest goes first.
@@ -63,38 +71,36 @@ struct Inner {
 /// How long one request's steps took, for the transport's latency metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Timing {
-    /// Opening a new connection (TCP connect and HTTP/1 handshake); `None` on a pooled one.
+    /// Opening a new connection (TCP connect); `None` on a pooled one.
     pub connect: Option<Duration>,
-    /// From handing the request to the connection to the response headers.
+    /// From writing the request to the response headers.
     pub headers: Option<Duration>,
 }
 
 /// One idle connection.
 struct Idle {
-    tx: SendRequest<Body>,
+    conn: Conn,
     since: Instant,
 }
 
-/// A connection lent to one request, on its way back to the pool.
-struct Lent {
-    tx: SendRequest<Body>,
+/// A connection lent to one answer, on its way back to the pool.
+pub(crate) struct Lent {
+    pub(crate) conn: Conn,
     key: String,
     pool: Weak<Inner>,
 }
 
 impl Lent {
-    /// Back into the pool if the connection can take another request; dropped (closed) if not.
-    fn check_in(self) {
+    /// Back into the pool, if the pool is still there.
+    pub(crate) fn check_in(self) {
         if let Some(pool) = self.pool.upgrade() {
-            if self.tx.is_ready() {
-                Inner::put(&pool, self.key, self.tx);
-            }
+            Inner::put(&pool, self.key, self.conn);
         }
     }
 }
 
 impl Pool {
-    pub(super) fn new(connector: HttpConnector, max_idle: usize, idle_timeout: Duration) -> Self {
+    pub(super) fn new(connector: Connector, max_idle: usize, idle_timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 connector,
@@ -117,105 +123,101 @@ impl Pool {
     }
 
     /// Sends `req` on an idle connection to its authority, or a new one, and returns the
-    /// answer once its headers are in. `upload` watches the request body, if it has one: the
-    /// connection is reusable only once that body has been sent.
+    /// answer once its head is in.
     ///
     /// A request that a pooled connection turned out unable to take (closed by the node while
-    /// idle, before a byte of ours was written) goes out again on a new connection: it was
-    /// never sent, so this is safe for any method.
+    /// idle, so that the head could not be written) goes out again on a new connection: it
+    /// was never sent, so this is safe for any method.
     pub(super) async fn request(
         &self,
         req: Request<Body>,
-        upload: Option<Arc<Upload>>,
     ) -> Result<Response<PooledBody>, ErrorKind> {
-        self.request_timed(req, upload, &mut Timing::default())
-            .await
+        self.request_timed(req, &mut Timing::default()).await
     }
 
     /// [`Pool::request`], noting in `timing` how long a new connection took to open and how
-    /// long the answer's headers took once the request was handed to a connection.
+    /// long the answer's head took once the request was being written.
     pub(super) async fn request_timed(
         &self,
         mut req: Request<Body>,
-        upload: Option<Arc<Upload>>,
         timing: &mut Timing,
     ) -> Result<Response<PooledBody>, ErrorKind> {
         let key = prepare(&mut req)?;
-        let connect_uri = req_connect_uri(&key)?;
-        let bodiless = upload.is_none();
+        let head_request = req.method() == Method::HEAD;
+        let (parts, body) = req.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let framing = write::framing(&parts.headers, &body).map_err(ErrorKind::parse)?;
+        let mut upload = (framing != ReqFraming::None).then(|| Uploader::new(body, framing));
         loop {
-            let (mut tx, reused) = match self.checkout(&key) {
-                Some(tx) => (tx, true),
+            let (mut conn, reused) = match self.checkout(&key) {
+                Some(c) => (c, true),
                 None => {
                     let t = Instant::now();
-                    let tx = self.connect(&connect_uri).await?;
+                    let io = h1::connect(
+                        &key,
+                        self.inner.connector.timeout,
+                        self.inner.connector.keepalive,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        ConnectError::TimedOut => ErrorKind::ConnectTimeout,
+                        ConnectError::Io(e) => ErrorKind::connect(e),
+                    })?;
                     timing.connect = Some(t.elapsed());
-                    (tx, false)
+                    (Conn::new(io), false)
                 }
             };
-            if let Err(e) = tx.ready().await {
-                if reused {
-                    continue; // closed while idle; nothing was sent on it
-                }
-                return Err(ErrorKind::classify_error(&e, false, false));
-            }
+            write::encode_head(
+                &parts.method,
+                target,
+                &parts.headers,
+                framing,
+                &mut conn.wbuf,
+            );
             let sent = Instant::now();
-            let resp = match tx.try_send_request(req).await {
-                Ok(resp) => {
-                    timing.headers = Some(sent.elapsed());
-                    resp
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => {
-                        req = unsent;
-                        continue;
-                    }
-                    _ => {
-                        let failed = upload.as_ref().is_some_and(|u| u.client_failed());
-                        return Err(ErrorKind::classify_error(e.error(), false, failed));
-                    }
-                },
+            let head = match conn.send(head_request, &mut upload).await {
+                Ok(head) => head,
+                Err(SendError::Unsent(_)) if reused => continue,
+                Err(SendError::Unsent(e) | SendError::Io(e)) => return Err(ErrorKind::io(e)),
+                Err(SendError::Parse(e)) => return Err(ErrorKind::parse(e)),
+                Err(SendError::Client(e)) => return Err(ErrorKind::ClientBody(e)),
             };
+            timing.headers = Some(sent.elapsed());
+            let decoder = Decoder::new(head.framing);
+            let upload = upload.filter(|u| !u.is_complete());
             let lent = Lent {
-                tx,
+                conn,
                 key,
                 pool: Arc::downgrade(&self.inner),
             };
-            let (parts, body) = resp.into_parts();
-            if body.is_end_stream() && bodiless {
-                // No body to hold back (304, 204, HEAD): check the connection in before the
-                // answer is handed on. The connection is about to ask for its next request (it
-                // has read the whole answer and written the whole request), or to close.
-                let mut lent = lent;
-                if lent.tx.ready().await.is_ok() {
-                    lent.check_in();
-                }
-                return Ok(Response::from_parts(parts, PooledBody::done(body)));
+            let mut body = PooledBody {
+                lent: Some(lent),
+                decoder,
+                reusable: head.reusable,
+                upload,
+            };
+            if body.decoder.is_done() {
+                // No body to read (304, 204, HEAD, a zero length): the connection is idle
+                // again before the answer is handed on.
+                body.finish();
             }
-            return Ok(Response::from_parts(
-                parts,
-                PooledBody {
-                    inner: body,
-                    lent: Some(lent),
-                    upload,
-                    held: None,
-                    ended: false,
-                },
-            ));
+            let mut resp = Response::new(body);
+            *resp.status_mut() = head.status;
+            *resp.version_mut() = head.version;
+            *resp.headers_mut() = head.headers;
+            return Ok(resp);
         }
     }
 
-    /// The newest idle connection to `key` that can still take a request.
-    fn checkout(&self, key: &str) -> Option<SendRequest<Body>> {
+    /// The newest idle connection to `key` that can still take a request; the ones found
+    /// closed or expired on the way are dropped (closed).
+    fn checkout(&self, key: &str) -> Option<Conn> {
         let mut map = self.inner.idle.lock().ok()?;
         let list = map.get_mut(key)?;
         let mut found = None;
         while let Some(idle) = list.pop() {
-            if idle.since.elapsed() < self.inner.idle_timeout
-                && idle.tx.is_ready()
-                && !idle.tx.is_closed()
-            {
-                found = Some(idle.tx);
+            if idle.since.elapsed() < self.inner.idle_timeout && idle.conn.is_clean() {
+                found = Some(idle.conn);
                 break;
             }
         }
@@ -224,31 +226,10 @@ impl Pool {
         }
         found
     }
-
-    /// A new connection: TCP (bounded by the connector's connect timeout), then the HTTP/1
-    /// handshake; the connection's task runs until either side closes it.
-    async fn connect(&self, uri: &Uri) -> Result<SendRequest<Body>, ErrorKind> {
-        let io: TokioIo<tokio::net::TcpStream> = self
-            .inner
-            .connector
-            .clone()
-            .oneshot(uri.clone())
-            .await
-            .map_err(|e| ErrorKind::classify_error(&e, true, false))?;
-        let (tx, conn) = http1::handshake(io)
-            .await
-            .map_err(|e| ErrorKind::classify_error(&e, false, false))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(tx)
-    }
 }
 
 impl Inner {
-    fn put(this: &Arc<Self>, key: String, tx: SendRequest<Body>) {
+    fn put(this: &Arc<Self>, key: String, conn: Conn) {
         if this.max_idle == 0 {
             return;
         }
@@ -260,7 +241,7 @@ impl Inner {
             list.remove(0); // the oldest goes; dropping it closes it
         }
         list.push(Idle {
-            tx,
+            conn,
             since: Instant::now(),
         });
         drop(map);
@@ -287,7 +268,7 @@ impl Inner {
                     return;
                 };
                 map.retain(|_, list| {
-                    list.retain(|i| i.since.elapsed() < pool.idle_timeout && !i.tx.is_closed());
+                    list.retain(|i| i.since.elapsed() < pool.idle_timeout && i.conn.is_clean());
                     !list.is_empty()
                 });
                 if map.is_empty() {
@@ -300,7 +281,8 @@ impl Inner {
     }
 }
 
-/// Origin-form target, a `Host` header if the caller set none; returns the pool key.
+/// Checks the request is for an `http://` node, sets `Host` if the caller set none, and
+/// returns the pool key (`host:port`, the port defaulted).
 fn prepare(req: &mut Request<Body>) -> Result<String, ErrorKind> {
     let uri = req.uri();
     if uri.scheme_str() != Some("http") {
@@ -310,183 +292,155 @@ fn prepare(req: &mut Request<Body>) -> Result<String, ErrorKind> {
     }
     let authority = uri
         .authority()
-        .ok_or_else(|| ErrorKind::Other(format!("no host in {uri}").into()))?
-        .clone();
-    let target = uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<Uri>()
-        .map_err(|e| ErrorKind::Other(format!("bad request target: {e}").into()))?;
+        .ok_or_else(|| ErrorKind::Other(format!("no host in {uri}").into()))?;
+    let key = match authority.port_u16() {
+        Some(_) => authority.as_str().to_string(),
+        None => format!("{}:80", authority.as_str()),
+    };
     if !req.headers().contains_key(header::HOST) {
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|e| ErrorKind::Other(format!("bad host: {e}").into()))?;
         req.headers_mut().insert(header::HOST, host);
     }
-    *req.uri_mut() = target;
-    Ok(authority.as_str().to_string())
+    Ok(key)
 }
 
-fn req_connect_uri(authority: &str) -> Result<Uri, ErrorKind> {
-    format!("http://{authority}/")
-        .parse()
-        .map_err(|e| ErrorKind::Other(format!("bad node address: {e}").into()))
-}
-
-/// A node's answer body whose connection goes back to the pool before the body's end is
-/// reported: the last frame (or the end itself) waits until the connection has checked in.
+/// A node's answer body, read off the connection by whoever polls it; the connection goes
+/// back to the pool before the body's end is reported (with the last bytes, when the end is
+/// already known then).
 pub struct PooledBody {
-    inner: Incoming,
-    /// The connection, until it has checked in (or turned out not reusable).
+    /// The connection, until the body is complete (then checked in or closed) or failed.
     lent: Option<Lent>,
-    /// The request body, when there is one: until it is sent the connection cannot be reused,
-    /// and the answer's end is not held back for it.
-    upload: Option<Arc<Upload>>,
-    /// The last frame, held while the connection checks in.
-    held: Option<Frame<Bytes>>,
-    /// The inner body has yielded its end.
-    ended: bool,
+    /// Where the body is in its framing.
+    decoder: Decoder,
+    /// The answer allows another request on the connection once it is read.
+    reusable: bool,
+    /// The rest of the request body, when the node answered before taking all of it: written
+    /// as the answer is read; the connection is reusable only if it all went out.
+    upload: Option<Uploader>,
 }
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledBody")
-            .field("inner", &self.inner)
+            .field("decoder", &self.decoder)
             .field("checked_in", &self.lent.is_none())
-            .field("ended", &self.ended)
             .finish()
     }
 }
 
 impl PooledBody {
     /// This body as a [`crate::splice::SpliceSource`], when its bytes can move to the viewer
-    /// without passing through user space. Not yet: hyper's client connection owns the socket
-    /// (the transport's own HTTP/1 connection will hand it over).
+    /// without passing through user space: framed by a length or chunks, the request body
+    /// (if any) all sent, the connection plain TCP. Otherwise the body comes back unchanged.
     #[allow(clippy::result_large_err)]
-    pub fn into_splice(self) -> Result<Box<dyn crate::splice::SpliceSource>, Self> {
-        Err(self)
+    pub fn into_splice(mut self) -> Result<Box<dyn crate::splice::SpliceSource>, Self> {
+        let framed = matches!(
+            self.decoder,
+            Decoder::Length(_)
+                | Decoder::ChunkSize
+                | Decoder::ChunkData(_)
+                | Decoder::ChunkEnd
+                | Decoder::Trailers(_)
+        );
+        if !framed || self.upload.is_some() {
+            return Err(self);
+        }
+        let Some(lent) = self.lent.take() else {
+            return Err(self);
+        };
+        Ok(Box::new(h1::splice::SpliceBody::new(
+            lent,
+            self.decoder,
+            self.reusable,
+        )))
     }
 
-    /// A body with nothing to hold back.
-    fn done(inner: Incoming) -> Self {
-        Self {
-            inner,
-            lent: None,
-            upload: None,
-            held: None,
-            ended: false,
+    /// The body is complete: the connection goes back to the pool if it can take another
+    /// request (a clean keep-alive answer, the whole upload sent, no stray bytes), and is
+    /// closed otherwise.
+    fn finish(&mut self) {
+        if let Some(lent) = self.lent.take() {
+            if self.reusable && self.upload.is_none() && lent.conn.rbuf.is_empty() {
+                lent.check_in();
+            }
         }
     }
 
-    /// The node has sent the whole answer.
-    fn complete(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
+    /// The connection broke or the body failed: it cannot be reused.
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.lent = None;
+        self.upload = None;
+        Poll::Ready(Some(Err(e)))
     }
 }
 
 impl HttpBody for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
         loop {
-            if this.complete() {
-                if let Some(lent) = &mut this.lent {
-                    let upload_sent = this.upload.as_ref().is_none_or(|u| u.is_done());
-                    if upload_sent {
-                        // The connection is about to ask for its next request, or to close:
-                        // its own task decides that right after the answer's last byte.
-                        match lent.tx.poll_ready(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Ok(())) => {
-                                if let Some(lent) = this.lent.take() {
-                                    lent.check_in();
-                                }
-                            }
-                            Poll::Ready(Err(_)) => this.lent = None,
-                        }
-                    } else {
-                        // The node answered before taking the whole upload: the connection
-                        // may never be reusable; do not hold the answer for it.
-                        this.lent = None;
+            let Some(lent) = this.lent.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Some(up) = this.upload.as_mut() {
+                match up.poll_send(cx, &mut lent.conn.io) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(())) => this.upload = None,
+                    Poll::Ready(Err(_)) => {
+                        // The node stopped taking the upload it answered: not reusable, and
+                        // no longer written.
+                        this.reusable = false;
+                        this.upload = None;
                     }
-                }
-                if let Some(f) = this.held.take() {
-                    return Poll::Ready(Some(Ok(f)));
-                }
-                if this.ended {
-                    return Poll::Ready(None);
                 }
             }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => {
-                    if this.lent.is_some() && this.inner.is_end_stream() {
-                        this.held = Some(f);
-                        continue;
+            match this.decoder.decode(&mut lent.conn.rbuf) {
+                Err(e) => return this.fail(e),
+                Ok(Decoded::Data(data)) => {
+                    if let Err(e) = this.decoder.skip_framing(&mut lent.conn.rbuf) {
+                        return this.fail(e);
                     }
-                    return Poll::Ready(Some(Ok(f)));
+                    if this.decoder.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    if this.lent.is_some() {
-                        continue;
-                    }
+                Ok(Decoded::Done) => {
+                    this.finish();
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    this.lent = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Pending => return Poll::Pending,
+                Ok(Decoded::NeedMore) => match lent.conn.poll_fill(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return this.fail(e),
+                    Poll::Ready(Ok(0)) => {
+                        if let Err(e) = this.decoder.eof() {
+                            return this.fail(e);
+                        }
+                        this.reusable = false;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                },
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.lent.is_none() && self.held.is_none() && self.complete()
+        self.lent.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
-        if let Some(f) = self.held.as_ref().and_then(|f| f.data_ref()) {
-            let n = f.len() as u64;
-            hint.set_lower(hint.lower() + n);
-            if let Some(u) = hint.upper() {
-                hint.set_upper(u + n);
-            }
-        }
-        hint
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Dropped after the whole answer arrived but before its end was polled (a server stops
-        // polling once a known length is written): check the connection in when it is ready.
-        // Dropped mid-answer: the connection goes with it (it cannot be reused).
-        if !self.complete() {
-            return;
-        }
-        let Some(mut lent) = self.lent.take() else {
-            return;
-        };
-        if self.upload.as_ref().is_some_and(|u| !u.is_done()) {
-            // The node answered before taking the whole upload: the connection may never be
-            // reusable, and nothing bounds the rest of that upload any more. Let it close.
-            return;
-        }
-        if lent.tx.is_ready() {
-            lent.check_in();
-        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                // Bounded: a connection that does not become idle soon is not worth keeping.
-                if let Ok(Ok(())) = tokio::time::timeout(CHECK_IN_WAIT, lent.tx.ready()).await {
-                    lent.check_in();
-                }
-            });
+        match (self.lent.is_some(), self.decoder.remaining()) {
+            (false, _) => SizeHint::with_exact(0),
+            (true, Some(n)) => SizeHint::with_exact(n),
+            (true, None) => SizeHint::default(),
         }
     }
 }
@@ -543,13 +497,13 @@ mod tests {
             b"HTTP/1.1 204 No Content\r\n\r\n",
         ];
         let (addr, conns) = node(ANSWERS).await;
-        let pool = Pool::new(HttpConnector::new(), 4, Duration::from_secs(60));
+        let pool = Pool::new(Connector::default(), 4, Duration::from_secs(60));
         let key = addr.to_string();
         for i in 0..200 {
             let req = Request::get(format!("http://{addr}/x"))
                 .body(empty())
                 .expect("req");
-            let resp = pool.request(req, None).await.expect("answer");
+            let resp = pool.request(req).await.expect("answer");
             let body = resp.into_body().collect().await.expect("body").to_bytes();
             let want: &[u8] = match i % 4 {
                 0 => b"0123456789",
@@ -578,8 +532,8 @@ mod tests {
                 .body(empty())
                 .expect("req")
         };
-        let pool = Pool::new(HttpConnector::new(), 4, Duration::from_millis(100));
-        let r = pool.request(get(), None).await.expect("answer");
+        let pool = Pool::new(Connector::default(), 4, Duration::from_millis(100));
+        let r = pool.request(get()).await.expect("answer");
         let _ = r.into_body().collect().await.expect("body");
         assert_eq!(pool.idle_count(&key), 1);
         let start = std::time::Instant::now();
@@ -587,12 +541,12 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(10), "never swept");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let r = pool.request(get(), None).await.expect("answer");
+        let r = pool.request(get()).await.expect("answer");
         let _ = r.into_body().collect().await.expect("body");
         assert_eq!(conns.load(Ordering::SeqCst), 2);
 
-        let pool = Pool::new(HttpConnector::new(), 0, Duration::from_secs(60));
-        let r = pool.request(get(), None).await.expect("answer");
+        let pool = Pool::new(Connector::default(), 0, Duration::from_secs(60));
+        let r = pool.request(get()).await.expect("answer");
         let _ = r.into_body().collect().await.expect("body");
         assert_eq!(pool.idle_count(&key), 0);
     }
