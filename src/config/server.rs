@@ -433,6 +433,20 @@ mod tests {
         parse(text).expect_err("must fail").to_string()
     }
 
+    #[test]
+    fn splice_is_on_by_default_and_its_pipe_limit_is_checked() {
+        let s = parse("").expect("defaults").server;
+        assert!(s.splice);
+        assert_eq!(s.splice_pipes, 256);
+        let s = parse("[server]\nsplice = false\nsplice_pipes = 8\n")
+            .expect("parses")
+            .server;
+        assert!(!s.splice);
+        assert_eq!(s.splice_pipes, 8);
+        let e = err("[server]\nsplice_pipes = 0\n");
+        assert!(e.starts_with("server.splice_pipes:"), "{e}");
+    }
+
     /// A self-signed pair for `name` written under `dir`; returns (cert, key) paths.
     fn pair(dir: &std::path::Path, name: &str) -> (String, String) {
         let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen");

@@ -162,6 +162,42 @@ async fn node(ask: &Ask) -> TcpStream {
     TcpStream::connect(addr).await.expect("connect")
 }
 
+/// Answers `req` from a test node, through `offer` and `answer`.
+async fn respond(
+    req: Request<Incoming>,
+    pipes: &Arc<Pipes>,
+    dropped: Arc<AtomicBool>,
+    secure: bool,
+) -> Response<crate::body::Body> {
+    let ask = parse(req.uri().path());
+    let sock = node(&ask).await;
+    let body = TestBody {
+        sock,
+        prefix: (ask.prefix > 0).then(|| (0..ask.prefix).map(pattern).collect::<Vec<_>>().into()),
+        rest: (ask.size - ask.prefix) as u64,
+        spliceable: !ask.copy,
+        dropped,
+    };
+    let (mut head, ()) = Response::new(()).into_parts();
+    head.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(ask.size as u64),
+    );
+    head.headers
+        .insert("x-test", http::HeaderValue::from_static("spliced"));
+    let offer = offer(super::Request {
+        pipes: Some(pipes),
+        extensions: req.extensions(),
+        secure,
+        version: req.version(),
+        method: req.method(),
+        cached: false,
+        playlist_path: None,
+    });
+    let body = answer(offer, &head, body, Duration::from_secs(10));
+    Response::from_parts(head, body)
+}
+
 struct Server {
     addr: std::net::SocketAddr,
     pipes: Arc<Pipes>,
@@ -188,36 +224,7 @@ async fn server(limit: usize, writev: bool, send_timeout: Duration) -> Server {
             let svc = service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(link.clone());
                 let (p, d) = (p.clone(), d.clone());
-                async move {
-                    let ask = parse(req.uri().path());
-                    let sock = node(&ask).await;
-                    let body = TestBody {
-                        sock,
-                        prefix: (ask.prefix > 0)
-                            .then(|| (0..ask.prefix).map(pattern).collect::<Vec<_>>().into()),
-                        rest: (ask.size - ask.prefix) as u64,
-                        spliceable: !ask.copy,
-                        dropped: d,
-                    };
-                    let (mut head, ()) = Response::new(()).into_parts();
-                    head.headers.insert(
-                        http::header::CONTENT_LENGTH,
-                        http::HeaderValue::from(ask.size as u64),
-                    );
-                    head.headers
-                        .insert("x-test", http::HeaderValue::from_static("spliced"));
-                    let offer = offer(super::Request {
-                        pipes: Some(&p),
-                        extensions: req.extensions(),
-                        secure: false,
-                        version: req.version(),
-                        method: req.method(),
-                        cached: false,
-                        playlist_path: None,
-                    });
-                    let body = answer(offer, &head, body, Duration::from_secs(10));
-                    Ok::<_, std::convert::Infallible>(Response::from_parts(head, body))
-                }
+                async move { Ok::<_, std::convert::Infallible>(respond(req, &p, d, false).await) }
             });
             tokio::spawn(async move {
                 let mut b = hyper::server::conn::http1::Builder::new();
@@ -505,4 +512,74 @@ fn only_plain_http1_gets_that_are_not_cached_are_offered() {
         ..base()
     };
     assert!(offer(off).is_none(), "splice = false");
+}
+
+/// The gateway's own server (`crate::server`): auto builder, `Rewind`, `StallTimeout`,
+/// `SpliceIo`, the link in the request's extensions.
+struct Via {
+    pipes: Arc<Pipes>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl crate::server::Handler for Via {
+    async fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: crate::server::ConnInfo,
+    ) -> Response<crate::body::Body> {
+        respond(req, &self.pipes, self.dropped.clone(), conn.secure).await
+    }
+}
+
+#[tokio::test]
+async fn the_servers_plain_connections_queue_frames_and_splice_them() {
+    for splice_on in [true, false] {
+        let pipes = Pipes::new(4, pipe::PIPE_SIZE);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let opts = crate::server::ServeOptions {
+            splice: splice_on,
+            ..crate::server::ServeOptions::default()
+        };
+        let via = Via {
+            pipes: pipes.clone(),
+            dropped: Arc::new(AtomicBool::new(false)),
+        };
+        let running = crate::server::start(
+            &[std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
+            Arc::new(via),
+            opts,
+            shutdown.clone(),
+        )
+        .await
+        .expect("start");
+        let mut c = TcpStream::connect(running.addrs[0]).await.expect("connect");
+        for path in ["/1048579/9", "/65535"] {
+            let (status, _, body) = get(&mut c, path).await;
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            check(&body, parse(path).size);
+        }
+        let spliced = pipes.stats.bodies.load(Ordering::Relaxed);
+        assert_eq!(
+            spliced,
+            if splice_on { 2 } else { 0 },
+            "splice = {splice_on}"
+        );
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), running.task).await;
+    }
+}
+
+#[tokio::test]
+async fn the_connection_stack_says_it_writes_vectored() {
+    use tokio::io::AsyncWrite;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let tcp = TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let rewind = crate::proxy_protocol::Rewind::new(Bytes::new(), tcp);
+    let io = StallTimeout::new(
+        SpliceIo::new(rewind, Link::default()),
+        Duration::from_secs(1),
+    );
+    assert!(io.is_write_vectored(), "hyper's Queue strategy needs it");
 }
