@@ -80,6 +80,8 @@ struct Shared {
     bound: std::sync::Mutex<Vec<(crate::config::ListenerSettings, SocketAddr)>>,
     /// The HLS / VOD cache (`cache = "hls"|"vod"` routes); kept across reloads.
     cache: crate::cache::Cache,
+    /// The pipes of spliced bodies (`None`: `[server] splice = false`); restart-only.
+    splice: Option<Arc<crate::splice::Pipes>>,
 }
 
 /// Everything the request path takes from the config file, built at start and at each reload.
@@ -182,10 +184,15 @@ impl Gateway {
             shutdown.clone(),
         ));
         let cache = crate::cache::Cache::new(&settings.cache);
-        let metrics = Arc::new(
-            Metrics::new(settings, node_metrics, &hubs, registry.clone())
-                .with_collector(Box::new(cache.collector())),
-        );
+        let splice = settings.server.splice.then(|| {
+            crate::splice::Pipes::new(settings.server.splice_pipes, crate::splice::pipe::PIPE_SIZE)
+        });
+        let mut metrics = Metrics::new(settings, node_metrics, &hubs, registry.clone())
+            .with_collector(Box::new(cache.collector()));
+        if let Some(p) = &splice {
+            metrics = metrics.with_collector(Box::new(p.collector()));
+        }
+        let metrics = Arc::new(metrics);
         let fleet = settings.fleet.as_ref().and_then(|f| {
             crate::fleet::Fleet::start(f, &public_url, &hubs, &shutdown)
                 .map_err(|e| tracing::error!(error = %e, "fleet: off"))
@@ -204,6 +211,7 @@ impl Gateway {
             listeners: std::sync::OnceLock::new(),
             bound: std::sync::Mutex::new(Vec::new()),
             cache,
+            splice,
         });
         let active = Active::build(&shared, settings.clone(), None);
         shared.metrics.groups.set(active.groups.clone());
@@ -1054,6 +1062,16 @@ impl Active {
                     }
                     _ => None,
                 };
+                // Whether the answer may be spliced (the answer's side is `proxy::forward`'s).
+                let splice = crate::splice::offer(crate::splice::Request {
+                    pipes: self.shared.splice.as_ref(),
+                    extensions: &parts.extensions,
+                    secure: client.secure,
+                    version: parts.version,
+                    method: &parts.method,
+                    cached: cached.is_some(),
+                    playlist_path: viewer.as_ref().map(|v| v.uri.path()),
+                });
                 let (resp, node) = if let Some((mode, c)) = cached {
                     // A cached answer is the gateway's, not a load on the member: most are hits,
                     // and a fill (one per object, on its own task) outlives this viewer.
@@ -1085,6 +1103,7 @@ impl Active {
                                 public: &route.public_prefix,
                             }),
                             request_bytes: &counters.request_bytes,
+                            splice,
                         },
                     )
                     .await?
@@ -1688,6 +1707,7 @@ impl Active {
                             public: &prefixes.1,
                         }),
                         request_bytes: &fill.counters.request_bytes,
+                        splice: None,
                     },
                 )
                 .await

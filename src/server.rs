@@ -130,6 +130,9 @@ pub struct ServeOptions {
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2: largest decoded header block a request may carry.
     pub http2_max_header_list_size: u32,
+    /// `[server] splice`: plain HTTP/1.1 connections get the splicing IO and a
+    /// [`crate::splice::Link`] in every request, so proxied bodies may move with `splice(2)`.
+    pub splice: bool,
 }
 
 /// Most bytes hyper buffers per connection on each side before it waits for the socket. It
@@ -165,6 +168,7 @@ impl From<&crate::config::ServerSettings> for ServeOptions {
             tls_watch_interval: s.tls_watch_interval,
             http2_max_concurrent_streams: s.http2_max_concurrent_streams,
             http2_max_header_list_size: s.http2_max_header_list_size,
+            splice: s.splice,
         }
     }
 }
@@ -517,12 +521,25 @@ async fn connection<H: Handler>(
     ctx: &ConnCtx<H>,
 ) {
     let peer = info.peer;
+    let Some(cfg) = tls else {
+        // Plain HTTP/1.1: proxied bodies may be spliced (`crate::splice`); the splicing IO is
+        // below `StallTimeout`, so spliced writes keep `send_timeout`.
+        if ctx.opts.splice {
+            let link = crate::splice::Link::default();
+            let io = StallTimeout::new(
+                crate::splice::SpliceIo::new(stream, link.clone()),
+                ctx.opts.send_timeout,
+            );
+            let info = info.with_stall_flag(io.flag());
+            return serve_io(io, false, info, refused, hold, Some(link), ctx).await;
+        }
+        let io = StallTimeout::new(stream, ctx.opts.send_timeout);
+        let info = info.with_stall_flag(io.flag());
+        return serve_io(io, false, info, refused, hold, None, ctx).await;
+    };
     // Below TLS, so a peer that stops reading fails the encrypted writes too.
     let io = StallTimeout::new(stream, ctx.opts.send_timeout);
     let info = info.with_stall_flag(io.flag());
-    let Some(cfg) = tls else {
-        return serve_io(io, false, info, refused, hold, ctx).await;
-    };
     let handshake = tokio::time::timeout(
         ctx.opts.tls_handshake_timeout,
         tokio_rustls::TlsAcceptor::from(cfg).accept(io),
@@ -546,7 +563,7 @@ async fn connection<H: Handler>(
         secure: true,
         ..info
     };
-    serve_io(io, h2, info, refused, hold, ctx).await;
+    serve_io(io, h2, info, refused, hold, None, ctx).await;
 }
 
 /// Reads the PROXY protocol header a connection on a marked listener must start with. `None`
@@ -585,6 +602,7 @@ async fn serve_io<H: Handler, IO>(
     info: ConnInfo,
     refused: Option<Arc<crate::error::GatewayError>>,
     hold: ConnHold,
+    splice: Option<crate::splice::Link>,
     ctx: &ConnCtx<H>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -604,6 +622,9 @@ async fn serve_io<H: Handler, IO>(
         let refused = refused.clone();
         let info = info.clone();
         req.extensions_mut().insert(svc_hold.clone());
+        if let Some(link) = &splice {
+            req.extensions_mut().insert(link.clone());
+        }
         let guard = counter.as_ref().map(|c| InFlight::enter(c.clone()));
         async move {
             if let Some(e) = refused {

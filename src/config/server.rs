@@ -165,6 +165,8 @@ pub struct RawServer {
     pub https_redirect: Option<String>,
     pub http2_max_concurrent_streams: Option<u32>,
     pub http2_max_header_list_size: Option<u32>,
+    pub splice: Option<bool>,
+    pub splice_pipes: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +198,11 @@ pub struct ServerSettings {
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2: largest header block (decoded, in bytes) a request may carry.
     pub http2_max_header_list_size: u32,
+    /// Proxied bodies to plain HTTP/1.1 viewers move node socket -> pipe -> viewer socket with
+    /// `splice(2)` where they can (`crate::splice`).
+    pub splice: bool,
+    /// Most pipes spliced bodies use at once; past it, bodies are copied (and counted).
+    pub splice_pipes: usize,
 }
 
 impl Default for ServerSettings {
@@ -218,6 +225,8 @@ impl Default for ServerSettings {
             https_redirect: None,
             http2_max_concurrent_streams: 128,
             http2_max_header_list_size: 16 * 1024,
+            splice: true,
+            splice_pipes: 256,
         }
     }
 }
@@ -339,6 +348,17 @@ pub(super) fn validate(s: &RawServer) -> Result<ServerSettings, ConfigError> {
             Some(n) => n,
             None => d.http2_max_header_list_size,
         },
+        splice: s.splice.unwrap_or(d.splice),
+        splice_pipes: match s.splice_pipes {
+            Some(0) => {
+                return Err(invalid(
+                    "server.splice_pipes",
+                    "must be at least 1 (splice = false turns splicing off)",
+                ))
+            }
+            Some(n) => n,
+            None => d.splice_pipes,
+        },
     };
     if server.tls_handshake_timeout.is_zero() {
         return Err(invalid(
@@ -411,6 +431,20 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn splice_is_on_by_default_and_its_pipe_limit_is_checked() {
+        let s = parse("").expect("defaults").server;
+        assert!(s.splice);
+        assert_eq!(s.splice_pipes, 256);
+        let s = parse("[server]\nsplice = false\nsplice_pipes = 8\n")
+            .expect("parses")
+            .server;
+        assert!(!s.splice);
+        assert_eq!(s.splice_pipes, 8);
+        let e = err("[server]\nsplice_pipes = 0\n");
+        assert!(e.starts_with("server.splice_pipes:"), "{e}");
     }
 
     /// A self-signed pair for `name` written under `dir`; returns (cert, key) paths.

@@ -20,7 +20,7 @@ use crate::body::{empty, Body, BoxError};
 use crate::client_addr::Client;
 use crate::error::GatewayError;
 use crate::registry::Node;
-use crate::upstream::{IdleTimeoutBody, Transport};
+use crate::upstream::Transport;
 use crate::upstream_path::BaseUrl;
 
 /// What one forward needs besides the request.
@@ -40,6 +40,9 @@ pub struct Forward<'a> {
     pub path_map: Option<headers::PathMap<'a>>,
     /// Counts the request body's bytes as they go to the node (the route's metric).
     pub request_bytes: &'a Counter,
+    /// The answer may be spliced to the viewer ([`crate::splice::offer`]); the answer's side
+    /// of the decision is [`crate::splice::answer`]'s.
+    pub splice: Option<crate::splice::Offer>,
 }
 
 /// Sends the request upstream; returns the node's response (headers cleaned, body streaming)
@@ -73,6 +76,8 @@ async fn send(
     f: Forward<'_>,
 ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
     let uri_path = f.path_and_query;
+    let mut f = f;
+    let splice = f.splice.take();
     let mut body = body;
     let (resp, node) = transport
         .send_any(f.nodes, |node| {
@@ -101,6 +106,7 @@ async fn send(
             f.public_url,
             f.path_map,
             transport.body_idle_timeout(),
+            splice,
         ),
         node,
     ))
@@ -147,10 +153,12 @@ fn finish_response(
     public: &BaseUrl,
     map: Option<headers::PathMap<'_>>,
     body_idle_timeout: Duration,
+    splice: Option<crate::splice::Offer>,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     headers::to_downstream(&mut parts.headers, node, public, map);
-    Response::from_parts(parts, IdleTimeoutBody::new(body, body_idle_timeout).boxed())
+    let body = crate::splice::answer(splice, &parts, body, body_idle_timeout);
+    Response::from_parts(parts, body)
 }
 
 /// Whether the viewer's request declares a body (chunked, or a non-zero length).
