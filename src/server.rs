@@ -396,6 +396,10 @@ struct Builders {
 impl Builders {
     fn new(opts: &ServeOptions) -> Self {
         let mut b = auto::Builder::new(TokioExecutor::new());
+        // `writev` stays hyper's default (decided by the IO): the splicing IO says it writes
+        // vectored, so hyper queues body frames as they are, which spliced bodies rely on
+        // (`crate::splice::link`). Forcing it off would flatten them; the IO then fails the
+        // connection rather than send a marker's zeros.
         b.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(opts.header_read_timeout)

@@ -26,6 +26,20 @@ fn pattern(i: usize) -> u8 {
     (i % 251) as u8 + 1
 }
 
+/// Body bytes `from..to`, built a period at a time (fast in debug builds too).
+fn pattern_bytes(from: usize, to: usize) -> Vec<u8> {
+    let period: Vec<u8> = (0..251).map(pattern).collect();
+    let mut out = Vec::with_capacity(to - from);
+    let mut i = from;
+    while i < to {
+        let at = i % 251;
+        let n = (251 - at).min(to - i);
+        out.extend_from_slice(&period[at..at + n]);
+        i += n;
+    }
+    out
+}
+
 /// A node's answer body: `prefix` (as read with the head), then `rest` bytes on `sock`.
 struct TestBody {
     sock: TcpStream,
@@ -33,6 +47,8 @@ struct TestBody {
     rest: u64,
     /// Hand over as a splice source (`false`: a transport that declines).
     spliceable: bool,
+    /// Say no length (`remaining() == None`, no size hint).
+    no_length: bool,
     dropped: Arc<AtomicBool>,
 }
 
@@ -107,6 +123,9 @@ impl SpliceSource for TestSource {
     }
 
     fn remaining(&self) -> Option<u64> {
+        if self.0.no_length {
+            return None;
+        }
         Some(self.0.rest + self.0.prefix.as_ref().map_or(0, |p| p.len() as u64))
     }
 }
@@ -119,6 +138,8 @@ struct Ask {
     cut: bool,
     /// The source declines (the copying path).
     copy: bool,
+    /// No length: the source's framing is unknown to hyper, which chunks the answer.
+    chunked: bool,
 }
 
 fn parse(path: &str) -> Ask {
@@ -129,11 +150,13 @@ fn parse(path: &str) -> Ask {
         prefix: 0,
         cut: false,
         copy: false,
+        chunked: false,
     };
     for p in parts {
         match p {
             "cut" => ask.cut = true,
             "copy" => ask.copy = true,
+            "chunked" => ask.chunked = true,
             n => ask.prefix = n.parse().unwrap_or(0),
         }
     }
@@ -145,11 +168,12 @@ fn parse(path: &str) -> Ask {
 async fn node(ask: &Ask) -> TcpStream {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (from, to, cut) = (ask.prefix, ask.size, ask.cut);
+    let (from, to) = (ask.prefix, ask.size);
+    let end = if ask.cut { from + (to - from) / 2 } else { to };
+    let body = pattern_bytes(from, end);
+    let cut = ask.cut;
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
-        let end = if cut { from + (to - from) / 2 } else { to };
-        let body: Vec<u8> = (from..end).map(pattern).collect();
         if s.write_all(&body).await.is_err() {
             return;
         }
@@ -173,16 +197,19 @@ async fn respond(
     let sock = node(&ask).await;
     let body = TestBody {
         sock,
-        prefix: (ask.prefix > 0).then(|| (0..ask.prefix).map(pattern).collect::<Vec<_>>().into()),
+        prefix: (ask.prefix > 0).then(|| pattern_bytes(0, ask.prefix).into()),
         rest: (ask.size - ask.prefix) as u64,
         spliceable: !ask.copy,
+        no_length: ask.chunked,
         dropped,
     };
     let (mut head, ()) = Response::new(()).into_parts();
-    head.headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(ask.size as u64),
-    );
+    if !ask.chunked {
+        head.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(ask.size as u64),
+        );
+    }
     head.headers
         .insert("x-test", http::HeaderValue::from_static("spliced"));
     let offer = offer(super::Request {
@@ -194,7 +221,7 @@ async fn respond(
         cached: false,
         playlist_path: None,
     });
-    let body = answer(offer, &head, body, Duration::from_secs(10));
+    let body = answer(offer, &head, body, Duration::from_secs(60));
     Response::from_parts(head, body)
 }
 
@@ -276,12 +303,21 @@ async fn get(c: &mut TcpStream, path: &str) -> (String, Vec<(String, String)>, V
     let Some((status, headers)) = head(c, &mut body).await else {
         return (String::new(), Vec::new(), body);
     };
-    let len: usize = headers
+    let mut buf = vec![0u8; 256 * 1024];
+    let len = headers
         .iter()
         .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("content-length");
-    let mut buf = vec![0u8; 256 * 1024];
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let Some(len) = len else {
+        // Chunked: read to the last chunk, then decode.
+        while !body.ends_with(b"\r\n0\r\n\r\n") && body != b"0\r\n\r\n" {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+            }
+        }
+        return (status, headers, dechunk(&body));
+    };
     while body.len() < len {
         match c.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -289,6 +325,25 @@ async fn get(c: &mut TcpStream, path: &str) -> (String, Vec<(String, String)>, V
         }
     }
     (status, headers, body)
+}
+
+/// Decodes a complete chunked body (no extensions, no trailers).
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&data[..pos])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+            .expect("chunk size line");
+        data = &data[pos + 2..];
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        assert_eq!(&data[size..size + 2], b"\r\n", "chunk end");
+        data = &data[size + 2..];
+    }
+    out
 }
 
 fn check(body: &[u8], size: usize) {
@@ -321,11 +376,19 @@ async fn bodies_of_every_size_arrive_byte_exact_on_one_keep_alive_connection() {
         "/1048579",
         "/1048579/4096",
         "/20971520/7",
+        "/3000001/chunked",
+        "/1/chunked",
     ];
     for path in sizes {
         let size = parse(path).size;
         let (status, headers, body) = get(&mut c, path).await;
         assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        let framing = if parse(path).chunked {
+            ("transfer-encoding".to_string(), "chunked".to_string())
+        } else {
+            ("content-length".to_string(), size.to_string())
+        };
+        assert!(headers.contains(&framing), "{path}: {headers:?}");
         assert!(
             headers.contains(&("x-test".into(), "spliced".into())),
             "the head is written before the first marker: {headers:?}"

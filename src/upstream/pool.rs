@@ -195,6 +195,8 @@ impl Pool {
                 decoder,
                 reusable: head.reusable,
                 upload,
+                fresh: false,
+                deferred: None,
             };
             if body.decoder.is_done() {
                 // No body to read (304, 204, HEAD, a zero length): the connection is idle
@@ -229,10 +231,11 @@ impl Pool {
 }
 
 impl Inner {
-    fn put(this: &Arc<Self>, key: String, conn: Conn) {
+    fn put(this: &Arc<Self>, key: String, mut conn: Conn) {
         if this.max_idle == 0 {
             return;
         }
+        conn.park();
         let Ok(mut map) = this.idle.lock() else {
             return;
         };
@@ -318,6 +321,10 @@ pub struct PooledBody {
     /// The rest of the request body, when the node answered before taking all of it: written
     /// as the answer is read; the connection is reusable only if it all went out.
     upload: Option<Uploader>,
+    /// The last poll handed on data without waiting on the node since.
+    fresh: bool,
+    /// A failure found right after handing on data, reported on the next poll.
+    deferred: Option<io::Error>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -367,10 +374,22 @@ impl PooledBody {
         }
     }
 
-    /// The connection broke or the body failed: it cannot be reused.
-    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    /// The connection broke or the body failed: it cannot be reused. Found right after data
+    /// was handed on (the node sent its last bytes and closed at once), the error waits one
+    /// turn: a server aborts a response on its body's error, and what it has buffered of the
+    /// data before it would never reach the viewer.
+    fn fail(
+        &mut self,
+        cx: &mut Context<'_>,
+        e: io::Error,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.lent = None;
         self.upload = None;
+        if std::mem::take(&mut self.fresh) {
+            self.deferred = Some(e);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         Poll::Ready(Some(Err(e)))
     }
 }
@@ -384,6 +403,9 @@ impl HttpBody for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
+        if let Some(e) = this.deferred.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         loop {
             let Some(lent) = this.lent.as_mut() else {
                 return Poll::Ready(None);
@@ -401,14 +423,15 @@ impl HttpBody for PooledBody {
                 }
             }
             match this.decoder.decode(&mut lent.conn.rbuf) {
-                Err(e) => return this.fail(e),
+                Err(e) => return this.fail(cx, e),
                 Ok(Decoded::Data(data)) => {
                     if let Err(e) = this.decoder.skip_framing(&mut lent.conn.rbuf) {
-                        return this.fail(e);
+                        return this.fail(cx, e);
                     }
                     if this.decoder.is_done() {
                         this.finish();
                     }
+                    this.fresh = true;
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Ok(Decoded::Done) => {
@@ -416,11 +439,14 @@ impl HttpBody for PooledBody {
                     return Poll::Ready(None);
                 }
                 Ok(Decoded::NeedMore) => match lent.conn.poll_fill(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return this.fail(e),
+                    Poll::Pending => {
+                        this.fresh = false;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return this.fail(cx, e),
                     Poll::Ready(Ok(0)) => {
                         if let Err(e) = this.decoder.eof() {
-                            return this.fail(e);
+                            return this.fail(cx, e);
                         }
                         this.reusable = false;
                         this.finish();
@@ -433,7 +459,7 @@ impl HttpBody for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.lent.is_none()
+        self.lent.is_none() && self.deferred.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -549,5 +575,35 @@ mod tests {
         let r = pool.request(get()).await.expect("answer");
         let _ = r.into_body().collect().await.expect("body");
         assert_eq!(pool.idle_count(&key), 0);
+    }
+
+    /// A node that sends its last bytes and closes at once: the bytes come out first, then
+    /// the error (a turn later), and the connection is gone.
+    #[tokio::test]
+    async fn a_node_dying_mid_body_gives_its_bytes_then_an_error() {
+        static ANSWERS: &[&[u8]] =
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nsome bytes\r\n"];
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(ANSWERS[0]).await;
+            }
+        });
+        let pool = Pool::new(Connector::default(), 4, Duration::from_secs(60));
+        let req = Request::get(format!("http://{addr}/x"))
+            .body(empty())
+            .expect("req");
+        let mut body = pool.request(req).await.expect("answer").into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "some bytes");
+        let e = body.frame().await.expect("a frame").expect_err("cut");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(body.is_end_stream());
+        assert_eq!(pool.idle_count(&addr.to_string()), 0);
     }
 }

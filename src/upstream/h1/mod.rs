@@ -34,6 +34,9 @@ const MIN_READ: usize = 8 * 1024;
 /// up to ~400 KiB at a time).
 const MAX_READ: usize = 512 * 1024;
 
+/// Most read-buffer capacity an idle connection keeps.
+const MAX_IDLE_BUF: usize = 64 * 1024;
+
 /// One HTTP/1.1 connection to a node.
 pub(crate) struct Conn {
     pub(crate) io: TcpStream,
@@ -66,6 +69,15 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: Vec::with_capacity(1024),
             read_size: MIN_READ,
+        }
+    }
+
+    /// Before the connection waits idle: a read buffer grown by a bulk body is let go (its
+    /// memory is freed once the body's last pieces are), a small one is kept for the next
+    /// answer.
+    pub(crate) fn park(&mut self) {
+        if self.rbuf.capacity() > MAX_IDLE_BUF {
+            self.rbuf = BytesMut::new();
         }
     }
 
