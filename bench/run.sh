@@ -6,9 +6,11 @@
 #   bash bench/run.sh            # full run (< 10 minutes on 2 cores)
 #   bash bench/run.sh --smoke    # seconds: every scenario, tiny sizes; checks it ran and parsed
 #
-# Environment: BENCH_LIVE_COUNTS="50 200 1000", BENCH_LIVE_WINDOW=15s, BENCH_HTTP_DURATION=10s,
-# BENCH_DOWNLOAD_MB=1024, BENCH_HLS_VIEWERS=500, BENCH_HLS_WINDOW=20s,
-# BENCH_KEEP_TMP=1 (keep the temp dir with logs and media).
+# Environment: BENCH_LIVE_COUNTS="50 200 1000" (2.1 Mbit/s source), BENCH_LIVE1M_COUNTS="50 200
+# 1000 5000" (1 Mbit/s source: the scaling curve), BENCH_LIVE_WINDOW=15s, BENCH_HTTP_DURATION=10s,
+# BENCH_CURVE_CONNS="1 16 64 256", BENCH_CURVE_DURATION=5s, BENCH_DOWNLOAD_MB=1024,
+# BENCH_HLS_VIEWERS=500, BENCH_HLS_WINDOW=20s, BENCH_KEEP_TMP=1 (keep the temp dir with logs
+# and media).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,12 +27,16 @@ if [ "$MODE" = smoke ]; then
     DOWNLOAD_MB=${BENCH_DOWNLOAD_MB:-16}; DOWNLOAD_RUNS=1
     HTTP_DURATION=${BENCH_HTTP_DURATION:-1s}; HTTP_CONC=8
     LIVE_COUNTS=${BENCH_LIVE_COUNTS:-5}; LIVE_WINDOW=${BENCH_LIVE_WINDOW:-2s}; LIVE_SETTLE=5s
+    LIVE1M_COUNTS=${BENCH_LIVE1M_COUNTS:-5}
+    CURVE_CONNS=${BENCH_CURVE_CONNS:-1 4}; CURVE_DURATION=${BENCH_CURVE_DURATION:-1s}
     SOURCE_SECONDS=4; SOURCE_SIZE=320x180
     HLS_VIEWERS=${BENCH_HLS_VIEWERS:-5}; HLS_WINDOW=${BENCH_HLS_WINDOW:-4s}
 else
     DOWNLOAD_MB=${BENCH_DOWNLOAD_MB:-1024}; DOWNLOAD_RUNS=3
     HTTP_DURATION=${BENCH_HTTP_DURATION:-10s}; HTTP_CONC=64
     LIVE_COUNTS=${BENCH_LIVE_COUNTS:-50 200 1000}; LIVE_WINDOW=${BENCH_LIVE_WINDOW:-15s}; LIVE_SETTLE=5s
+    LIVE1M_COUNTS=${BENCH_LIVE1M_COUNTS:-50 200 1000 5000}
+    CURVE_CONNS=${BENCH_CURVE_CONNS:-1 16 64 256}; CURVE_DURATION=${BENCH_CURVE_DURATION:-5s}
     SOURCE_SECONDS=24; SOURCE_SIZE=1280x720
     HLS_VIEWERS=${BENCH_HLS_VIEWERS:-500}; HLS_WINDOW=${BENCH_HLS_WINDOW:-20s}
 fi
@@ -51,10 +57,17 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-# 1000 live viewers through nginx need ~3000 descriptors across the processes.
+# N live viewers need N descriptors in the load generator and N (gateway, origin) to 2N (nginx:
+# one client and one upstream socket per viewer) in the process under test; every process here
+# inherits this limit. Raise the soft limit to the hard one, and past it if we may.
+MAX_VIEWERS=$(printf '%s\n' $LIVE_COUNTS $LIVE1M_COUNTS 1 | sort -n | tail -1)
+WANT_FDS=$((2 * MAX_VIEWERS + 4096))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$WANT_FDS" ]; then
+    ulimit -Hn "$WANT_FDS" 2>/dev/null || true
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
-    log "warning: ulimit -n is $(ulimit -n); 1000 viewers may fail"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$WANT_FDS" ]; then
+    log "warning: ulimit -n is $(ulimit -n); $MAX_VIEWERS viewers need about $WANT_FDS"
 fi
 
 # Measurements need the release build. The smoke only checks that every scenario runs and
@@ -119,6 +132,13 @@ ffmpeg -nostdin -loglevel error \
     -t "$SOURCE_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
     -b:v 2M -maxrate 2M -bufsize 1M -g 50 -keyint_min 50 -sc_threshold 0 \
     -c:a aac -b:a 128k -f flv "$TMP/media/src.flv"
+# The scaling curve's source: the same picture at 1 Mbit/s (video 870k + AAC 128k).
+ffmpeg -nostdin -loglevel error \
+    -f lavfi -i "testsrc2=size=$SOURCE_SIZE:rate=25" \
+    -f lavfi -i "sine=frequency=440:sample_rate=44100" \
+    -t "$SOURCE_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
+    -b:v 870k -maxrate 870k -bufsize 435k -g 50 -keyint_min 50 -sc_threshold 0 \
+    -c:a aac -b:a 128k -f flv "$TMP/media/src1m.flv"
 # Node group scenario: GROUP_KEYS small objects (copies of small.jpg), spread over 3 origins.
 GROUP_KEYS=100
 mkdir -p "$TMP/media/g"
@@ -127,7 +147,10 @@ SMALL_BYTES=$(stat -c %s "$TMP/media/small.jpg")
 SRC_BYTES=$(stat -c %s "$TMP/media/src.flv")
 SRC_DURATION=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$TMP/media/src.flv")
 SOURCE_KBPS=$(awk -v b="$SRC_BYTES" -v d="$SRC_DURATION" 'BEGIN { printf "%.1f", b * 8 / d / 1000 }')
-log "small object ${SMALL_BYTES} B; live source ${SOURCE_KBPS} kbit/s over ${SRC_DURATION} s"
+SRC1M_BYTES=$(stat -c %s "$TMP/media/src1m.flv")
+SRC1M_DURATION=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$TMP/media/src1m.flv")
+SOURCE1M_KBPS=$(awk -v b="$SRC1M_BYTES" -v d="$SRC1M_DURATION" 'BEGIN { printf "%.1f", b * 8 / d / 1000 }')
+log "small object ${SMALL_BYTES} B; live sources ${SOURCE_KBPS} and ${SOURCE1M_KBPS} kbit/s over ${SRC_DURATION} s"
 
 # --- origin, gateway, nginx -------------------------------------------------------------------
 RUST_LOG=warn "$SG" origin --media "$TMP/media" --listen 127.0.0.1:0 --name bench \
@@ -159,7 +182,7 @@ linger = "1s"
 [[nodes]]
 id = "origin"
 url = "http://$ORIGIN"
-streams = ["src"]
+streams = ["src", "src1m"]
 
 [[nodes]]
 id = "origin2"
@@ -210,9 +233,17 @@ cp "$TMP/gateway.toml" "$RESULTS/gateway.toml"
 RUST_LOG=warn "$SG" serve --config "$TMP/gateway.toml" > "$TMP/gateway.out" 2> "$TMP/gateway.log" &
 GATEWAY_PID=$!; PIDS+=("$GATEWAY_PID")
 GATEWAY=$(wait_listening "$TMP/gateway.out" "$GATEWAY_PID")
+# The access-log rows: the same gateway writing one access line per request to a file (the
+# default key=value format, `[log] access`, with the `access` target on).
+{ cat "$TMP/gateway.toml"; printf '\n[log]\naccess = "%s"\n' "$TMP/sg-access.log"; } > "$TMP/gateway-log.toml"
+cp "$TMP/gateway-log.toml" "$RESULTS/gateway-log.toml"
+RUST_LOG=warn,access=info "$SG" serve --config "$TMP/gateway-log.toml" > "$TMP/gateway-log.out" 2> "$TMP/gateway-log.log" &
+GATEWAY_LOG_PID=$!; PIDS+=("$GATEWAY_LOG_PID")
+GATEWAY_LOG=$(wait_listening "$TMP/gateway-log.out" "$GATEWAY_LOG_PID")
 
 NGINX_PORT=$("$BENCH" free-port)
-sed -e "s#@PORT@#$NGINX_PORT#g" -e "s#@ORIGIN@#$ORIGIN#g" -e "s#@TMP@#$TMP/nginx#g" \
+NGINX_LOG_PORT=$("$BENCH" free-port)
+sed -e "s#@PORT@#$NGINX_PORT#g" -e "s#@LOG_PORT@#$NGINX_LOG_PORT#g" -e "s#@ORIGIN@#$ORIGIN#g" -e "s#@TMP@#$TMP/nginx#g" \
     -e "s#@ORIGIN2@#$ORIGIN2#g" -e "s#@ORIGIN3@#$ORIGIN3#g" \
     bench/nginx.conf.in > "$TMP/nginx/nginx.conf"
 cp "$TMP/nginx/nginx.conf" "$RESULTS/nginx.conf"
@@ -227,6 +258,8 @@ done
 log "origin $ORIGIN (pid $ORIGIN_PID), streamgate $GATEWAY (pid $GATEWAY_PID), nginx $NGX (pid $NGINX_PID)"
 
 declare -A HOST=([direct]=$ORIGIN [streamgate]=$GATEWAY [nginx]=$NGX)
+# The access-log rows' hosts (direct: the origin, which writes no access log).
+declare -A HOST_LOG=([streamgate]=$GATEWAY_LOG [nginx]=127.0.0.1:$NGINX_LOG_PORT)
 declare -A PROC=([direct]=$ORIGIN_PID [streamgate]=$GATEWAY_PID [nginx]=$NGINX_PID)
 
 # Sanity: the same bytes every way.
@@ -237,6 +270,13 @@ done
 for t in streamgate nginx; do
     curl -fsS -o "$TMP/check.jpg" "http://${HOST[$t]}/g/k7.jpg"
     cmp -s "$TMP/check.jpg" "$TMP/media/small.jpg" || { echo "$t: g/k7.jpg differs" >&2; exit 1; }
+    curl -fsS -o "$TMP/check.jpg" "http://${HOST_LOG[$t]}/files/small.jpg"
+    cmp -s "$TMP/check.jpg" "$TMP/media/small.jpg" || { echo "$t (logging): small.jpg differs" >&2; exit 1; }
+done
+# Both logging sides write a line per request to a file.
+for f in "$TMP/sg-access.log" "$TMP/nginx/access.log"; do
+    for _ in $(seq 50); do [ -s "$f" ] && break; sleep 0.05; done
+    [ -s "$f" ] || { echo "no access line in $f" >&2; exit 1; }
 done
 
 cat > "$RESULTS/meta.json" <<JSON
@@ -244,22 +284,27 @@ cat > "$RESULTS/meta.json" <<JSON
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')", "cores": $(nproc),
  "mem_mib": $(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo), "kernel": "$(uname -r)",
  "nginx": "$("$NGINX" -v 2>&1 | cut -d/ -f2)", "download_bytes": $((DOWNLOAD_MB * 1024 * 1024)),
- "small_bytes": $SMALL_BYTES, "source_kbps": $SOURCE_KBPS, "http_concurrency": $HTTP_CONC,
+ "small_bytes": $SMALL_BYTES, "source_kbps": $SOURCE_KBPS, "source1m_kbps": $SOURCE1M_KBPS,
+ "http_concurrency": $HTTP_CONC, "curve_conns": "$CURVE_CONNS", "curve_duration": "$CURVE_DURATION",
  "http_duration": "$HTTP_DURATION", "live_window": "$LIVE_WINDOW"}
 JSON
 
-# http_bench OUT URL [SCRIPT]: wrk (2 threads) when present, else the built-in loop (URL
-# only); JSON into OUT. SCRIPT (default bench/wrk-json.lua) may vary the requests.
+# http_bench OUT URL [SCRIPT [CONNS [DURATION]]]: wrk (2 threads, 1 for one connection) when
+# present, else the built-in loop (URL only); JSON into OUT. SCRIPT (default
+# bench/wrk-json.lua) may vary the requests; CONNS and DURATION default to HTTP_CONC and
+# HTTP_DURATION.
 http_bench() {
-    local out=$1 url=$2 script=${3:-bench/wrk-json.lua}
+    local out=$1 url=$2 script=${3:-bench/wrk-json.lua} conns=${4:-$HTTP_CONC} dur=${5:-$HTTP_DURATION}
+    local threads=2
+    [ "$conns" -lt 2 ] && threads=1
     if command -v wrk >/dev/null 2>&1; then
-        GROUP_KEYS=$GROUP_KEYS wrk -t2 -c"$HTTP_CONC" -d"$HTTP_DURATION" --timeout 5s -s "$script" "$url" \
+        GROUP_KEYS=$GROUP_KEYS wrk -t"$threads" -c"$conns" -d"$dur" --timeout 5s -s "$script" "$url" \
             > "$TMP/wrk.out" 2>&1 || true
         grep '^{' "$TMP/wrk.out" | tail -1 > "$out"
         [ -s "$out" ] || { cat "$TMP/wrk.out" >&2; return 1; }
         sed -n 's/.*"rps":\([0-9.]*\).*"p99_ms":\([0-9.]*\).*/  \1 req\/s, p99 \2 ms/p' "$out" >&2
     else
-        "$BENCH" http --url "$url" -c "$HTTP_CONC" -d "$HTTP_DURATION" > "$out"
+        "$BENCH" http --url "$url" -c "$conns" -d "$dur" > "$out"
     fi
 }
 
@@ -290,19 +335,58 @@ for t in streamgate nginx; do
     http_bench "$RESULTS/group_$t.json" "http://${HOST[$t]}/g/k0.jpg" bench/wrk-keys.lua
 done
 
-# --- 4. live fan-out --------------------------------------------------------------------------
-for n in $LIVE_COUNTS; do
+# --- 3c. access logs on at both sides --------------------------------------------------------
+# The small-object and redirect loads again, against the second gateway and nginx server, which
+# write one access line per request to a file.
+for t in streamgate nginx; do
+    log "small object, access log on, ${HTTP_CONC} connections: $t"
+    http_bench "$RESULTS/small-log_$t.json" "http://${HOST_LOG[$t]}/files/small.jpg"
+    log "redirect 302, access log on, ${HTTP_CONC} connections: $t"
+    http_bench "$RESULTS/redirect-log_$t.json" "http://${HOST_LOG[$t]}/r/small.jpg"
+done
+for f in "$TMP/sg-access.log" "$TMP/nginx/access.log"; do
+    log "access log $(basename "$f"): $(wc -l < "$f") lines"
+done
+# The access logs are deleted now (millions of lines in a full run).
+: > "$TMP/sg-access.log"; : > "$TMP/nginx/access.log"
+
+# --- 3d. scaling curve: small objects and redirects against connections -----------------------
+for c in $CURVE_CONNS; do
     for t in direct streamgate nginx; do
-        log "live: $n viewers, $t"
+        log "curve: small object, $c connections: $t"
+        http_bench "$RESULTS/curve-small-c${c}_$t.json" "http://${HOST[$t]}/files/small.jpg" \
+            bench/wrk-json.lua "$c" "$CURVE_DURATION"
+    done
+    for t in streamgate nginx; do
+        log "curve: redirect 302, $c connections: $t"
+        http_bench "$RESULTS/curve-redirect-c${c}_$t.json" "http://${HOST[$t]}/r/small.jpg" \
+            bench/wrk-json.lua "$c" "$CURVE_DURATION"
+    done
+done
+
+# --- 4. live fan-out --------------------------------------------------------------------------
+# live_run PREFIX STREAM KBPS N: N viewers of /live/STREAM.flv on every target, into
+# PREFIX_N_TARGET.json.
+live_run() {
+    local prefix=$1 stream=$2 kbps=$3 n=$4 t extra
+    for t in direct streamgate nginx; do
+        log "live ($stream): $n viewers, $t"
         extra=()
         [ "$t" = streamgate ] && extra=(--gateway-api "http://$GATEWAY/api/v1/live" --admin-token "$ADMIN_TOKEN")
-        "$BENCH" live --url "http://${HOST[$t]}/live/src.flv" -n "$n" --window "$LIVE_WINDOW" \
-            --settle "$LIVE_SETTLE" --source-kbps "$SOURCE_KBPS" --pid "${PROC[$t]}" \
+        "$BENCH" live --url "http://${HOST[$t]}/live/$stream.flv" -n "$n" --window "$LIVE_WINDOW" \
+            --settle "$LIVE_SETTLE" --source-kbps "$kbps" --pid "${PROC[$t]}" \
             --origin-pid "$ORIGIN_PID" --origin-stats "http://$ORIGIN/stats" "${extra[@]}" \
-            > "$RESULTS/live_${n}_$t.json"
+            > "$RESULTS/${prefix}_${n}_$t.json"
         # Let the gateway's hub linger out (1 s) and the origin's stream stop before the next run.
         sleep 2
     done
+}
+for n in $LIVE_COUNTS; do
+    live_run live src "$SOURCE_KBPS" "$n"
+done
+# The scaling curve (and the 5,000-viewer target): the 1 Mbit/s source.
+for n in $LIVE1M_COUNTS; do
+    live_run live1m src1m "$SOURCE1M_KBPS" "$n"
 done
 
 # --- 5. live HLS: many viewers of one stream -------------------------------------------------

@@ -524,7 +524,6 @@ async fn connection<H: Handler>(
     hold: ConnHold,
     ctx: &ConnCtx<H>,
 ) {
-    let peer = info.peer;
     let Some(cfg) = tls else {
         // Plain HTTP/1.1: proxied bodies may be spliced (`crate::splice`); the splicing IO is
         // below `StallTimeout`, so spliced writes keep `send_timeout`.
@@ -544,6 +543,22 @@ async fn connection<H: Handler>(
     // Below TLS, so a peer that stops reading fails the encrypted writes too.
     let io = StallTimeout::new(stream, ctx.opts.send_timeout);
     let info = info.with_stall_flag(io.flag());
+    // Boxed: the TLS path's futures (the handshake, a TLS stream) are larger than the plain
+    // path's, and inline they would size every plain connection's task (a live viewer's for
+    // hours) for them.
+    Box::pin(serve_tls(io, cfg, info, refused, hold, ctx)).await;
+}
+
+/// [`connection`] over TLS: the handshake (bounded), then HTTP on the TLS stream.
+async fn serve_tls<H: Handler>(
+    io: StallTimeout<Rewind<TcpStream>>,
+    cfg: Arc<rustls::ServerConfig>,
+    info: ConnInfo,
+    refused: Option<Arc<crate::error::GatewayError>>,
+    hold: ConnHold,
+    ctx: &ConnCtx<H>,
+) {
+    let peer = info.peer;
     let handshake = tokio::time::timeout(
         ctx.opts.tls_handshake_timeout,
         tokio_rustls::TlsAcceptor::from(cfg).accept(io),
@@ -645,7 +660,10 @@ async fn serve_io<H: Handler, IO>(
                 }
                 return Ok::<_, std::convert::Infallible>(resp);
             }
-            let resp = AssertUnwindSafe(handler.call(req, info))
+            // Boxed per request: hyper keeps one allocation the size of the service's future
+            // for a connection's whole life (its in-flight slot), and the handler's future is
+            // several KiB; a live viewer's connection, open for hours, then holds a pointer.
+            let resp = AssertUnwindSafe(Box::pin(handler.call(req, info)))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {

@@ -368,6 +368,9 @@ impl Core {
             // The GOP keeps no video inter frame before its keyframe (see `GopCache::push`).
             slot.video_ok |= t.kind() == TagKind::Video && t.is_keyframe();
         }
+        // ... and that keyframe wakes it at once: the first viewers of a new pull attach
+        // between the node's header and its first keyframe, and must not wait for the flush.
+        slot.starting = slot.skipping;
         slot.wake();
         let before = inner.viewers.len();
         inner.viewers.push(slot);

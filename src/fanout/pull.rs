@@ -1196,6 +1196,58 @@ mod tests {
         feeder.abort();
     }
 
+    /// Reads `v` until it has delivered a video keyframe tag; returns the time that took.
+    async fn until_keyframe(v: &mut ViewerBody) -> Duration {
+        let t0 = Instant::now();
+        let mut p = Parser::new();
+        loop {
+            let f = v.frame().await.expect("frame").expect("data");
+            p.push_bytes(f.into_data().expect("data")).expect("flv");
+            while let Some(e) = p.next_event().expect("flv") {
+                if let Event::Tag(t) = e {
+                    if t.kind() == TagKind::Video && t.is_keyframe() && !t.is_sequence_header() {
+                        return t0.elapsed();
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_joiner_gets_its_first_keyframe_without_waiting_for_the_flush() {
+        let pull = test_pull(None);
+        let interval = pull.settings.flush_interval;
+        assert!(interval >= Duration::from_millis(10), "{interval:?}");
+        let core = pull.hub.core.clone();
+        let _joining = core.joining().expect("joining");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pump = tokio::spawn(async move {
+            let mut outage = Outage::new(pull.settings.reconnect_window);
+            pull.pump(Feed(rx), "n1", &mut outage).await
+        });
+        // The first viewer of a new pull attaches between the node's header and its first
+        // keyframe (it waited in `ready()`): it gets the keyframe as it arrives.
+        tx.send(Bytes::from_static(&FLV_HEADER)).expect("send");
+        tx.send(metadata(0)).expect("send");
+        assert!(matches!(core.ready().await, Phase::Live));
+        let mut first = core.attach().expect("attach");
+        let feed = tx.clone();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let _ = feed.send(video(0, true));
+        });
+        let took = until_keyframe(&mut first).await;
+        assert!(took < interval, "first keyframe after {took:?}");
+        // A later joiner gets the cached GOP at once, between two flushes.
+        tx.send(video(40, false)).expect("send");
+        tokio::time::sleep(interval / 2).await;
+        let mut later = core.attach().expect("attach");
+        let took = until_keyframe(&mut later).await;
+        assert_eq!(took, Duration::ZERO, "the GOP is queued at attach");
+        drop((first, later, tx));
+        pump.abort();
+    }
+
     #[test]
     fn a_drained_pull_leaves_only_where_a_viewer_can_start() {
         let key = Tag::new(TagKind::Video, 0, &[0x17, 1, 0, 0, 0, 5]).expect("tag");

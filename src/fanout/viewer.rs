@@ -34,6 +34,11 @@ use crate::flv::Tag;
 /// Most tags a viewer queue holds, whatever their size (the byte budget usually binds first).
 pub const QUEUE_TAGS: usize = 8192;
 
+/// Slots a drained viewer queue keeps (a flush interval's tags fit) ...
+const QUEUE_KEEP: usize = 16;
+/// ... when it has grown past this many.
+const QUEUE_KEEP_ABOVE: usize = 64;
+
 /// No media tag consumed yet.
 const NONE: u64 = u64::MAX;
 
@@ -259,6 +264,9 @@ pub(crate) struct Slot {
     pub known: [Option<Tag>; 3],
     /// Items queued since the last wake.
     dirty: bool,
+    /// Joined without a usable GOP and still waiting for its first resume point: that one is
+    /// woken at once, not at the next flush point (a joiner must not wait for the flush).
+    pub starting: bool,
     /// Who the viewer is (listings).
     info: ViewerInfo,
     /// When it joined: wall clock for listings, monotonic for its age.
@@ -295,6 +303,7 @@ impl Slot {
             splice: None,
             known: [None, None, None],
             dirty: false,
+            starting: false,
             info,
             since: SystemTime::now(),
             joined: tokio::time::Instant::now(),
@@ -455,6 +464,10 @@ impl Slot {
             _ => {}
         }
         if self.push(bytes, Some(ts)) {
+            if std::mem::take(&mut self.starting) {
+                // The joiner's first picture: out now, the flush batches only live tags.
+                self.wake();
+            }
             Offer::Sent
         } else {
             self.skipping = true;
@@ -527,7 +540,15 @@ impl ViewerBody {
     }
 
     fn pop(&self) -> Option<Item> {
-        self.shared.lock().pop_front()
+        let mut q = self.shared.lock();
+        let item = q.pop_front();
+        if item.is_none() && q.capacity() > QUEUE_KEEP_ABOVE {
+            // The start-up burst (a whole GOP: a hundred tags and more) grew the queue; live
+            // tags need a few slots per flush. Given back once drained, so thousands of viewers
+            // do not each keep a GOP's worth of slots.
+            q.shrink_to(QUEUE_KEEP);
+        }
+        item
     }
 
     /// The viewer's id (unique in the process), as the admin API lists it.
@@ -847,6 +868,48 @@ mod tests {
             "the last tag is delivered, not lost at the end: {frame:?}"
         );
         assert!(body.frame().await.is_none(), "then a clean end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drained_queue_gives_back_the_slots_of_its_start_up_burst() {
+        use crate::fanout::{LiveCounters, Settings};
+        use crate::flv::{Tag, TagKind};
+        use futures_util::FutureExt;
+        use http_body_util::BodyExt;
+
+        let core = Core::new(
+            "t",
+            Settings {
+                gop_cache: true,
+                linger: std::time::Duration::from_secs(5),
+                viewer_queue_bytes: 1 << 20,
+                viewer_queue_duration: std::time::Duration::from_secs(10),
+                max_viewers: 10,
+                max_gop_bytes: 1 << 20,
+            },
+            Arc::new(LiveCounters::default()),
+            None,
+        );
+        core.begin(false, true, "n1");
+        for i in 0..200u32 {
+            let first = if i == 0 { 0x17 } else { 0x27 };
+            core.push(Tag::new(TagKind::Video, i * 10, &[first, 1, 0, 0, 0, 5]).expect("tag"));
+        }
+        let mut body = core.attach().expect("attach");
+        assert!(body.shared.lock().capacity() >= 200, "the GOP is queued");
+        let mut frames = 0;
+        while let Some(Some(Ok(_))) = body.frame().now_or_never() {
+            frames += 1;
+        }
+        assert_eq!(frames, 201, "the header and the GOP");
+        assert!(
+            body.shared.lock().capacity() <= QUEUE_KEEP_ABOVE,
+            "{}",
+            body.shared.lock().capacity()
+        );
+        // Live tags still flow through the smaller queue.
+        core.push(Tag::new(TagKind::Video, 2000, &[0x27, 1, 0, 0, 0, 5]).expect("tag"));
+        assert!(matches!(body.frame().now_or_never(), Some(Some(Ok(_)))));
     }
 
     #[test]

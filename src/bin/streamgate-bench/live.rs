@@ -1,8 +1,10 @@
 //! `live`: N HTTP-FLV viewers of one URL, ramped at a bounded rate, each parsing FLV tags.
 //!
-//! Timeline: baseline sample → ramp (at most `ramp_rate` new viewers per second) → settle
+//! Timeline: baseline sample → warm-up (one viewer starts the stream and waits for its first
+//! keyframe, so the N measured viewers are joiners of a running stream; its own times are the
+//! stream's start-up, reported apart) → ramp (at most `ramp_rate` new viewers per second) → settle
 //! (until every viewer has its first keyframe or failed, at most `settle`) → measurement window
-//! (`window`) → every viewer is stopped and joined. CPU of the process under test is read
+//! (`window`; the warm-up viewer has left before it) → every viewer is stopped and joined. CPU of the process under test is read
 //! at the window's edges, RSS and the origin's `live_clients` once a second inside it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -60,9 +62,16 @@ pub struct Args {
     /// Connect + response headers must arrive within this.
     #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     connect_timeout: Duration,
+    /// Start the stream with one viewer of its own before the ramp (`false`: the first measured
+    /// viewer starts it, and its start-up counts in the first-keyframe percentiles).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    warmup: bool,
 }
 
 const MAX_VIEWERS: usize = 20_000;
+/// Most bytes one viewer's connection buffers before the parser takes them: 5,000 viewers hold
+/// bounded memory (the parser itself holds at most one tag beyond what it was given).
+const VIEWER_READ_BUF: usize = 32 * 1024;
 /// Most samples taken inside one window (one a second).
 const MAX_WINDOW_SAMPLES: u64 = 3600;
 
@@ -106,6 +115,27 @@ pub async fn run(a: Args) -> Result<Value, BoxError> {
 
     let stop = CancellationToken::new();
     let measuring = Arc::new(AtomicBool::new(false));
+    // Warm-up: one viewer starts the stream (the gateway's pull, the origin's file) and waits,
+    // at most `settle`, for its first keyframe; it leaves before the window.
+    let warm_stop = CancellationToken::new();
+    let warm = a.warmup.then(|| {
+        let w = Arc::new(Viewer::default());
+        let task = tokio::spawn(viewer(
+            target.clone(),
+            w.clone(),
+            warm_stop.clone(),
+            Arc::new(AtomicBool::new(false)),
+            a.stall,
+            a.connect_timeout,
+        ));
+        (w, task)
+    });
+    if let Some((w, _)) = &warm {
+        let until = Instant::now() + a.settle;
+        while Instant::now() < until && !w.failed.load(Relaxed) && w.ttfk_us.load(Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     let viewers: Vec<Arc<Viewer>> = (0..n).map(|_| Arc::new(Viewer::default())).collect();
     let mut tasks = Vec::with_capacity(n);
     let ramp_start = Instant::now();
@@ -132,6 +162,20 @@ pub async fn run(a: Args) -> Result<Value, BoxError> {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    let warm_times = match warm {
+        Some((w, task)) => {
+            warm_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+            let t = |x: u64| (x > 0).then(|| ms(x));
+            (
+                t(w.ttfb_us.load(Relaxed)),
+                t(w.ttfk_us.load(Relaxed)),
+                w.failed.load(Relaxed),
+            )
+        }
+        None => (None, None, false),
+    };
 
     // Window.
     let bytes_start: Vec<u64> = viewers.iter().map(|v| v.bytes.load(Relaxed)).collect();
@@ -228,6 +272,10 @@ pub async fn run(a: Args) -> Result<Value, BoxError> {
         "ttfk_viewers": ttfk.len(),
         "ttfk_p50_ms": ms(percentile(&ttfk, 50.0)),
         "ttfk_p99_ms": ms(percentile(&ttfk, 99.0)),
+        "warmup": a.warmup,
+        "stream_start_ttfb_ms": warm_times.0,
+        "stream_start_ttfk_ms": warm_times.1,
+        "warmup_failed": warm_times.2,
         "kbps_per_viewer_mean": mean_kbps,
         "kbps_per_viewer_p50": p50_kbps,
         "kbps_per_viewer_min": kbps.first().copied().unwrap_or(0),
@@ -276,7 +324,7 @@ async fn viewer(
 ) {
     let start = Instant::now();
     let open = async {
-        let mut send = client::connect(&t, connect_timeout).await?;
+        let mut send = client::connect_bounded(&t, connect_timeout, Some(VIEWER_READ_BUF)).await?;
         let resp = send.send_request(t.get(None)?).await?;
         Ok::<_, BoxError>((send, resp))
     };
