@@ -1,10 +1,13 @@
 //! The access log: one line per request, as `key=value` text or JSON, to stderr or a file.
 //!
-//! Request tasks never touch the disk. A finished request formats its line and hands it to a
-//! bounded channel ([`QUEUE_LINES`]) without waiting; a dedicated writer thread drains the
-//! channel and writes what it finds in one write per batch. When the writer falls behind (a
-//! slow disk) and the channel is full, the line is dropped and counted
-//! ([`AccessSink::dropped`]); the writer reports the running total as a warning.
+//! Request tasks never touch the disk, and format nothing: a finished request hands a compact
+//! [`Entry`] (owned or reference-counted values: the client's target copied once, the request
+//! id's bytes shared, the node's record shared) to a bounded channel ([`QUEUE_LINES`]) without
+//! waiting. A dedicated writer thread drains the channel, removes credentials from the query,
+//! formats each line straight into one buffer, and writes the batch in one call. When the writer
+//! falls behind (a slow disk) and the channel is full, the entry is dropped and counted
+//! ([`AccessSink::dropped`], `streamgate_access_log_dropped_lines_total` in `/metrics`); the writer
+//! reports the running total as a warning.
 //!
 //! A file is opened in append mode at start (an unwritable path stops the start) and reopened
 //! on SIGUSR1, so `logrotate` can rename it and signal: lines written before the signal land in
@@ -15,19 +18,22 @@
 //! (`RUST_LOG=warn` turns it off; `RUST_LOG=warn,access=info` keeps it).
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::{HeaderValue, Method};
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AccessTarget, LogFormat, LogSettings};
 
-/// Lines the channel holds before new ones are dropped (a few MB at worst).
+/// Entries the channel holds before new ones are dropped (about 6 MB at worst: an [`Entry`]
+/// is some 330 bytes plus its target).
 pub const QUEUE_LINES: usize = 16 * 1024;
 /// Most bytes the writer gathers into one write.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -76,17 +82,30 @@ pub struct Record<'a> {
 
 impl Record<'_> {
     /// The line in `format`, newline included.
+    #[cfg(test)]
     pub fn line(&self, format: LogFormat) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write_to(format, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the line in `format`, newline included, to `out` (the writer's batch).
+    pub fn write_to(&self, format: LogFormat, out: &mut Vec<u8>) {
         match format {
             LogFormat::Json => {
-                let mut s = serde_json::to_string(self).unwrap_or_else(|_| "{}".into());
-                s.push('\n');
-                s
+                let start = out.len();
+                if serde_json::to_writer(&mut *out, self).is_err() {
+                    out.truncate(start);
+                    out.extend_from_slice(b"{}");
+                }
+                out.push(b'\n');
             }
             // The shape the process's other logs have (tracing's fmt), with the fields the
-            // access line always had first: tools that read them keep working.
-            LogFormat::Text => format!(
-                "{}  INFO access: method={} path={} status={} bytes={} ms={} node={} request_id={} complete={} error={:?} side={:?} decision={} closed={:?} client={} peer={} proto={} ws_close={} session={}\n",
+            // access line always had first: tools that read them keep working. Writing to a
+            // `Vec` cannot fail.
+            LogFormat::Text => drop(writeln!(
+                out,
+                "{}  INFO access: method={} path={} status={} bytes={} ms={} node={} request_id={} complete={} error={:?} side={:?} decision={} closed={:?} client={} peer={} proto={} ws_close={} session={}",
                 self.ts,
                 self.method,
                 self.path,
@@ -105,13 +124,102 @@ impl Record<'_> {
                 self.proto,
                 self.ws_close.unwrap_or(0),
                 self.session.unwrap_or(""),
-            ),
+            )),
         }
     }
 }
 
+/// Who served a request, as the access line names it: shared with the registry when it is a
+/// node's record (no copy of its id per request).
+#[derive(Debug, Clone, Default)]
+pub enum NodeName {
+    /// No node was involved.
+    #[default]
+    None,
+    Node(Arc<crate::registry::Node>),
+    Name(String),
+}
+
+impl NodeName {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::None => None,
+            Self::Node(n) => Some(n.id.as_str()),
+            Self::Name(s) => (!s.is_empty()).then_some(s.as_str()),
+        }
+    }
+}
+
+/// One finished request as the request path hands it to the writer: what the line needs, owned
+/// or reference-counted, nothing formatted. The writer makes the [`Record`] and its line.
+#[derive(Debug)]
+pub struct Entry {
+    /// When the request ended (the line's `ts`).
+    pub at: SystemTime,
+    pub client: IpAddr,
+    pub peer: SocketAddr,
+    pub method: Method,
+    /// Path and query as the client sent them: the writer removes the credentials.
+    pub target: String,
+    pub status: u16,
+    pub bytes: u64,
+    pub ms: u64,
+    pub node: NodeName,
+    pub request_id: HeaderValue,
+    /// Empty: none.
+    pub decision: &'static str,
+    pub complete: bool,
+    pub closed: Option<&'static str>,
+    pub error: Option<String>,
+    /// Empty: none.
+    pub side: &'static str,
+    pub proto: &'static str,
+    pub ws_close: Option<u16>,
+    /// Empty: none.
+    pub session: String,
+}
+
+impl Entry {
+    /// Appends the entry's line in `format` to `out`.
+    pub fn write_to(&self, format: LogFormat, out: &mut Vec<u8>) {
+        let some = |s: &'static str| (!s.is_empty()).then_some(s);
+        let (path, query) = match self.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.target.as_str(), None),
+        };
+        let path = match crate::upstream_path::strip_secrets(query) {
+            Some(q) => std::borrow::Cow::Owned(format!("{path}?{q}")),
+            None => std::borrow::Cow::Borrowed(path),
+        };
+        Record {
+            ts: rfc3339(self.at),
+            client: self.client,
+            peer: self.peer,
+            method: self.method.as_str(),
+            path: &path,
+            status: self.status,
+            bytes: self.bytes,
+            ms: self.ms,
+            node: self.node.as_str(),
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            decision: some(self.decision),
+            complete: self.complete,
+            closed: self.closed,
+            error: self.error.as_deref(),
+            side: some(self.side),
+            proto: self.proto,
+            ws_close: self.ws_close,
+            session: (!self.session.is_empty()).then_some(self.session.as_str()),
+        }
+        .write_to(format, out);
+    }
+}
+
+// Lines are nearly every message: boxing them would cost a request an allocation to save queue
+// slots the rare `Reopen` and `Close` do not need.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
-    Line(String),
+    Line(Entry),
     /// SIGUSR1: reopen the file (the flag is set too, in case the channel was full).
     Reopen,
     /// Shutdown: write what is queued, then say so.
@@ -121,8 +229,10 @@ enum Msg {
 /// The access log's sending side, shared by every request.
 pub struct AccessSink {
     tx: mpsc::Sender<Msg>,
-    format: LogFormat,
-    dropped: Arc<AtomicU64>,
+    /// Entries dropped because the queue was full (shared with `/metrics`).
+    dropped: Counter,
+    /// The process's shutdown: a response cut after it is logged `closed=shutdown`.
+    shutdown: CancellationToken,
 }
 
 impl AccessSink {
@@ -146,7 +256,7 @@ impl AccessSink {
             },
         };
         let (tx, rx) = mpsc::channel(QUEUE_LINES);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let dropped = Counter::default();
         let reopen = Arc::new(AtomicBool::new(false));
         // Listened for with stderr too (reopening is then a no-op): a logrotate script that
         // signals must not kill the gateway, as SIGUSR1's default action would.
@@ -154,6 +264,7 @@ impl AccessSink {
         let writer = Writer {
             rx,
             out,
+            format: settings.format,
             dropped: dropped.clone(),
             reopen,
             reported: 0,
@@ -163,25 +274,31 @@ impl AccessSink {
             .spawn(move || writer.run())?;
         Ok(Some(Arc::new(Self {
             tx,
-            format: settings.format,
             dropped,
+            shutdown: shutdown.clone(),
         })))
     }
 
-    /// Queues `record`'s line; never waits (a full queue drops and counts it).
-    pub fn write(&self, record: &Record<'_>) {
-        if self
-            .tx
-            .try_send(Msg::Line(record.line(self.format)))
-            .is_err()
-        {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Queues `entry` for the writer; never waits (a full queue drops and counts it).
+    pub fn write(&self, entry: Entry) {
+        if self.tx.try_send(Msg::Line(entry)).is_err() {
+            self.dropped.inc();
         }
     }
 
     /// Lines dropped because the writer could not keep up (or had stopped).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
+    }
+
+    /// The dropped-lines counter, for `/metrics`.
+    pub fn dropped_counter(&self) -> Counter {
+        self.dropped.clone()
+    }
+
+    /// Whether the process is shutting down (a response cut now is `closed=shutdown`).
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     /// Writes what is queued and stops the writer (shutdown), waiting at most [`CLOSE_WAIT`].
@@ -271,7 +388,8 @@ impl Out {
 struct Writer {
     rx: mpsc::Receiver<Msg>,
     out: Out,
-    dropped: Arc<AtomicU64>,
+    format: LogFormat,
+    dropped: Counter,
     reopen: Arc<AtomicBool>,
     /// `dropped` when it was last reported.
     reported: u64,
@@ -286,15 +404,15 @@ impl Writer {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Line(l) => buf.extend_from_slice(l.as_bytes()),
+                    Msg::Line(e) => e.write_to(self.format, &mut buf),
                     // Lines queued after the signal go to the new file: end the batch here.
                     Msg::Reopen => break,
                     Msg::Close(ack) => {
                         // Everything queued before the close goes out with it.
                         close = Some(ack);
                         while let Ok(m) = self.rx.try_recv() {
-                            if let Msg::Line(l) = m {
-                                buf.extend_from_slice(l.as_bytes());
+                            if let Msg::Line(e) = m {
+                                e.write_to(self.format, &mut buf);
                             }
                         }
                         break;
@@ -313,7 +431,7 @@ impl Writer {
             if self.reopen.swap(false, Ordering::Relaxed) {
                 self.out.reopen();
             }
-            let dropped = self.dropped.load(Ordering::Relaxed);
+            let dropped = self.dropped.get();
             if dropped > self.reported {
                 tracing::warn!(
                     dropped_total = dropped,
@@ -421,18 +539,69 @@ mod tests {
         );
     }
 
+    fn entry(target: &str) -> Entry {
+        Entry {
+            at: UNIX_EPOCH + Duration::from_secs(1_714_564_800),
+            client: "10.0.0.7".parse().expect("ip"),
+            peer: "10.0.0.8:40000".parse().expect("peer"),
+            method: Method::GET,
+            target: target.into(),
+            status: 200,
+            bytes: 1234,
+            ms: 56,
+            node: NodeName::Name("a".into()),
+            request_id: HeaderValue::from_static("r1"),
+            decision: "live",
+            complete: false,
+            closed: Some("kicked"),
+            error: None,
+            side: "",
+            proto: "http",
+            ws_close: None,
+            session: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_entry_is_formatted_by_the_writer_as_the_record_was() {
+        let mut out = Vec::new();
+        entry("/flv/cam1.flv?a=1&token=secret").write_to(LogFormat::Text, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            record().line(LogFormat::Text),
+            "same line, credentials removed by the writer"
+        );
+        let mut out = Vec::new();
+        entry("/flv/cam1.flv?token=secret").write_to(LogFormat::Json, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["path"], "/flv/cam1.flv");
+        assert_eq!(v["node"], "a");
+        assert_eq!(v["ts"], "2024-05-01T12:00:00.000000Z");
+        let e = Entry {
+            node: NodeName::None,
+            ..entry("/x?")
+        };
+        let mut out = Vec::new();
+        e.write_to(LogFormat::Json, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["path"], "/x", "an empty query is left out, as before");
+        assert_eq!(v["node"], serde_json::Value::Null);
+    }
+
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_instead_of_waiting() {
         let (tx, _rx) = mpsc::channel(1);
         let sink = AccessSink {
             tx,
-            format: LogFormat::Json,
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped: Counter::default(),
+            shutdown: CancellationToken::new(),
         };
+        let metric = sink.dropped_counter();
         for _ in 0..5 {
-            sink.write(&record());
+            sink.write(entry("/a"));
         }
         assert_eq!(sink.dropped(), 4, "one queued, four dropped, none waited");
+        assert_eq!(metric.get(), 4, "the metric shares the count");
     }
 
     #[tokio::test]
@@ -447,7 +616,7 @@ mod tests {
             .expect("open")
             .expect("on");
         for _ in 0..100 {
-            sink.write(&record());
+            sink.write(entry("/a?b=1"));
         }
         sink.close().await;
         let text = std::fs::read_to_string(&path).expect("read");

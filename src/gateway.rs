@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::access_log::{self, AccessSink, Record};
+use crate::access_log::{AccessSink, Entry, NodeName};
 use crate::auth::{
     now_unix, AuthHook, HlsSessions, HookQuery, RequestFacts, Session, SignedUrls, TokenAuth,
     ViewerAuth,
@@ -40,7 +40,7 @@ use crate::server::{self, ConnInfo, Handler, Running, ServeOptions};
 use crate::stall_timeout::StallFlag;
 use crate::upstream::balance::{Groups, InFlight, Use};
 use crate::upstream::Transport;
-use crate::upstream_path::{strip_credentials, strip_secrets, BaseUrl};
+use crate::upstream_path::{strip_credentials, BaseUrl};
 use crate::websocket;
 
 /// The gateway: the parts that live as long as the process, and the config applied to each
@@ -188,7 +188,13 @@ impl Gateway {
             crate::splice::Pipes::new(settings.server.splice_pipes, crate::splice::pipe::PIPE_SIZE)
         });
         let mut metrics = Metrics::new(settings, node_metrics, &hubs, registry.clone())
-            .with_collector(Box::new(cache.collector()));
+            .with_collector(Box::new(cache.collector()))
+            .with_access_log_dropped(
+                access
+                    .as_ref()
+                    .map(|a| a.dropped_counter())
+                    .unwrap_or_default(),
+            );
         if let Some(p) = &splice {
             metrics = metrics.with_collector(Box::new(p.collector()));
         }
@@ -720,7 +726,10 @@ impl Active {
         proxy::headers::check_request(req.version(), req.headers())?;
         let found = match dest {
             // The registry's writers have their own auth and never reach a node.
-            Dest::Admin => return Ok(self.admin.call(req, rid.to_str().unwrap_or_default()).await),
+            Dest::Admin => {
+                let call = self.admin.call(req, rid.to_str().unwrap_or_default());
+                return Ok(Box::pin(call).await);
+            }
             Dest::Metrics => {
                 if let Some(access) = &self.metrics_access {
                     access.check(req.headers(), client.ip)?;
@@ -777,7 +786,7 @@ impl Active {
             };
             match (&self.auth.hook, route.auth) {
                 (Some(hook), AuthMode::Hook) => {
-                    hook.check(hook_query(route, &caps, &facts, rid)).await?
+                    Box::pin(hook.check(hook_query(route, &caps, &facts, rid))).await?
                 }
                 _ => self.auth.check(route.auth, &facts, now_unix())?,
             }
@@ -841,6 +850,11 @@ impl Active {
     }
 
     /// Phase 4: redirect, serve live, or proxy.
+    ///
+    /// Every await below that reaches another component (the transport, the cache, the hubs,
+    /// the fleet) is boxed: an `async fn`'s state is as large as its largest await, and hyper
+    /// moves the whole request future once per request, so inline sub-futures made a redirect
+    /// copy ~10 KB of state it never used. Boxed, each path pays only for its own.
     #[allow(clippy::too_many_arguments)]
     async fn act(
         &self,
@@ -870,7 +884,7 @@ impl Active {
                     .first()
                     .ok_or_else(|| GatewayError::Internal("no node".into()))?;
                 if let Some(log) = log {
-                    log.node = node.id.clone();
+                    log.node = NodeName::Node(node.clone());
                 }
                 if !route.sign_location {
                     return redirect::respond(route.status, &node.url, &path, query.as_deref());
@@ -909,7 +923,8 @@ impl Active {
                 let (also, source) = match &self.shared.fleet {
                     None => (Vec::new(), source),
                     Some(f) => {
-                        if let Some(to) = self.fleet_redirect(f, route, stream, &req, &pass).await {
+                        let to = Box::pin(self.fleet_redirect(f, route, stream, &req, &pass));
+                        if let Some(to) = to.await {
                             if let Some(log) = log {
                                 log.decision = "redirect";
                             }
@@ -937,11 +952,11 @@ impl Active {
                         client: client.ip,
                         protocol: WS_FLV,
                     };
-                    let (viewer, node) = self
+                    let join = self
                         .shared
                         .hubs
-                        .join_any(stream, &path, &also, source, info)
-                        .await?;
+                        .join_any(stream, &path, &also, source, info);
+                    let (viewer, node) = Box::pin(join).await?;
                     let end_watch = viewer.end_watch();
                     let session = websocket::Session {
                         viewer,
@@ -954,7 +969,7 @@ impl Active {
                     // request itself is counted as the `101` goes out.
                     let mut log = log.take();
                     if let Some(log) = &mut log {
-                        log.node = node;
+                        log.node = NodeName::Name(node);
                         log.proto = "ws";
                     }
                     let counters = counters.clone();
@@ -962,7 +977,7 @@ impl Active {
                         let out = session.run().await;
                         drop(slot);
                         counters.response_bytes.inc_by(out.bytes);
-                        if let Some(log) = &mut log {
+                        if let Some(mut log) = log {
                             log.close = out.close;
                             let complete = out.error.is_none();
                             log.error = out.error;
@@ -991,13 +1006,13 @@ impl Active {
                         client: client.ip,
                         protocol: HTTP_FLV,
                     };
-                    let (body, node) = self
+                    let join = self
                         .shared
                         .hubs
-                        .join_any(stream, &path, &also, source, viewer)
-                        .await?;
+                        .join_any(stream, &path, &also, source, viewer);
+                    let (body, node) = Box::pin(join).await?;
                     if let Some(log) = log {
-                        log.node = node;
+                        log.node = NodeName::Name(node);
                         log.end = Some(body.end_watch());
                     }
                     Response::new(
@@ -1084,10 +1099,9 @@ impl Active {
                         request_id: rid.clone(),
                         counters: counters.clone(),
                     };
-                    self.cached_answer(route, mode, caps, parts, fill, c)
-                        .await?
+                    Box::pin(self.cached_answer(route, mode, caps, parts, fill, c)).await?
                 } else {
-                    proxy::forward(
+                    let forward = proxy::forward(
                         &self.transport,
                         parts,
                         body,
@@ -1105,11 +1119,11 @@ impl Active {
                             request_bytes: &counters.request_bytes,
                             splice,
                         },
-                    )
-                    .await?
+                    );
+                    Box::pin(forward).await?
                 };
                 if let Some(log) = log {
-                    log.node = node.id.clone();
+                    log.node = NodeName::Node(node.clone());
                 }
                 // A group member's load is held by the body, on the member that answered.
                 let resp = match guard {
@@ -1125,7 +1139,7 @@ impl Active {
                             && matches!(v.method, Method::GET | Method::HEAD)
                             && playlist::is_playlist(v.uri.path(), resp.headers()) =>
                     {
-                        self.session_playlist(resp, route, &node, v, log).await
+                        Box::pin(self.session_playlist(resp, route, &node, v, log)).await
                     }
                     _ => Ok(resp),
                 }
@@ -1328,12 +1342,9 @@ impl Active {
                     client: client.ip,
                     peer: client.peer,
                     method: req.method().clone(),
-                    path: match strip_secrets(req.uri().query()) {
-                        Some(q) => format!("{}?{q}", req.uri().path()),
-                        None => req.uri().path().to_string(),
-                    },
-                    node: String::new(),
-                    request_id: rid.to_str().unwrap_or_default().to_string(),
+                    target: target_of(req.uri()),
+                    node: NodeName::None,
+                    request_id: rid.clone(),
                     error: None,
                     side: "",
                     decision: "",
@@ -1342,7 +1353,6 @@ impl Active {
                     close: None,
                     end: None,
                     stalled,
-                    shutdown: self.shared.shutdown.clone(),
                 })
             }
             _ => None,
@@ -1404,7 +1414,7 @@ impl Active {
                     log.error = Some(e.to_string());
                     log.side = e.side_name();
                     if let Some(n) = e.node() {
-                        log.node = n.to_string();
+                        log.node = NodeName::Name(n.to_string());
                     }
                 }
                 e.to_response(rid.to_str().unwrap_or_default())
@@ -1445,10 +1455,10 @@ struct AccessLog {
     /// `client` when a trusted proxy's `X-Forwarded-For` named someone else.
     peer: SocketAddr,
     method: Method,
-    /// Path and query without credentials.
-    path: String,
-    node: String,
-    request_id: String,
+    /// Path and query as the client sent them (the log's writer removes the credentials).
+    target: String,
+    node: NodeName,
+    request_id: HeaderValue,
     error: Option<String>,
     /// Where the error came from (`downstream`, `upstream`, `internal`); empty without one.
     side: &'static str,
@@ -1458,7 +1468,6 @@ struct AccessLog {
     end: Option<EndWatch>,
     /// Set if the connection's write timed out (`send_timeout`).
     stalled: StallFlag,
-    shutdown: CancellationToken,
     /// How the answer went out: `http`, or `ws` for a WebSocket-FLV viewer.
     proto: &'static str,
     /// The WebSocket close code sent or echoed (none for HTTP).
@@ -1468,30 +1477,42 @@ struct AccessLog {
 }
 
 impl AccessLog {
-    /// Writes the line with the request's outcome.
-    fn write(&self, status: u16, bytes: u64, complete: bool, closed: Option<&'static str>) {
-        let some = |s: &'static str| (!s.is_empty()).then_some(s);
-        self.sink.write(&Record {
-            ts: access_log::rfc3339(std::time::SystemTime::now()),
+    /// Hands the request's outcome to the log's writer, which formats the line.
+    fn write(self, status: u16, bytes: u64, complete: bool, closed: Option<&'static str>) {
+        let entry = Entry {
+            at: std::time::SystemTime::now(),
             client: self.client,
             peer: self.peer,
-            method: self.method.as_str(),
-            path: &self.path,
+            method: self.method,
+            target: self.target,
             status,
             bytes,
             ms: self.start.elapsed().as_millis() as u64,
-            node: (!self.node.is_empty()).then_some(self.node.as_str()),
-            request_id: &self.request_id,
-            decision: some(self.decision),
+            node: self.node,
+            request_id: self.request_id,
+            decision: self.decision,
             complete,
             closed,
-            error: self.error.as_deref(),
-            side: some(self.side),
+            error: self.error,
+            side: self.side,
             proto: self.proto,
             ws_close: self.close,
-            session: (!self.session.is_empty()).then_some(self.session.as_str()),
-        });
+            session: self.session,
+        };
+        self.sink.write(entry);
     }
+}
+
+/// The request target as the client sent it, path and query, in one allocation.
+fn target_of(uri: &http::Uri) -> String {
+    let (path, query) = (uri.path(), uri.query());
+    let mut t = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    t.push_str(path);
+    if let Some(q) = query {
+        t.push('?');
+        t.push_str(q);
+    }
+    t
 }
 
 /// The end of one request, the one place that knows its outcome: when the response body is
@@ -1530,7 +1551,7 @@ impl RequestEnd {
             Some("send_timeout")
         } else if self.body_failed {
             Some("upstream")
-        } else if log.is_some_and(|l| l.shutdown.is_cancelled()) {
+        } else if log.is_some_and(|l| l.sink.shutting_down()) {
             Some("shutdown")
         } else {
             Some("client")
@@ -1564,7 +1585,7 @@ impl Drop for RequestEnd {
                 .response_bytes
                 .inc_by(self.bytes - self.counted);
         }
-        if let Some(log) = &self.log {
+        if let Some(log) = self.log.take() {
             log.write(
                 status,
                 self.bytes,
@@ -1651,78 +1672,92 @@ impl Active {
         counters: Arc<crate::cache::Counters>,
     ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
         use http::header;
-        let method = parts.method.clone();
-        let viewer_headers = parts.headers;
-        let mut headers = viewer_headers.clone();
-        for h in [
-            header::RANGE,
-            header::IF_RANGE,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::ACCEPT_ENCODING,
-        ] {
-            headers.remove(h);
-        }
-        let (uri, version) = (parts.uri, parts.version);
-        let transport = self.transport.clone();
-        let public_url = self.shared.public_url.clone();
-        let prefixes = (route.upstream_prefix.clone(), route.public_prefix.clone());
         let mut fill = fill;
         fill.path_and_query = crate::cache::key::without_params(
             &fill.path_and_query,
             &self.settings.cache.ignore_params,
         );
-        let fill = Arc::new(fill);
-        let target = fill.path_and_query.clone();
-        let fetch: crate::cache::Fetch = Arc::new(move |extra: http::HeaderMap| {
-            let (mut p, ()) = Request::new(()).into_parts();
-            p.method = Method::GET;
-            p.uri = uri.clone();
-            p.version = version;
-            p.headers = headers.clone();
-            for (k, v) in &extra {
-                p.headers.insert(k, v.clone());
+        // What a fill sends the node, built only when the cache has to fetch (a hit never
+        // copies the request): the viewer's request as a GET, without its range,
+        // conditionals and Accept-Encoding.
+        let (method, uri, version) = (&parts.method, &parts.uri, parts.version);
+        let viewer_headers = &parts.headers;
+        let make = || -> crate::cache::Fetch {
+            let mut headers = viewer_headers.clone();
+            for h in [
+                header::RANGE,
+                header::IF_RANGE,
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                header::IF_MATCH,
+                header::IF_UNMODIFIED_SINCE,
+                header::ACCEPT_ENCODING,
+            ] {
+                headers.remove(h);
             }
-            let (transport, public_url, prefixes, fill) = (
-                transport.clone(),
-                public_url.clone(),
-                prefixes.clone(),
-                fill.clone(),
-            );
-            Box::pin(async move {
-                proxy::fetch(
-                    &transport,
-                    p,
-                    Forward {
-                        nodes: &fill.nodes,
-                        path_and_query: &fill.path_and_query,
-                        strip_authorization: fill.strip_authorization,
-                        client: &fill.client,
-                        request_id: &fill.request_id,
-                        public_url: &public_url,
-                        path_map: Some(proxy::headers::PathMap {
-                            upstream: &prefixes.0,
-                            public: &prefixes.1,
-                        }),
-                        request_bytes: &fill.counters.request_bytes,
-                        splice: None,
-                    },
-                )
-                .await
+            let uri = uri.clone();
+            let transport = self.transport.clone();
+            let public_url = self.shared.public_url.clone();
+            let prefixes = (route.upstream_prefix.clone(), route.public_prefix.clone());
+            let fill = Arc::new(CacheFill {
+                nodes: fill.nodes.clone(),
+                path_and_query: fill.path_and_query.clone(),
+                strip_authorization: fill.strip_authorization,
+                client: fill.client,
+                request_id: fill.request_id.clone(),
+                counters: fill.counters.clone(),
+            });
+            Arc::new(move |extra: http::HeaderMap| {
+                let (mut p, ()) = Request::new(()).into_parts();
+                p.method = Method::GET;
+                p.uri = uri.clone();
+                p.version = version;
+                p.headers = headers.clone();
+                for (k, v) in &extra {
+                    p.headers.insert(k, v.clone());
+                }
+                let (transport, public_url, prefixes, fill) = (
+                    transport.clone(),
+                    public_url.clone(),
+                    prefixes.clone(),
+                    fill.clone(),
+                );
+                Box::pin(async move {
+                    proxy::fetch(
+                        &transport,
+                        p,
+                        Forward {
+                            nodes: &fill.nodes,
+                            path_and_query: &fill.path_and_query,
+                            strip_authorization: fill.strip_authorization,
+                            client: &fill.client,
+                            request_id: &fill.request_id,
+                            public_url: &public_url,
+                            path_map: Some(proxy::headers::PathMap {
+                                upstream: &prefixes.0,
+                                public: &prefixes.1,
+                            }),
+                            request_bytes: &fill.counters.request_bytes,
+                            splice: None,
+                        },
+                    )
+                    .await
+                })
             })
-        });
+        };
         let ask = crate::cache::Ask {
             route: &route.path,
             mode,
             stream: caps.get(STREAM),
-            target: &target,
-            method: &method,
-            headers: &viewer_headers,
+            target: &fill.path_and_query,
+            method,
+            headers: viewer_headers,
             counters,
         };
-        self.shared.cache.serve(ask, fetch).await
+        self.shared
+            .cache
+            .serve_with(ask, &crate::cache::Fetcher::lazy(&make))
+            .await
     }
 }
 // --- end cache ---

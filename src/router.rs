@@ -228,9 +228,15 @@ impl Captures {
 }
 
 fn check_path_capture(raw: &str) -> Result<(), GatewayError> {
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") || raw.contains('\\')
-    {
+    // `%2F`, `%5C` or `%00` in any case, looked for without a lowercased copy.
+    let encoded_bad = raw.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'f') | (b'5', b'c') | (b'0', b'0')
+            )
+    });
+    if encoded_bad || raw.contains('\\') {
         return Err(GatewayError::BadPath("encoded separator or NUL in path"));
     }
     for seg in raw.split('/') {
@@ -311,7 +317,16 @@ impl Template {
 
     /// Fills the holes from validated captures.
     pub fn render(&self, caps: &Captures) -> String {
-        let mut out = String::new();
+        let var = |v: &str| caps.get(v).unwrap_or("");
+        let len = self
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.len(),
+                Piece::Var(v) => var(v).len(),
+            })
+            .sum();
+        let mut out = String::with_capacity(len);
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.push_str(t),

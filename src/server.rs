@@ -71,9 +71,9 @@ impl ConnInfo {
 }
 
 /// What an open connection holds: its `max_connections` permit, its per-address slot, and its
-/// place in the drain (shutdown waits for it). Handed to every request in its extensions, so a
-/// connection that a handler takes over after a `101` (WebSocket-FLV) keeps them after hyper's
-/// connection task has let go of it; the last clone gives them back.
+/// place in the drain (shutdown waits for it). Handed to every request with an `Upgrade` header
+/// in its extensions, so a connection that a handler takes over after a `101` (WebSocket-FLV)
+/// keeps them after hyper's connection task has let go of it; the last clone gives them back.
 #[derive(Clone)]
 pub struct ConnHold(Arc<HoldInner>);
 
@@ -640,8 +640,16 @@ async fn serve_io<H: Handler, IO>(
         let handler = handler.clone();
         let refused = refused.clone();
         let info = info.clone();
-        req.extensions_mut().insert(svc_hold.clone());
-        if let Some(link) = &splice {
+        // Only a request that may take the connection over (WebSocket-FLV) needs the hold,
+        // and only a GET may have its answer spliced: extensions are a map allocated on first
+        // insert.
+        if req.headers().contains_key(http::header::UPGRADE) {
+            req.extensions_mut().insert(svc_hold.clone());
+        }
+        if let Some(link) = splice
+            .as_ref()
+            .filter(|_| req.method() == http::Method::GET)
+        {
             req.extensions_mut().insert(link.clone());
         }
         let guard = counter.as_ref().map(|c| InFlight::enter(c.clone()));

@@ -251,6 +251,11 @@ fn the_metrics_listener_counts_what_happened_and_passes_promtool() {
         ),
         1.0
     );
+    assert_eq!(
+        must(&text, "streamgate_access_log_dropped_lines_total"),
+        0.0,
+        "the access log's overflow count is exported (its writer kept up)"
+    );
     assert!(must(&text, "process_resident_memory_bytes") > 0.0);
     assert!(must(&text, "process_open_fds") > 0.0);
     assert!(value(&text, "process_cpu_seconds_total").is_some());

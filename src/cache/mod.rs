@@ -53,6 +53,41 @@ pub type Fetch = Arc<dyn Fn(HeaderMap) -> FetchFuture + Send + Sync>;
 pub type FetchFuture =
     Pin<Box<dyn Future<Output = Result<(Response<Body>, Arc<Node>), GatewayError>> + Send>>;
 
+/// A [`Fetch`] built only when a fill needs one: most requests on a cached route are hits, and
+/// a hit never pays for copying the request into a fill.
+pub struct Fetcher<'a> {
+    make: Option<&'a (dyn Fn() -> Fetch + Send + Sync)>,
+    made: std::sync::OnceLock<Fetch>,
+}
+
+impl<'a> Fetcher<'a> {
+    /// Calls `make` the first time a fill needs the fetch (at most once).
+    pub fn lazy(make: &'a (dyn Fn() -> Fetch + Send + Sync)) -> Self {
+        Self {
+            make: Some(make),
+            made: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A fetch built already.
+    pub fn ready(fetch: Fetch) -> Self {
+        Self {
+            make: None,
+            made: std::sync::OnceLock::from(fetch),
+        }
+    }
+
+    fn get(&self) -> &Fetch {
+        self.made.get_or_init(|| match self.make {
+            Some(make) => make(),
+            // `ready` filled `made`: never reached.
+            None => Arc::new(|_| {
+                Box::pin(async { Err(GatewayError::Internal("no cache fetch".into())) })
+            }),
+        })
+    }
+}
+
 /// An entry: a fill whose node has not answered yet, or an object (maybe still filling).
 #[derive(Clone)]
 enum Slot {
@@ -242,10 +277,20 @@ impl Cache {
 
     /// Answers `ask` from the cache, fetching through `fetch` what it lacks. Returns the answer
     /// and the node it came from.
+    #[cfg(test)]
     pub async fn serve(
         &self,
         ask: Ask<'_>,
         fetch: Fetch,
+    ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
+        self.serve_with(ask, &Fetcher::ready(fetch)).await
+    }
+
+    /// [`Cache::serve`], with the fetch built only if a fill needs it.
+    pub async fn serve_with(
+        &self,
+        ask: Ask<'_>,
+        fetch: &Fetcher<'_>,
     ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
         let scope = key::scope(ask.stream, ask.target);
         let epoch = self.inner.epochs.epoch(ask.route, &scope);
@@ -258,11 +303,10 @@ impl Cache {
             counters: ask.counters.clone(),
         };
         if ask.mode == CacheMode::Vod {
-            return slice::serve(self.clone(), &ask, epoch, ctx, fetch).await;
+            return slice::serve(self.clone(), &ask, epoch, ctx, fetch.get().clone()).await;
         }
         let key = Key::new(ask.route, epoch, ask.target.to_string(), None);
-        self.answer(key, &ctx, &fetch, ask.method, ask.headers)
-            .await
+        self.answer(key, &ctx, fetch, ask.method, ask.headers).await
     }
 
     /// The whole-object answer for `key`.
@@ -270,7 +314,7 @@ impl Cache {
         &self,
         key: Key,
         ctx: &FillCtx,
-        fetch: &Fetch,
+        fetch: &Fetcher<'_>,
         method: &Method,
         headers: &HeaderMap,
     ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
@@ -279,13 +323,18 @@ impl Cache {
                 respond::respond(&o, method, headers, Instant::now()),
                 o.node.clone(),
             )),
-            Got::Refetch => fetch(HeaderMap::new()).await,
+            Got::Refetch => (fetch.get())(HeaderMap::new()).await,
         }
     }
 
     /// The object under `key`: fresh from the store, from the fill in flight, or from a new
     /// fill (which this call starts).
-    async fn object(&self, key: Key, ctx: &FillCtx, fetch: &Fetch) -> Result<Got, GatewayError> {
+    async fn object(
+        &self,
+        key: Key,
+        ctx: &FillCtx,
+        fetch: &Fetcher<'_>,
+    ) -> Result<Got, GatewayError> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = Instant::now();
         let c = &ctx.counters;
@@ -331,7 +380,7 @@ impl Cache {
                         ctx: ctx.clone(),
                         old,
                     };
-                    tokio::spawn(fill.run(tx, fetch.clone()));
+                    tokio::spawn(fill.run(tx, fetch.get().clone()));
                     (rx, true)
                 }
             }

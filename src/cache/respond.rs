@@ -13,9 +13,7 @@ use crate::origin::files::{parse_range, RangeRequest};
 /// The viewer's answer from `obj` for a request with `method` and `req` headers.
 pub fn respond(obj: &Object, method: &Method, req: &HeaderMap, now: Instant) -> Response<Body> {
     let mut headers = obj.headers.clone();
-    if let Ok(v) = HeaderValue::from_str(&obj.age(now).to_string()) {
-        headers.insert(header::AGE, v);
-    }
+    headers.insert(header::AGE, HeaderValue::from(obj.age(now)));
     let head = *method == Method::HEAD;
     let ok = obj.status == StatusCode::OK;
     if ok && not_modified(&obj.headers, req) {

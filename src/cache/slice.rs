@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::buffer::Reader;
 use super::object::Object;
-use super::{respond, Ask, Cache, Fetch, FillCtx, Got, Key};
+use super::{respond, Ask, Cache, Fetch, Fetcher, FillCtx, Got, Key};
 use crate::body::{empty, Body, BoxError};
 use crate::error::GatewayError;
 use crate::origin::files::{parse_range, RangeRequest};
@@ -58,7 +58,10 @@ pub(super) async fn serve(
     let key = |i| Key::new(ask.route, epoch, ask.target.to_string(), Some(i));
     let range = ask.headers.get(header::RANGE);
     let guess = range.and_then(range_start).map_or(0, |a| a / size);
-    let obj = match cache.object(key(guess), &ctx, &fetch).await? {
+    let obj = match cache
+        .object(key(guess), &ctx, &Fetcher::ready(fetch.clone()))
+        .await?
+    {
         Got::Shared(o) | Got::Own(o) => o,
         Got::Refetch => return fetch(HeaderMap::new()).await,
     };
@@ -202,7 +205,11 @@ impl Slices {
 
     async fn open(&self, i: u64) -> Result<Arc<Object>, BoxError> {
         let key = Key::new(&self.route, self.epoch, self.target.clone(), Some(i));
-        let o = match self.cache.object(key, &self.ctx, &self.fetch).await {
+        let o = match self
+            .cache
+            .object(key, &self.ctx, &Fetcher::ready(self.fetch.clone()))
+            .await
+        {
             Ok(Got::Shared(o) | Got::Own(o)) => o,
             Ok(Got::Refetch) => return Err("a slice could not be shared".into()),
             Err(e) => return Err(e.to_string().into()),

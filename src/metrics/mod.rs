@@ -257,6 +257,20 @@ impl Metrics {
         self
     }
 
+    /// Registers the access log's count of lines dropped because its writer could not keep up
+    /// (zero, and staying so, when the log is off).
+    pub fn with_access_log_dropped(mut self, dropped: Counter) -> Self {
+        self.registry
+            .sub_registry_with_prefix("streamgate")
+            .register(
+                "access_log_dropped_lines",
+                "Access log lines dropped because the log's writer could not keep up (its queue \
+             was full); requests never wait for it",
+                dropped,
+            );
+        self
+    }
+
     /// One route's counters, labelled with its path: the same path keeps the same series
     /// across reloads.
     fn counters(&self, route: &str) -> Arc<RouteCounters> {

@@ -21,8 +21,22 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// Removes hop-by-hop headers: the fixed list, anything named in `Connection`, and `Proxy-*`.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    // Most requests and answers carry none (a `Connection` header is one of the list): one
+    // look at each name decides, instead of a lookup per listed name.
+    let any = h.keys().any(|k| {
+        let k = k.as_str();
+        HOP_BY_HOP.contains(&k) || k.starts_with("proxy-")
+    });
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -70,10 +84,49 @@ pub fn check_request(version: http::Version, h: &HeaderMap) -> Result<(), Gatewa
     }
 }
 
+/// An address as a header value, written without the formatting machinery (one allocation,
+/// the value's own).
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 48];
+    let n = match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let digits = [o / 100, o / 10 % 10, o % 10];
+                let skip = if o >= 100 {
+                    0
+                } else if o >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[n] = b'0' + d;
+                    n += 1;
+                }
+            }
+            n
+        }
+        std::net::IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut w = std::io::Cursor::new(&mut buf[..]);
+            // 45 bytes at most: always fits.
+            let _ = write!(w, "{ip}");
+            w.position() as usize
+        }
+    };
+    // Digits, dots, colons and hex: always a valid header value.
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// Appends `item` to a list header, folding every existing instance of it into one value.
-fn append_list(h: &mut HeaderMap, name: &'static str, item: HeaderValue) {
+fn append_list(h: &mut HeaderMap, name: HeaderName, item: HeaderValue) {
     // The common case, no such header yet, needs no joining (and no allocation).
-    if !h.contains_key(name) {
+    if !h.contains_key(&name) {
         h.insert(name, item);
         return;
     }
@@ -81,7 +134,7 @@ fn append_list(h: &mut HeaderMap, name: &'static str, item: HeaderValue) {
         return;
     };
     let mut parts: Vec<&str> = h
-        .get_all(name)
+        .get_all(&name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
@@ -108,37 +161,38 @@ pub fn to_upstream(h: &mut HeaderMap, client: &Client, node: &BaseUrl, strip_aut
     if strip_auth {
         h.remove(header::AUTHORIZATION);
     }
-    // An IP address is always a valid header value.
-    let ip_value = |ip: std::net::IpAddr| HeaderValue::from_str(&ip.to_string()).ok();
-    if let Some(hop) = ip_value(client.peer.ip().to_canonical()) {
-        if client.trusted_peer {
-            append_list(h, "x-forwarded-for", hop);
-        } else {
-            h.insert("x-forwarded-for", hop);
-        }
+    let peer_ip = client.peer.ip().to_canonical();
+    let hop = ip_value(peer_ip);
+    if client.trusted_peer {
+        append_list(h, X_FORWARDED_FOR, hop.clone());
+    } else {
+        h.insert(X_FORWARDED_FOR, hop.clone());
     }
     if !client.trusted_peer {
         h.remove(header::FORWARDED);
     }
-    match ip_value(client.ip) {
-        Some(v) => h.insert("x-real-ip", v),
-        None => h.remove("x-real-ip"),
+    // Usually the peer itself: the same bytes, shared.
+    let real = if client.ip == peer_ip {
+        hop
+    } else {
+        ip_value(client.ip)
     };
-    if !(client.trusted_peer && h.contains_key("x-forwarded-proto")) {
+    h.insert(X_REAL_IP, real);
+    if !(client.trusted_peer && h.contains_key(&X_FORWARDED_PROTO)) {
         let proto = if client.secure { "https" } else { "http" };
-        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !(client.trusted_peer && h.contains_key("x-forwarded-host")) {
+    if !(client.trusted_peer && h.contains_key(&X_FORWARDED_HOST)) {
         match original_host {
             Some(v) => {
-                h.insert("x-forwarded-host", v);
+                h.insert(X_FORWARDED_HOST, v);
             }
             None => {
-                h.remove("x-forwarded-host");
+                h.remove(&X_FORWARDED_HOST);
             }
         }
     }
-    append_list(h, "via", HeaderValue::from_static(VIA));
+    append_list(h, header::VIA, HeaderValue::from_static(VIA));
     if let Ok(v) = HeaderValue::from_str(&node.authority) {
         h.insert(header::HOST, v);
     }
@@ -160,7 +214,7 @@ pub fn to_downstream(
     map: Option<PathMap<'_>>,
 ) {
     remove_hop_by_hop(h);
-    append_list(h, "via", HeaderValue::from_static(VIA));
+    append_list(h, header::VIA, HeaderValue::from_static(VIA));
     let rewritten = h
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -240,6 +294,22 @@ mod tests {
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.append("transfer-encoding", HeaderValue::from_static("chunked"));
         assert!(check_request(Version::HTTP_11, &h).is_err(), "two lines");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.7",
+            "255.255.255.255",
+            "192.168.100.9",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("ip");
+            assert_eq!(ip_value(ip), ip.to_string().as_str());
+        }
     }
 
     #[test]
