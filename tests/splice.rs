@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::tls::{curl, tls_listen, Ca};
-use common::{get, origin, raw_request, spawn, Proc};
+use common::{access_line, get, origin, raw_request, spawn, Proc};
 
 /// Body byte `i` of the test files: never zero.
 fn pattern(i: usize) -> u8 {
@@ -206,11 +206,24 @@ fn plain_downloads_are_spliced() {
         FILES.len() as u64
     );
     assert_eq!(fallbacks(addr, "source"), 0);
-    let total: usize = FILES.iter().map(|(_, s)| s).sum();
+    // A spliced answer ends like a copied one: logged complete, not as a viewer who left.
+    let (name, size) = FILES[FILES.len() - 1];
+    let r = get(addr, &format!("/vod/{name}"), "X-Request-Id: spliced-1\r\n");
+    check(&r.body, 0, size);
+    let line = access_line(&gw, "spliced-1");
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{key}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("complete"), "true", "{line}");
+    assert_eq!(field("closed"), "\"\"", "{line}");
+    let total: usize = FILES.iter().map(|(_, s)| s).sum::<usize>() + size;
     // Bytes read with the node's head arrive as `Data`, not spliced: most, not all.
     let bytes = metric(addr, "streamgate_splice_bytes_total");
     assert!(
-        bytes as usize > total - 64 * 1024 * FILES.len() && bytes as usize <= total,
+        bytes as usize > total - 64 * 1024 * (FILES.len() + 1) && bytes as usize <= total,
         "{bytes} of {total} bytes spliced"
     );
 }

@@ -113,9 +113,16 @@ impl HttpBody for SpliceBody {
                     other => other,
                 }
             };
+            // The last bytes are out of the node (its connection already back in the pool):
+            // say so with them, so the server ends the answer (and logs it complete) without
+            // polling for an end it has no reason to ask for.
+            let done = source.remaining() == Some(0);
             match step {
                 Poll::Ready(r) => {
                     this.timer = None;
+                    if done && matches!(r, Ok(Step::Spliced(1..) | Step::Data(_))) {
+                        this.source = None;
+                    }
                     match r {
                         Ok(Step::Spliced(0)) => {
                             this.source = None;

@@ -128,9 +128,9 @@ pub fn offer(r: Request<'_>) -> Option<Offer> {
     let why = match r.extensions.get::<Link>() {
         _ if r.secure => Fallback::Tls,
         _ if r.version >= Version::HTTP_2 => Fallback::Http2,
-        None => Fallback::Http2,
         _ if r.method != Method::GET => Fallback::Method,
         _ if r.cached => Fallback::Cache,
+        None => Fallback::Http2,
         Some(link) => {
             return Some(Offer {
                 link: link.clone(),
