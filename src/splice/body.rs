@@ -29,6 +29,11 @@ pub struct SpliceBody {
     idle: Duration,
     /// Running while the node owes us data; reset by every step.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The last poll handed hyper bytes from memory (`Step::Data`), not yet written.
+    fresh: bool,
+    /// A node failure held back one turn, so hyper writes those bytes before it aborts the
+    /// answer (it drops what it has not flushed when a body fails).
+    deferred: Option<BoxError>,
 }
 
 impl SpliceBody {
@@ -56,6 +61,8 @@ impl SpliceBody {
             link,
             idle,
             timer: None,
+            fresh: false,
+            deferred: None,
         })
     }
 }
@@ -82,6 +89,10 @@ impl HttpBody for SpliceBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(e) = this.deferred.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let fresh = std::mem::take(&mut this.fresh);
         loop {
             let Some(source) = this.source.as_mut() else {
                 return Poll::Ready(None);
@@ -134,13 +145,21 @@ impl HttpBody for SpliceBody {
                             return Poll::Ready(Some(Ok(Frame::data(marker(n)))))
                         }
                         Ok(Step::Data(b)) if b.is_empty() => continue,
-                        Ok(Step::Data(b)) => return Poll::Ready(Some(Ok(Frame::data(b)))),
+                        Ok(Step::Data(b)) => {
+                            this.fresh = true;
+                            return Poll::Ready(Some(Ok(Frame::data(b))));
+                        }
                         Ok(Step::End) => {
                             this.source = None;
                             return Poll::Ready(None);
                         }
                         Err(e) => {
                             this.source = None;
+                            if fresh {
+                                this.deferred = Some(e.into());
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
                             return Poll::Ready(Some(Err(e.into())));
                         }
                     }
@@ -164,7 +183,7 @@ impl HttpBody for SpliceBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.source.is_none()
+        self.source.is_none() && self.deferred.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -140,6 +140,9 @@ struct Ask {
     copy: bool,
     /// No length: the source's framing is unknown to hyper, which chunks the answer.
     chunked: bool,
+    /// The node closes before sending anything past the prefix, and the gateway has seen the
+    /// close before the answer starts: the prefix, then at once an error.
+    gone: bool,
 }
 
 fn parse(path: &str) -> Ask {
@@ -151,12 +154,14 @@ fn parse(path: &str) -> Ask {
         cut: false,
         copy: false,
         chunked: false,
+        gone: false,
     };
     for p in parts {
         match p {
             "cut" => ask.cut = true,
             "copy" => ask.copy = true,
             "chunked" => ask.chunked = true,
+            "gone" => ask.gone = true,
             n => ask.prefix = n.parse().unwrap_or(0),
         }
     }
@@ -169,9 +174,13 @@ async fn node(ask: &Ask) -> TcpStream {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (from, to) = (ask.prefix, ask.size);
-    let end = if ask.cut { from + (to - from) / 2 } else { to };
+    let end = match (ask.gone, ask.cut) {
+        (true, _) => from,
+        (false, true) => from + (to - from) / 2,
+        (false, false) => to,
+    };
     let body = pattern_bytes(from, end);
-    let cut = ask.cut;
+    let cut = ask.cut || ask.gone;
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
         if s.write_all(&body).await.is_err() {
@@ -195,6 +204,10 @@ async fn respond(
 ) -> Response<crate::body::Body> {
     let ask = parse(req.uri().path());
     let sock = node(&ask).await;
+    if ask.gone {
+        // The node's close has arrived (readable at end of stream).
+        let _ = sock.readable().await;
+    }
     let body = TestBody {
         sock,
         prefix: (ask.prefix > 0).then(|| pattern_bytes(0, ask.prefix).into()),
@@ -473,6 +486,20 @@ async fn a_node_closing_mid_body_breaks_the_viewers_response() {
     let mut b = [0u8; 16];
     let r = tokio::time::timeout(Duration::from_secs(10), c.read(&mut b)).await;
     assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "closed: {r:?}");
+    wait_until("the pipe is given back", || s.pipes.in_use() == 0).await;
+}
+
+#[tokio::test]
+async fn bytes_in_memory_reach_the_viewer_before_a_node_failure_right_behind_them() {
+    let s = server(4, true, Duration::from_secs(30)).await;
+    let mut c = TcpStream::connect(s.addr).await.expect("connect");
+    let (status, _, body) = get(&mut c, "/1000/100/gone").await;
+    assert_eq!(
+        status, "HTTP/1.1 200 OK",
+        "the head went out before the failure"
+    );
+    assert_eq!(body.len(), 100, "the bytes read with the head arrived");
+    check(&body, 100);
     wait_until("the pipe is given back", || s.pipes.in_use() == 0).await;
 }
 
