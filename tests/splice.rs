@@ -1,11 +1,7 @@
 //! Zero-copy proxied bodies (issue 15) through a real gateway in front of a real origin: plain
-//! HTTP/1.1 downloads arrive byte-exact (spliced once the transport hands its connection over,
-//! copied before), Range and HEAD answers are right, and a TLS viewer and a cached route take
-//! the copying path, counted in `/metrics`.
-//!
-//! `plain_downloads_are_spliced` needs the transport's real `PooledBody::into_splice` (branch
-//! `h1client`): until then the transport declines and every body is copied (counted as
-//! `reason="source"`), which the other tests accept either way.
+//! HTTP/1.1 downloads arrive byte-exact and spliced (the transport's `PooledBody::into_splice`
+//! hands its connection over), Range and HEAD answers are right, and a TLS viewer and a cached
+//! route take the copying path, counted in `/metrics`.
 
 mod common;
 
@@ -107,7 +103,7 @@ fn check(body: &[u8], from: usize, len: usize) {
 
 /// Plain downloads of every size, keep-alive, Range and HEAD: byte-exact and well framed,
 /// whichever path the bodies took; every plain GET with a body is spliced or counted as a
-/// fallback (`source` until the transport hands its connection over).
+/// fallback.
 #[test]
 fn plain_downloads_ranges_and_head_are_exact() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -186,8 +182,8 @@ fn tls_viewers_and_cached_routes_are_copied() {
     assert_eq!(metric(plain, "streamgate_splice_bodies_total"), 0);
 }
 
-/// Needs `h1client` (the transport's real `into_splice`): plain downloads really take the
-/// spliced path, and every body byte is spliced.
+/// Plain downloads really take the spliced path (the transport hands its connection over),
+/// nearly every body byte is spliced, and a spliced answer is logged complete.
 #[test]
 fn plain_downloads_are_spliced() {
     let dir = tempfile::tempdir().expect("tmp");

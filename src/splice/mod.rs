@@ -68,7 +68,6 @@ pub trait SpliceSource: Send + Unpin + 'static {
 /// Moves up to `max` bytes from `sock` into `pipe` once the socket is readable. `Ok(0)` is the
 /// node's end of stream. The pipe must have room for `max` bytes: a full pipe would look like
 /// an empty socket and clear its readiness.
-#[cfg_attr(not(test), allow(dead_code))] // the transport's source (branch h1client) uses it
 pub fn poll_socket_to_pipe(
     sock: &TcpStream,
     cx: &mut Context<'_>,
