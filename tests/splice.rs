@@ -68,6 +68,17 @@ cache = "vod"
     spawn(&["serve", "--config", path.to_str().expect("utf-8")], 2)
 }
 
+/// The files, an origin serving them, a test CA and a gateway in front (plain and TLS
+/// listeners); the temp dir and the origin live as long as the caller holds them.
+fn setup() -> (tempfile::TempDir, Proc, Ca, Proc) {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_files(dir.path());
+    let o = origin(dir.path());
+    let ca = Ca::new(dir.path());
+    let gw = gateway(&o, &ca, dir.path());
+    (dir, o, ca, gw)
+}
+
 /// The value of `series` in the gateway's `/metrics` (0 when absent).
 fn metric(addr: SocketAddr, series: &str) -> u64 {
     let r = get(addr, "/metrics", "");
@@ -106,11 +117,7 @@ fn check(body: &[u8], from: usize, len: usize) {
 /// fallback.
 #[test]
 fn plain_downloads_ranges_and_head_are_exact() {
-    let dir = tempfile::tempdir().expect("tmp");
-    write_files(dir.path());
-    let o = origin(dir.path());
-    let ca = Ca::new(dir.path());
-    let gw = gateway(&o, &ca, dir.path());
+    let (_dir, _o, _ca, gw) = setup();
     let addr = gw.addrs[0];
     for (name, size) in FILES {
         let r = get(addr, &format!("/vod/{name}"), "");
@@ -161,11 +168,7 @@ fn plain_downloads_ranges_and_head_are_exact() {
 /// A TLS viewer and a cached route take the copying path, byte-exact, and are counted.
 #[test]
 fn tls_viewers_and_cached_routes_are_copied() {
-    let dir = tempfile::tempdir().expect("tmp");
-    write_files(dir.path());
-    let o = origin(dir.path());
-    let ca = Ca::new(dir.path());
-    let gw = gateway(&o, &ca, dir.path());
+    let (_dir, _o, ca, gw) = setup();
     let (plain, tls) = (gw.addrs[0], gw.addrs[1]);
     for flag in ["--http1.1", "--http2"] {
         let r = curl(&ca, "gw.test", tls, "/vod/mid.bin", &[flag]);
@@ -186,11 +189,7 @@ fn tls_viewers_and_cached_routes_are_copied() {
 /// nearly every body byte is spliced, and a spliced answer is logged complete.
 #[test]
 fn plain_downloads_are_spliced() {
-    let dir = tempfile::tempdir().expect("tmp");
-    write_files(dir.path());
-    let o = origin(dir.path());
-    let ca = Ca::new(dir.path());
-    let gw = gateway(&o, &ca, dir.path());
+    let (_dir, _o, _ca, gw) = setup();
     let addr = gw.addrs[0];
     for (name, size) in FILES {
         let r = get(addr, &format!("/vod/{name}"), "");
