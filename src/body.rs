@@ -39,3 +39,49 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
+
+/// A request's body as the server hands it to a handler: hyper's, or none at all for the
+/// requests streamgate's own HTTP/1.1 server parses (`crate::http1`), which only takes those
+/// that declare no body. One type, so handlers are the same for both servers.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// No body (no `Content-Length`, no `Transfer-Encoding`).
+    Empty,
+    /// hyper's streaming body (HTTP/2, TLS, uploads, anything the own server hands over).
+    Hyper(hyper::body::Incoming),
+}
+
+impl From<hyper::body::Incoming> for RequestBody {
+    fn from(b: hyper::body::Incoming) -> Self {
+        Self::Hyper(b)
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Empty => std::task::Poll::Ready(None),
+            Self::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Empty => http_body::SizeHint::with_exact(0),
+            Self::Hyper(b) => b.size_hint(),
+        }
+    }
+}

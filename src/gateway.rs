@@ -9,11 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::body::RequestBody;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessSink, Entry, NodeName};
@@ -712,13 +712,16 @@ impl Active {
         }
     }
 
-    /// `dest` is where `call` found the path goes.
+    /// `dest` is where `call` found the path goes; `link` is the connection's splice link
+    /// (plain HTTP/1.1 with `[server] splice`).
+    #[allow(clippy::too_many_arguments)]
     async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         dest: Dest<'_>,
         counters: &Arc<RouteCounters>,
         client: &Client,
+        link: Option<&crate::splice::Link>,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -825,6 +828,7 @@ impl Active {
                 &caps,
                 req,
                 client,
+                link,
                 rid,
                 log,
                 Upstream {
@@ -861,8 +865,9 @@ impl Active {
         action: Action,
         route: &RouteSettings,
         caps: &Captures,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         client: &Client,
+        link: Option<&crate::splice::Link>,
         rid: &HeaderValue,
         log: &mut Option<AccessLog>,
         upstream: Upstream,
@@ -1080,7 +1085,7 @@ impl Active {
                 // Whether the answer may be spliced (the answer's side is `proxy::forward`'s).
                 let splice = crate::splice::offer(crate::splice::Request {
                     pipes: self.shared.splice.as_ref(),
-                    extensions: &parts.extensions,
+                    link,
                     secure: client.secure,
                     version: parts.version,
                     method: &parts.method,
@@ -1156,7 +1161,7 @@ impl Active {
         fleet: &crate::fleet::Fleet,
         route: &RouteSettings,
         stream: &str,
-        req: &Request<Incoming>,
+        req: &Request<RequestBody>,
         pass: &Option<crate::fleet::Pass>,
     ) -> Option<Response<Body>> {
         if route.affinity != crate::config::Affinity::Redirect
@@ -1325,10 +1330,12 @@ struct ViewerRequest {
 }
 
 impl Active {
-    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    async fn call(&self, req: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
         let start = Instant::now();
         // Who this is, decided once: every phase below asks `client`, never the connection.
         let stalled = conn.stalled.clone();
+        let mut conn = conn;
+        let link = conn.splice.take();
         let client = client_addr::resolve(conn, req.headers(), &self.trusted_proxies);
         let rid = request_id::from_headers(req.headers());
         // One record per request, made before anything can fail: a request dropped before it has
@@ -1403,8 +1410,16 @@ impl Active {
                 cors::preflight(policy, origin.as_ref(), action)
             }
             (None, _) => {
-                self.handle(req, dest, &end.counters, &client, &rid, &mut end.log)
-                    .await
+                self.handle(
+                    req,
+                    dest,
+                    &end.counters,
+                    &client,
+                    link.as_ref(),
+                    &rid,
+                    &mut end.log,
+                )
+                .await
             }
         };
         let resp = match result {
@@ -1438,7 +1453,7 @@ impl Active {
 }
 
 impl Handler for Gateway {
-    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    async fn call(&self, req: Request<RequestBody>, conn: ConnInfo) -> Response<Body> {
         // One config for the whole request, even if a reload swaps it meanwhile.
         let active = self.current();
         active.call(req, conn).await

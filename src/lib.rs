@@ -24,6 +24,7 @@ pub(crate) mod error;
 pub(crate) mod fanout;
 pub(crate) mod fleet;
 pub mod gateway;
+pub(crate) mod http1;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod origin;

@@ -291,6 +291,19 @@ impl<T> Rewind<T> {
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
+
+    /// Puts `bytes` back in front of what is still to be read (the own HTTP/1.1 server hands
+    /// hyper a connection with the head it read ahead, `crate::http1`).
+    pub fn put_back(&mut self, bytes: Bytes) {
+        self.prefix = if self.prefix.is_empty() {
+            bytes
+        } else {
+            let mut joined = bytes::BytesMut::with_capacity(bytes.len() + self.prefix.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.prefix);
+            joined.freeze()
+        };
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
@@ -592,6 +605,12 @@ mod tests {
         let mut out = String::new();
         rw.read_to_string(&mut out).await.expect("read");
         assert_eq!(out, "abcd");
+        // Bytes put back come before what was still unread.
+        let mut rw = Rewind::new(Bytes::from_static(b"cd"), &b"ef"[..]);
+        rw.put_back(Bytes::from_static(b"ab"));
+        let mut out = String::new();
+        rw.read_to_string(&mut out).await.expect("read");
+        assert_eq!(out, "abcdef");
         bytes.truncate(20);
         let mut r = &bytes[..];
         match read(&mut r, Duration::from_secs(1)).await {

@@ -78,7 +78,7 @@ impl HttpsRedirect {
 impl crate::server::Handler for HttpsRedirect {
     async fn call(
         &self,
-        req: http::Request<hyper::body::Incoming>,
+        req: http::Request<crate::body::RequestBody>,
         _conn: crate::server::ConnInfo,
     ) -> Response<Body> {
         let (parts, _body) = req.into_parts();

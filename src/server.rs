@@ -35,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{json_response, Body};
+use crate::body::{json_response, Body, RequestBody};
 use crate::config::ListenerSettings;
 use crate::proxy_protocol::Rewind;
 use crate::stall_timeout::{StallFlag, StallTimeout};
@@ -51,6 +51,9 @@ pub struct ConnInfo {
     /// Set if a write on the connection timed out (`send_timeout`): the access log says
     /// `closed=send_timeout`. Cloned per request (a reference count), never allocated.
     pub(crate) stalled: StallFlag,
+    /// On a plain HTTP/1.1 connection with `[server] splice`, the connection's splice link
+    /// ([`crate::splice::offer`]): a reference count per request, never an allocation.
+    pub(crate) splice: Option<crate::splice::Link>,
 }
 
 impl ConnInfo {
@@ -60,6 +63,7 @@ impl ConnInfo {
             peer,
             secure: false,
             stalled: StallFlag::default(),
+            splice: None,
         }
     }
 
@@ -98,7 +102,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Answers one request on `conn`. Must not panic, but if it does, only this request fails.
     fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: ConnInfo,
     ) -> impl Future<Output = Response<Body>> + Send;
 }
@@ -133,6 +137,9 @@ pub struct ServeOptions {
     /// `[server] splice`: plain HTTP/1.1 connections get the splicing IO and a
     /// [`crate::splice::Link`] in every request, so proxied bodies may move with `splice(2)`.
     pub splice: bool,
+    /// `[server] own_http1`: plain connections start on [`crate::http1`], hyper takes over
+    /// what it hands on.
+    pub own_http1: bool,
 }
 
 /// Most bytes hyper buffers per connection on each side before it waits for the socket. It
@@ -169,6 +176,7 @@ impl From<&crate::config::ServerSettings> for ServeOptions {
             http2_max_concurrent_streams: s.http2_max_concurrent_streams,
             http2_max_header_list_size: s.http2_max_header_list_size,
             splice: s.splice,
+            own_http1: s.own_http1,
         }
     }
 }
@@ -533,12 +541,13 @@ async fn connection<H: Handler>(
                 crate::splice::SpliceIo::new(stream, link.clone()),
                 ctx.opts.send_timeout,
             );
-            let info = info.with_stall_flag(io.flag());
-            return serve_io(io, false, info, refused, hold, Some(link), ctx).await;
+            let mut info = info.with_stall_flag(io.flag());
+            info.splice = Some(link);
+            return serve_plain(io, info, refused, hold, ctx).await;
         }
         let io = StallTimeout::new(stream, ctx.opts.send_timeout);
         let info = info.with_stall_flag(io.flag());
-        return serve_io(io, false, info, refused, hold, None, ctx).await;
+        return serve_plain(io, info, refused, hold, ctx).await;
     };
     // Below TLS, so a peer that stops reading fails the encrypted writes too.
     let io = StallTimeout::new(stream, ctx.opts.send_timeout);
@@ -547,6 +556,35 @@ async fn connection<H: Handler>(
     // path's, and inline they would size every plain connection's task (a live viewer's for
     // hours) for them.
     Box::pin(serve_tls(io, cfg, info, refused, hold, ctx)).await;
+}
+
+/// [`connection`] in plain HTTP/1.1: the own server first (`[server] own_http1`), hyper for
+/// what it hands on; hyper alone for a connection over the per-address cap (its 429).
+async fn serve_plain<H: Handler, IO>(
+    io: IO,
+    info: ConnInfo,
+    refused: Option<Arc<crate::error::GatewayError>>,
+    hold: ConnHold,
+    ctx: &ConnCtx<H>,
+) where
+    IO: AsyncRead + AsyncWrite + crate::http1::Unread + Unpin + Send + 'static,
+{
+    let io = if ctx.opts.own_http1 && refused.is_none() {
+        let serve = crate::http1::Serve {
+            handler: &ctx.handler,
+            header_read_timeout: ctx.opts.header_read_timeout,
+            shutdown: &ctx.shutdown,
+            force_close: &ctx.force_close,
+        };
+        match crate::http1::serve(io, &info, serve).await {
+            crate::http1::Ended::Closed => return,
+            crate::http1::Ended::Handoff(io) => io,
+        }
+    } else {
+        io
+    };
+    // Boxed: hyper's connection is large, and most plain connections never get here.
+    Box::pin(serve_io(io, false, info, refused, hold, ctx)).await;
 }
 
 /// [`connection`] over TLS: the handshake (bounded), then HTTP on the TLS stream.
@@ -582,7 +620,7 @@ async fn serve_tls<H: Handler>(
         secure: true,
         ..info
     };
-    serve_io(io, h2, info, refused, hold, None, ctx).await;
+    serve_io(io, h2, info, refused, hold, ctx).await;
 }
 
 /// Reads the PROXY protocol header a connection on a marked listener must start with. `None`
@@ -621,7 +659,6 @@ async fn serve_io<H: Handler, IO>(
     info: ConnInfo,
     refused: Option<Arc<crate::error::GatewayError>>,
     hold: ConnHold,
-    splice: Option<crate::splice::Link>,
     ctx: &ConnCtx<H>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -640,17 +677,10 @@ async fn serve_io<H: Handler, IO>(
         let handler = handler.clone();
         let refused = refused.clone();
         let info = info.clone();
-        // Only a request that may take the connection over (WebSocket-FLV) needs the hold,
-        // and only a GET may have its answer spliced: extensions are a map allocated on first
-        // insert.
+        // Only a request that may take the connection over (WebSocket-FLV) needs the hold:
+        // extensions are a map allocated on first insert.
         if req.headers().contains_key(http::header::UPGRADE) {
             req.extensions_mut().insert(svc_hold.clone());
-        }
-        if let Some(link) = splice
-            .as_ref()
-            .filter(|_| req.method() == http::Method::GET)
-        {
-            req.extensions_mut().insert(link.clone());
         }
         let guard = counter.as_ref().map(|c| InFlight::enter(c.clone()));
         async move {
@@ -671,6 +701,7 @@ async fn serve_io<H: Handler, IO>(
             // Boxed per request: hyper keeps one allocation the size of the service's future
             // for a connection's whole life (its in-flight slot), and the handler's future is
             // several KiB; a live viewer's connection, open for hours, then holds a pointer.
+            let req = req.map(RequestBody::Hyper);
             let resp = AssertUnwindSafe(Box::pin(handler.call(req, info)))
                 .catch_unwind()
                 .await
@@ -1060,7 +1091,7 @@ mod tests {
     struct Endless;
 
     impl Handler for Endless {
-        async fn call(&self, _req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+        async fn call(&self, _req: Request<RequestBody>, _conn: ConnInfo) -> Response<Body> {
             let first = futures_util::stream::iter([Ok::<_, crate::body::BoxError>(
                 http_body::Frame::data(bytes::Bytes::from_static(b"first")),
             )]);
@@ -1199,7 +1230,7 @@ mod tests {
     struct Upgrader;
 
     impl Handler for Upgrader {
-        async fn call(&self, mut req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+        async fn call(&self, mut req: Request<RequestBody>, _conn: ConnInfo) -> Response<Body> {
             if !req.headers().contains_key(http::header::UPGRADE) {
                 return Response::new(crate::body::full("plain"));
             }

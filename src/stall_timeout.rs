@@ -51,6 +51,11 @@ impl<T> StallTimeout<T> {
         self.stalled.clone()
     }
 
+    /// The IO below.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// Maps a write poll: progress resets the timer, pending arms it, expiry fails the write.
     fn watch<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         match r {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::get;
 use common::upstream::{Reply, Upstream};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use streamgate::body::Body;
+use streamgate::body::RequestBody;
 use streamgate::gateway::Gateway;
 use streamgate::registry::{self, MemoryRegistry};
 use streamgate::server::{self, Handler, ServeOptions};
@@ -25,7 +25,7 @@ struct PanicOnPath(Arc<Gateway>);
 impl Handler for PanicOnPath {
     async fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: streamgate::server::ConnInfo,
     ) -> Response<Body> {
         if req.uri().path() == "/panic" {

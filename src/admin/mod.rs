@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::body::RequestBody;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, State};
 use axum::response::IntoResponse;
@@ -30,7 +31,6 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -248,7 +248,7 @@ impl Admin {
     }
 
     /// Answers one admin or hook request; `request_id` goes into error bodies.
-    pub async fn call(&self, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+    pub async fn call(&self, req: Request<RequestBody>, request_id: &str) -> Response<Body> {
         let srs = req.uri().path() == "/hooks/srs";
         let resp = match self.router.clone().oneshot(req).await {
             Ok(r) => r,

@@ -167,6 +167,7 @@ pub struct RawServer {
     pub http2_max_header_list_size: Option<u32>,
     pub splice: Option<bool>,
     pub splice_pipes: Option<usize>,
+    pub own_http1: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +204,9 @@ pub struct ServerSettings {
     pub splice: bool,
     /// Most pipes spliced bodies use at once; past it, bodies are copied (and counted).
     pub splice_pipes: usize,
+    /// Plain HTTP/1.1 connections are served by streamgate's own HTTP/1.1 server
+    /// (`crate::http1`), which hands hyper what it does not take; `false`: hyper serves all.
+    pub own_http1: bool,
 }
 
 impl Default for ServerSettings {
@@ -227,6 +231,7 @@ impl Default for ServerSettings {
             http2_max_header_list_size: 16 * 1024,
             splice: true,
             splice_pipes: 256,
+            own_http1: true,
         }
     }
 }
@@ -359,6 +364,7 @@ pub(super) fn validate(s: &RawServer) -> Result<ServerSettings, ConfigError> {
             Some(n) => n,
             None => d.splice_pipes,
         },
+        own_http1: s.own_http1.unwrap_or(d.own_http1),
     };
     if server.tls_handshake_timeout.is_zero() {
         return Err(invalid(
@@ -445,6 +451,17 @@ mod tests {
         assert_eq!(s.splice_pipes, 8);
         let e = err("[server]\nsplice_pipes = 0\n");
         assert!(e.starts_with("server.splice_pipes:"), "{e}");
+    }
+
+    #[test]
+    fn the_own_http1_server_is_on_by_default() {
+        assert!(parse("").expect("defaults").server.own_http1);
+        let s = parse("[server]\nown_http1 = false\n")
+            .expect("parses")
+            .server;
+        assert!(!s.own_http1);
+        let e = err("[server]\nown_http1 = \"yes\"\n");
+        assert!(e.contains("own_http1"), "{e}");
     }
 
     /// A self-signed pair for `name` written under `dir`; returns (cert, key) paths.

@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 
+use crate::body::RequestBody;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, NoLabelSet,
@@ -436,7 +436,7 @@ pub struct MetricsServer {
 }
 
 impl Handler for MetricsServer {
-    async fn call(&self, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+    async fn call(&self, req: Request<RequestBody>, _conn: ConnInfo) -> Response<Body> {
         let rid = crate::request_id::from_headers(req.headers());
         let result = if req.uri().path() == "/metrics" {
             self.metrics.respond(req.method(), req.headers())

@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::body::RequestBody;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -174,7 +174,11 @@ struct Origin {
 }
 
 impl Handler for Origin {
-    async fn call(&self, req: Request<Incoming>, _conn: crate::server::ConnInfo) -> Response<Body> {
+    async fn call(
+        &self,
+        req: Request<RequestBody>,
+        _conn: crate::server::ConnInfo,
+    ) -> Response<Body> {
         let path = req.uri().path();
         let result = if path == "/healthz" {
             Ok(text(StatusCode::OK, "ok\n"))

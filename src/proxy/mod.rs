@@ -1,6 +1,6 @@
 //! Reverse proxying: send the viewer's request to a node through the one transport
 //! ([`crate::upstream`]) and stream the node's answer back as it arrives. Bodies are never
-//! buffered: hyper's `Incoming` passes through in both directions, and dropping the viewer's
+//! buffered: they stream through in both directions, and dropping the viewer's
 //! response drops the upstream connection.
 
 pub mod headers;
@@ -9,9 +9,9 @@ pub mod playlist;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::body::RequestBody;
 use http::{request::Parts, HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::upstream::PooledBody;
@@ -50,7 +50,7 @@ pub struct Forward<'a> {
 pub async fn forward(
     transport: &Transport,
     parts: Parts,
-    body: Incoming,
+    body: RequestBody,
     f: Forward<'_>,
 ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
     // HTTP/2 has no Transfer-Encoding: a streamed upload shows only as a body not yet ended.
@@ -71,7 +71,7 @@ pub async fn fetch(
 async fn send(
     transport: &Transport,
     parts: Parts,
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     declared: bool,
     f: Forward<'_>,
 ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {

@@ -101,6 +101,11 @@ impl<T> SpliceIo<T> {
     pub fn new(inner: T, link: Link) -> Self {
         Self { inner, link }
     }
+
+    /// The IO below.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
 }
 
 impl<T: Socket> SpliceIo<T> {

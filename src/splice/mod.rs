@@ -108,8 +108,8 @@ pub struct Offer {
 pub struct Request<'a> {
     /// The pool (`None`: `[server] splice = false`).
     pub pipes: Option<&'a Arc<Pipes>>,
-    /// The request's extensions: a plain HTTP/1.1 connection put its [`Link`] there.
-    pub extensions: &'a http::Extensions,
+    /// The connection's [`Link`]: only a plain HTTP/1.1 connection has one.
+    pub link: Option<&'a Link>,
     /// The viewer's connection is TLS.
     pub secure: bool,
     pub version: Version,
@@ -124,7 +124,7 @@ pub struct Request<'a> {
 /// `None` takes the copying path (counted, unless splicing is off).
 pub fn offer(r: Request<'_>) -> Option<Offer> {
     let pipes = r.pipes?;
-    let why = match r.extensions.get::<Link>() {
+    let why = match r.link {
         _ if r.secure => Fallback::Tls,
         _ if r.version >= Version::HTTP_2 => Fallback::Http2,
         _ if r.method != Method::GET => Fallback::Method,

@@ -196,8 +196,9 @@ async fn node(ask: &Ask) -> TcpStream {
 }
 
 /// Answers `req` from a test node, through `offer` and `answer`.
-async fn respond(
-    req: Request<Incoming>,
+async fn respond<B>(
+    req: Request<B>,
+    link: Option<&Link>,
     pipes: &Arc<Pipes>,
     dropped: Arc<AtomicBool>,
     secure: bool,
@@ -227,7 +228,7 @@ async fn respond(
         .insert("x-test", http::HeaderValue::from_static("spliced"));
     let offer = offer(super::Request {
         pipes: Some(pipes),
-        extensions: req.extensions(),
+        link,
         secure,
         version: req.version(),
         method: req.method(),
@@ -261,10 +262,12 @@ async fn server(limit: usize, writev: bool, send_timeout: Duration) -> Server {
             let link = Link::default();
             let io = StallTimeout::new(SpliceIo::new(tcp, link.clone()), send_timeout);
             let (p, d) = (p.clone(), d.clone());
-            let svc = service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(link.clone());
-                let (p, d) = (p.clone(), d.clone());
-                async move { Ok::<_, std::convert::Infallible>(respond(req, &p, d, false).await) }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (p, d, link) = (p.clone(), d.clone(), link.clone());
+                async move {
+                    let resp = respond(req, Some(&link), &p, d, false).await;
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             tokio::spawn(async move {
                 let mut b = hyper::server::conn::http1::Builder::new();
@@ -551,11 +554,10 @@ async fn a_viewer_that_stops_reading_is_closed_at_the_send_timeout() {
 #[test]
 fn only_plain_http1_gets_that_are_not_cached_are_offered() {
     let pipes = Pipes::new(1, pipe::PIPE_SIZE);
-    let mut ext = http::Extensions::new();
-    ext.insert(Link::default());
+    let link = Link::default();
     let base = || super::Request {
         pipes: Some(&pipes),
-        extensions: &ext,
+        link: Some(&link),
         secure: false,
         version: http::Version::HTTP_11,
         method: &Method::GET,
@@ -604,8 +606,8 @@ fn only_plain_http1_gets_that_are_not_cached_are_offered() {
     assert!(offer(off).is_none(), "splice = false");
 }
 
-/// The gateway's own server (`crate::server`): auto builder, `Rewind`, `StallTimeout`,
-/// `SpliceIo`, the link in the request's extensions.
+/// The gateway's own server (`crate::server`): the own HTTP/1.1 server (`crate::http1`),
+/// `Rewind`, `StallTimeout`, `SpliceIo`, the link in the connection's info.
 struct Via {
     pipes: Arc<Pipes>,
     dropped: Arc<AtomicBool>,
@@ -614,10 +616,11 @@ struct Via {
 impl crate::server::Handler for Via {
     async fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<crate::body::RequestBody>,
         conn: crate::server::ConnInfo,
     ) -> Response<crate::body::Body> {
-        respond(req, &self.pipes, self.dropped.clone(), conn.secure).await
+        let link = conn.splice.as_ref();
+        respond(req, link, &self.pipes, self.dropped.clone(), conn.secure).await
     }
 }
 

@@ -1,29 +1,19 @@
 //! The request on its way out: the head written into the connection's reused buffer, then
 //! the body (if any) streamed as the viewer sends it, framed by its length or in chunks.
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
 use http::{header, HeaderMap, Method};
 use http_body::Body as HttpBody;
-use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::body::{Body, BoxError};
+use crate::http1::framing::{Framer, FramingError, Outgoing};
 
-/// How the request body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReqFraming {
-    /// No body.
-    None,
-    /// `Content-Length`.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
+/// How the request body is delimited on the wire (the one framing both sides use).
+pub(crate) use crate::http1::framing::Framing as ReqFraming;
 
 /// How the request body goes out: the caller's `Content-Length` if set, else the body's
 /// exact size, else chunks; none for a body that is already over.
@@ -91,28 +81,22 @@ pub(crate) enum UploadError {
 
 /// A request body being written to the node, driven by whoever polls the exchange (the
 /// request future, then the answer body if the node answered before taking all of it).
+/// Framed by the same code as the server's answers ([`crate::http1::framing`]).
 pub(crate) struct Uploader {
     body: Body,
-    framing: ReqFraming,
-    /// Bytes the declared length still expects.
-    left: u64,
+    framer: Framer,
     /// Framed bytes not yet written.
-    out: VecDeque<Bytes>,
+    out: Outgoing,
     /// The body has yielded its end (its framing's end is queued).
     body_done: bool,
 }
 
 impl Uploader {
     pub(crate) fn new(body: Body, framing: ReqFraming) -> Self {
-        let left = match framing {
-            ReqFraming::Length(n) => n,
-            _ => 0,
-        };
         Self {
             body,
-            framing,
-            left,
-            out: VecDeque::new(),
+            framer: Framer::new(framing),
+            out: Outgoing::default(),
             body_done: framing == ReqFraming::None,
         }
     }
@@ -129,16 +113,8 @@ impl Uploader {
         io: &mut TcpStream,
     ) -> Poll<Result<(), UploadError>> {
         loop {
-            if let Some(front) = self.out.front_mut() {
-                let n =
-                    ready!(Pin::new(&mut *io).poll_write(cx, front)).map_err(UploadError::Io)?;
-                if n == 0 {
-                    return Poll::Ready(Err(UploadError::Io(io::ErrorKind::WriteZero.into())));
-                }
-                front.advance(n);
-                if front.is_empty() {
-                    self.out.pop_front();
-                }
+            if !self.out.is_empty() {
+                ready!(self.out.poll_write(cx, io)).map_err(UploadError::Io)?;
                 continue;
             }
             if self.body_done {
@@ -152,54 +128,32 @@ impl Uploader {
                     if data.is_empty() {
                         continue;
                     }
-                    match self.framing {
-                        ReqFraming::Length(_) => {
-                            let n = data.len() as u64;
-                            if n > self.left {
-                                return Poll::Ready(Err(UploadError::Client(
-                                    "the request body is longer than its Content-Length".into(),
-                                )));
-                            }
-                            self.left -= n;
-                            self.out.push_back(data);
-                        }
-                        ReqFraming::Chunked => {
-                            self.out
-                                .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
-                            self.out.push_back(data);
-                            self.out.push_back(Bytes::from_static(b"\r\n"));
-                        }
-                        ReqFraming::None => {
-                            return Poll::Ready(Err(UploadError::Client(
-                                "a request body where none was declared".into(),
-                            )));
-                        }
-                    }
+                    self.framer
+                        .data(data, false, &mut self.out)
+                        .map_err(|e| UploadError::Client(framing_error(e)))?;
                 }
                 Some(Err(e)) => return Poll::Ready(Err(UploadError::Client(e))),
                 None => {
                     self.body_done = true;
-                    match self.framing {
-                        ReqFraming::Length(_) if self.left > 0 => {
-                            return Poll::Ready(Err(UploadError::Client(
-                                "the request body is shorter than its Content-Length".into(),
-                            )));
-                        }
-                        ReqFraming::Chunked => {
-                            self.out.push_back(Bytes::from_static(b"0\r\n\r\n"));
-                        }
-                        _ => {}
-                    }
+                    self.framer
+                        .end(&mut self.out)
+                        .map_err(|e| UploadError::Client(framing_error(e)))?;
                 }
             }
         }
     }
 }
 
+/// The viewer's body does not match what its request declared.
+fn framing_error(e: FramingError) -> BoxError {
+    format!("request body: {e}").into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::body::{empty, full};
+    use bytes::Bytes;
     use http_body_util::{BodyExt, StreamBody};
 
     #[test]
