@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::{Response, StatusCode};
 use http_body::Body as _;
@@ -91,11 +91,8 @@ where
     loop {
         // A request head: what the buffer holds, or read (bounded by the header timeout).
         let (req, close) = loop {
-            match request::parse(&buf) {
-                Head::Request { req, len, close } => {
-                    buf.advance(len);
-                    break (req, close);
-                }
+            match request::parse(&mut buf) {
+                Head::Request { req, close } => break (req, close),
                 Head::Handoff => return handoff(io, buf),
                 Head::Partial if buf.len() >= MAX_HEAD => return handoff(io, buf),
                 Head::Partial => {}
@@ -174,6 +171,10 @@ where
             failed: false,
             stream: exact.is_none_or(|n| n > SMALL_BODY),
         };
+        if send.stream {
+            // Hours of a live stream need no header timer: the next wait makes a new one.
+            timer = None;
+        }
         let sent = tokio::select! {
             biased;
             r = poll_fn(|cx| send.poll(cx, &mut io, &mut buf, &mut out)) => r,

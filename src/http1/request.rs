@@ -3,8 +3,8 @@
 //! no body, no upgrade, no `Expect`), and hands every other one, malformed ones included, to
 //! hyper, whose answers (400, 431, 417…) stay the reference.
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::body::RequestBody;
 
@@ -12,23 +12,26 @@ use crate::body::RequestBody;
 const MAX_HEADERS: usize = 100;
 
 /// What the buffer holds.
+// Returned once per request and moved straight into the handler: boxing the request would
+// add an allocation per request to save a move.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Head {
     /// Not a whole head yet.
     Partial,
-    /// A request this server answers: its head took `len` bytes of the buffer; `close`: the
-    /// client asked for the connection to close after it.
+    /// A request this server answers (its head is out of the buffer); `close`: the client
+    /// asked for the connection to close after it.
     Request {
         req: Request<RequestBody>,
-        len: usize,
         close: bool,
     },
     /// hyper answers this one, and every later one on the connection.
     Handoff,
 }
 
-/// Parses the head at the start of `buf`.
-pub(crate) fn parse(buf: &[u8]) -> Head {
+/// Parses the head at the start of `buf`; a request's head is taken out of it. Its target and
+/// header values are slices of the head's bytes, not copies (as hyper does).
+pub(crate) fn parse(buf: &mut BytesMut) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
@@ -48,29 +51,56 @@ pub(crate) fn parse(buf: &[u8]) -> Head {
     if method == Method::CONNECT {
         return Head::Handoff;
     }
-    let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes())) else {
-        return Head::Handoff;
+    // Where the target and each value lie in the head, to slice them once it is frozen.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let at = s.as_ptr() as usize - base;
+        (at, at + s.len())
     };
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    let target = span(path.as_bytes());
+    // The names and values' places, on the stack: one pass to judge, one to build.
+    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    let count = parsed.headers.len();
     let mut close = false;
-    for h in parsed.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            return Head::Handoff;
-        };
+    for (h, at) in parsed.headers.iter().zip(spans.iter_mut()) {
+        let name = h.name.as_bytes();
         // A body, a protocol switch or an expectation: hyper's framing and answers.
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
+        if [
+            &b"content-length"[..],
+            b"transfer-encoding",
+            b"upgrade",
+            b"expect",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
         {
             return Head::Handoff;
         }
-        let Ok(value) = HeaderValue::from_bytes(h.value) else {
-            return Head::Handoff;
-        };
-        if name == header::CONNECTION && has_token(h.value, b"close") {
+        if name.eq_ignore_ascii_case(b"connection") && has_token(h.value, b"close") {
             close = true;
         }
+        *at = (span(name), span(h.value));
+    }
+    let head = buf.split_to(len).freeze();
+    // hyper judges a head we cannot build: it must read it again, whole.
+    let give_back = |buf: &mut BytesMut| {
+        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+        whole.extend_from_slice(&head);
+        whole.extend_from_slice(buf);
+        *buf = whole;
+        Head::Handoff
+    };
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
+        return give_back(buf);
+    };
+    let mut map = HeaderMap::with_capacity(count);
+    for (name, value) in spans.into_iter().take(count) {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&head[name.0..name.1]),
+            HeaderValue::from_maybe_shared(head.slice(value.0..value.1)),
+        ) else {
+            return give_back(buf);
+        };
         map.append(name, value);
     }
     let mut req = Request::new(RequestBody::Empty);
@@ -78,7 +108,7 @@ pub(crate) fn parse(buf: &[u8]) -> Head {
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
-    Head::Request { req, len, close }
+    Head::Request { req, close }
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
@@ -92,9 +122,15 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn request(raw: &str) -> (Request<RequestBody>, usize, bool) {
-        match parse(raw.as_bytes()) {
-            Head::Request { req, len, close } => (req, len, close),
+    fn head(raw: &[u8]) -> Head {
+        parse(&mut BytesMut::from(raw))
+    }
+
+    /// The request, what is left in the buffer, and `close`.
+    fn request(raw: &str) -> (Request<RequestBody>, BytesMut, bool) {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        match parse(&mut buf) {
+            Head::Request { req, close } => (req, buf, close),
             other => panic!("{raw:?}: {other:?}"),
         }
     }
@@ -102,8 +138,8 @@ mod tests {
     #[test]
     fn a_plain_get_is_parsed_with_its_headers_in_order() {
         let raw = "GET /live/a.flv?x=1 HTTP/1.1\r\nHost: gw\r\nX-A: 1\r\nx-a: 2\r\n\r\nNEXT";
-        let (req, len, close) = request(raw);
-        assert_eq!(len, raw.len() - 4, "stops at the head's end");
+        let (req, rest, close) = request(raw);
+        assert_eq!(&rest[..], b"NEXT", "stops at the head's end");
         assert!(!close);
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri().path(), "/live/a.flv");
@@ -125,10 +161,10 @@ mod tests {
     #[test]
     fn an_unfinished_head_waits_for_more() {
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            head(b"GET / HTTP/1.1\r\nHost: a\r\n"),
             Head::Partial
         ));
-        assert!(matches!(parse(b""), Head::Partial));
+        assert!(matches!(head(b""), Head::Partial));
     }
 
     #[test]
@@ -145,10 +181,15 @@ mod tests {
             "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
             "GET /a b HTTP/1.1\r\n\r\n",
         ] {
-            assert!(matches!(parse(raw.as_bytes()), Head::Handoff), "{raw:?}");
+            assert!(matches!(head(raw.as_bytes()), Head::Handoff), "{raw:?}");
         }
+        // A head judged bad after it was taken out is put back whole, with what follows.
+        let raw = b"GET /a%zz\x7f HTTP/1.1\r\nX: a\x01b\r\n\r\nNEXT";
+        let mut buf = BytesMut::from(&raw[..]);
+        assert!(matches!(parse(&mut buf), Head::Handoff));
+        assert_eq!(&buf[..], &raw[..], "nothing lost");
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert!(matches!(parse(raw.as_bytes()), Head::Handoff), "too many");
+        assert!(matches!(head(raw.as_bytes()), Head::Handoff), "too many");
     }
 }

@@ -1,8 +1,9 @@
-//! The viewer side: hyper owns the viewer's socket and writes what the body yields, so a
-//! spliced body cannot write the socket itself. It yields *markers* instead: frames that point
-//! into [`MARK`], a private static region, one byte per body byte now in the connection's pipe.
-//! hyper's HTTP/1 server, on an IO that writes vectored, queues each frame's `Bytes` as-is and
-//! hands them to `poll_write_vectored` as separate slices; [`SpliceIo`] recognises a slice that
+//! The viewer side: the HTTP server owns the viewer's socket and writes what the body yields,
+//! so a spliced body cannot write the socket itself. It yields *markers* instead: frames that
+//! point into [`MARK`], a private static region, one byte per body byte now in the connection's
+//! pipe. The own HTTP/1.1 server (`crate::http1::framing`) and hyper's, on an IO that writes
+//! vectored, hand each frame's `Bytes` as-is to `poll_write_vectored` as its own slice
+//! (hyper queues them); [`SpliceIo`] recognises a slice that
 //! points into `MARK` (a pointer range check) and, instead of writing those zeros, splices as
 //! many bytes from the pipe to the socket, reporting them written. Ordinary slices (the head,
 //! chunk framing, `Step::Data`) are written as they are.
