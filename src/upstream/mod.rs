@@ -28,6 +28,7 @@ pub mod error;
 pub(crate) mod h1;
 pub mod health;
 pub mod idle_body;
+pub mod idle_deadline;
 pub mod pool;
 pub mod ring;
 
@@ -51,6 +52,7 @@ pub use error::{ErrorKind, UpstreamError};
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
 pub use health::Health;
 pub use idle_body::IdleTimeoutBody;
+pub use idle_deadline::IdleDeadline;
 pub use pool::PooledBody;
 
 /// The transport: the connection pool, its timeouts and the nodes' health. Cloning is cheap
