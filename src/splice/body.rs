@@ -27,11 +27,6 @@ pub struct SpliceBody {
     link: Link,
     /// Reset by every step, and while the viewer side drains the pipe.
     idle: IdleDeadline,
-    /// The last poll handed hyper bytes from memory (`Step::Data`), not yet written.
-    fresh: bool,
-    /// A node failure held back one turn, so hyper writes those bytes before it aborts the
-    /// answer (it drops what it has not flushed when a body fails).
-    deferred: Option<BoxError>,
 }
 
 impl SpliceBody {
@@ -58,8 +53,6 @@ impl SpliceBody {
             source: Some(std::sync::Mutex::new(source)),
             link,
             idle: IdleDeadline::new(idle),
-            fresh: false,
-            deferred: None,
         })
     }
 }
@@ -86,10 +79,6 @@ impl HttpBody for SpliceBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(e) = this.deferred.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
-        let fresh = std::mem::take(&mut this.fresh);
         loop {
             let Some(source) = this.source.as_mut() else {
                 return Poll::Ready(None);
@@ -142,21 +131,15 @@ impl HttpBody for SpliceBody {
                             return Poll::Ready(Some(Ok(Frame::data(marker(n)))))
                         }
                         Ok(Step::Data(b)) if b.is_empty() => continue,
-                        Ok(Step::Data(b)) => {
-                            this.fresh = true;
-                            return Poll::Ready(Some(Ok(Frame::data(b))));
-                        }
+                        Ok(Step::Data(b)) => return Poll::Ready(Some(Ok(Frame::data(b)))),
                         Ok(Step::End) => {
                             this.source = None;
                             return Poll::Ready(None);
                         }
+                        // Right after `Step::Data`, the answer's edge holds the failure back
+                        // one turn (`crate::upstream::DeferFailureBody`).
                         Err(e) => {
                             this.source = None;
-                            if fresh {
-                                this.deferred = Some(e.into());
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
-                            }
                             return Poll::Ready(Some(Err(e.into())));
                         }
                     }
@@ -171,7 +154,7 @@ impl HttpBody for SpliceBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.source.is_none() && self.deferred.is_none()
+        self.source.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

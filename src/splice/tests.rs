@@ -526,14 +526,27 @@ async fn a_node_that_goes_silent_mid_body_is_cut_at_the_idle_timeout() {
 #[tokio::test]
 async fn bytes_in_memory_reach_the_viewer_before_a_node_failure_right_behind_them() {
     let s = server(4, true, Duration::from_secs(30)).await;
-    let mut c = TcpStream::connect(s.addr).await.expect("connect");
-    let (status, _, body) = get(&mut c, "/1000/100/gone").await;
+    // Spliced and copied: both get the answer's edge (`DeferFailureBody`) from `answer`.
+    for path in ["/1000/100/gone", "/1000/100/gone/copy"] {
+        let mut c = TcpStream::connect(s.addr).await.expect("connect");
+        let (status, _, body) = get(&mut c, path).await;
+        assert_eq!(
+            status, "HTTP/1.1 200 OK",
+            "{path}: the head went out before the failure"
+        );
+        assert_eq!(
+            body.len(),
+            100,
+            "{path}: the bytes read with the head arrived"
+        );
+        check(&body, 100);
+    }
     assert_eq!(
-        status, "HTTP/1.1 200 OK",
-        "the head went out before the failure"
+        s.pipes.stats.bodies.load(Ordering::Relaxed),
+        1,
+        "one spliced"
     );
-    assert_eq!(body.len(), 100, "the bytes read with the head arrived");
-    check(&body, 100);
+    assert_eq!(s.pipes.stats.fallbacks(Fallback::Source), 1, "one copied");
     wait_until("the pipe is given back", || s.pipes.in_use() == 0).await;
 }
 

@@ -24,6 +24,7 @@
 
 pub mod balance;
 pub mod body;
+pub mod defer_body;
 pub mod error;
 pub(crate) mod h1;
 pub mod health;
@@ -50,6 +51,7 @@ pub use error::{ErrorKind, UpstreamError};
 
 /// Most of a health check's answer read (and required to arrive): a status page, not a file.
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
+pub use defer_body::DeferFailureBody;
 pub use health::Health;
 pub use idle_body::IdleTimeoutBody;
 pub use idle_deadline::IdleDeadline;

@@ -195,8 +195,6 @@ impl Pool {
                 decoder,
                 reusable: head.reusable,
                 upload,
-                fresh: false,
-                deferred: None,
             };
             if body.decoder.is_done() {
                 // No body to read (304, 204, HEAD, a zero length): the connection is idle
@@ -321,10 +319,6 @@ pub struct PooledBody {
     /// The rest of the request body, when the node answered before taking all of it: written
     /// as the answer is read; the connection is reusable only if it all went out.
     upload: Option<Uploader>,
-    /// The last poll handed on data without waiting on the node since.
-    fresh: bool,
-    /// A failure found right after handing on data, reported on the next poll.
-    deferred: Option<io::Error>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -374,22 +368,12 @@ impl PooledBody {
         }
     }
 
-    /// The connection broke or the body failed: it cannot be reused. Found right after data
-    /// was handed on (the node sent its last bytes and closed at once), the error waits one
-    /// turn: a server aborts a response on its body's error, and what it has buffered of the
-    /// data before it would never reach the viewer.
-    fn fail(
-        &mut self,
-        cx: &mut Context<'_>,
-        e: io::Error,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    /// The connection broke or the body failed: it cannot be reused. (Found right after data
+    /// was handed on, the node sent its last bytes and closed at once: the proxied answer's
+    /// edge, [`super::DeferFailureBody`], lets those bytes out before the error.)
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.lent = None;
         self.upload = None;
-        if std::mem::take(&mut self.fresh) {
-            self.deferred = Some(e);
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
         Poll::Ready(Some(Err(e)))
     }
 }
@@ -403,9 +387,6 @@ impl HttpBody for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some(e) = this.deferred.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
         loop {
             let Some(lent) = this.lent.as_mut() else {
                 return Poll::Ready(None);
@@ -423,15 +404,14 @@ impl HttpBody for PooledBody {
                 }
             }
             match this.decoder.decode(&mut lent.conn.rbuf) {
-                Err(e) => return this.fail(cx, e),
+                Err(e) => return this.fail(e),
                 Ok(Decoded::Data(data)) => {
                     if let Err(e) = this.decoder.skip_framing(&mut lent.conn.rbuf) {
-                        return this.fail(cx, e);
+                        return this.fail(e);
                     }
                     if this.decoder.is_done() {
                         this.finish();
                     }
-                    this.fresh = true;
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Ok(Decoded::Done) => {
@@ -439,14 +419,11 @@ impl HttpBody for PooledBody {
                     return Poll::Ready(None);
                 }
                 Ok(Decoded::NeedMore) => match lent.conn.poll_fill(cx) {
-                    Poll::Pending => {
-                        this.fresh = false;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) => return this.fail(cx, e),
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return this.fail(e),
                     Poll::Ready(Ok(0)) => {
                         if let Err(e) = this.decoder.eof() {
-                            return this.fail(cx, e);
+                            return this.fail(e);
                         }
                         this.reusable = false;
                         this.finish();
@@ -459,7 +436,7 @@ impl HttpBody for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.lent.is_none() && self.deferred.is_none()
+        self.lent.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -578,7 +555,7 @@ mod tests {
     }
 
     /// A node that sends its last bytes and closes at once: the bytes come out first, then
-    /// the error (a turn later), and the connection is gone.
+    /// the error, and the connection is gone.
     #[tokio::test]
     async fn a_node_dying_mid_body_gives_its_bytes_then_an_error() {
         static ANSWERS: &[&[u8]] =
