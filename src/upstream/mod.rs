@@ -32,6 +32,8 @@ pub mod idle_body;
 pub mod idle_deadline;
 pub mod pool;
 pub mod ring;
+#[cfg(test)]
+pub(crate) mod test_node;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -495,23 +497,12 @@ mod tests {
 
     #[tokio::test]
     async fn content_length_goes_when_transfer_encoding_frames_the_answer() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move {
-            if let Ok((mut s, _)) = l.accept().await {
-                let mut buf = vec![0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
-                          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-                    )
-                    .await;
-                let _ = s.read(&mut buf).await;
-            }
-        });
+        let addr = test_node::one_answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            test_node::After::Hold,
+        )
+        .await;
         let t = Transport::new(&UpstreamSettings::default());
         let r = t.send(&node(addr), get(addr)).await.expect("answer");
         assert!(r.headers().get(header::CONTENT_LENGTH).is_none());

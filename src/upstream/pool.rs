@@ -452,6 +452,7 @@ impl HttpBody for PooledBody {
 mod tests {
     use super::*;
     use crate::body::empty;
+    use crate::upstream::test_node::{one_answer, After};
     use http_body_util::BodyExt;
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -558,19 +559,11 @@ mod tests {
     /// the error, and the connection is gone.
     #[tokio::test]
     async fn a_node_dying_mid_body_gives_its_bytes_then_an_error() {
-        static ANSWERS: &[&[u8]] =
-            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nsome bytes\r\n"];
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move {
-            if let Ok((mut s, _)) = l.accept().await {
-                let mut buf = vec![0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(ANSWERS[0]).await;
-            }
-        });
+        let addr = one_answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nsome bytes\r\n",
+            After::Close,
+        )
+        .await;
         let pool = Pool::new(Connector::default(), 4, Duration::from_secs(60));
         let req = Request::get(format!("http://{addr}/x"))
             .body(empty())
