@@ -77,6 +77,17 @@ pub(super) struct Timing {
     pub headers: Option<Duration>,
 }
 
+/// Where a request's connection may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checkout {
+    /// An idle pooled connection if one is clean, else a new one.
+    Pooled,
+    /// A new connection only: the retry of a request whose pooled connection the node had
+    /// closed (the other idle ones may well be stale too, closed by the same node restart or
+    /// idle timeout, without showing it yet).
+    FreshOnly,
+}
+
 /// One idle connection.
 struct Idle {
     conn: Conn,
@@ -132,15 +143,18 @@ impl Pool {
         &self,
         req: Request<Body>,
     ) -> Result<Response<PooledBody>, ErrorKind> {
-        self.request_timed(req, &mut Timing::default()).await
+        self.request_timed(req, &mut Timing::default(), Checkout::Pooled)
+            .await
     }
 
-    /// [`Pool::request`], noting in `timing` how long a new connection took to open and how
-    /// long the answer's head took once the request was being written.
+    /// [`Pool::request`] on a connection from where `checkout` says, noting in `timing` how
+    /// long a new connection took to open and how long the answer's head took once the
+    /// request was being written.
     pub(super) async fn request_timed(
         &self,
         mut req: Request<Body>,
         timing: &mut Timing,
+        checkout: Checkout,
     ) -> Result<Response<PooledBody>, ErrorKind> {
         let key = prepare(&mut req)?;
         let head_request = req.method() == Method::HEAD;
@@ -149,7 +163,11 @@ impl Pool {
         let framing = write::framing(&parts.headers, &body).map_err(ErrorKind::parse)?;
         let mut upload = (framing != ReqFraming::None).then(|| Uploader::new(body, framing));
         loop {
-            let (mut conn, reused) = match self.checkout(&key) {
+            let pooled = match checkout {
+                Checkout::Pooled => self.checkout(&key),
+                Checkout::FreshOnly => None,
+            };
+            let (mut conn, reused) = match pooled {
                 Some(c) => (c, true),
                 None => {
                     let t = Instant::now();

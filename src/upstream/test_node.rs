@@ -2,9 +2,11 @@
 //! enough HTTP/1.1 to put the transport in one situation each.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// What a [`one_answer`] node does once it has answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,4 +33,45 @@ pub(crate) async fn one_answer(answer: &'static [u8], after: After) -> SocketAdd
         }
     });
     addr
+}
+
+/// A node that answers the first request on each connection (keep-alive) and closes the
+/// connection on the next one without a word: every pooled connection turns out stale once
+/// used again. Returns its address and how many connections it has taken.
+pub(crate) async fn answering_once_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let count = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if !read_head(&mut s).await {
+                    return;
+                }
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(ok).await.is_err() {
+                    return;
+                }
+                // The next request is read, and met with a close.
+                let _ = read_head(&mut s).await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// Reads up to the end of a request head (a bodiless request); `false` if the client closed
+/// first.
+async fn read_head(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    true
 }
