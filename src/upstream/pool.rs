@@ -470,42 +470,13 @@ impl HttpBody for PooledBody {
 mod tests {
     use super::*;
     use crate::body::empty;
-    use crate::upstream::test_node::{one_answer, After};
+    use crate::upstream::test_node::{keep_alive, one_answer, After, Answer};
     use http_body_util::BodyExt;
     use std::sync::atomic::AtomicUsize;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A keep-alive node answering request `i` by `answers[i % len]`; counts its connections.
     async fn node(answers: &'static [&'static [u8]]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let conns = Arc::new(AtomicUsize::new(0));
-        let count = conns.clone();
-        tokio::spawn(async move {
-            let mut served = 0usize;
-            while let Ok((mut s, _)) = l.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                loop {
-                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        got.drain(..end + 4);
-                        let a = answers[served % answers.len()];
-                        served += 1;
-                        if s.write_all(a).await.is_err() {
-                            break;
-                        }
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => got.extend_from_slice(&buf[..k]),
-                    }
-                }
-            }
-        });
-        (addr, conns)
+        keep_alive(answers.iter().map(|a| Answer::keep(*a)).collect()).await
     }
 
     /// Whoever has read an answer to its end finds the connection idle in the pool: no wait,

@@ -75,3 +75,60 @@ async fn read_head(s: &mut TcpStream) -> bool {
     }
     true
 }
+
+/// One answer of a [`keep_alive`] node.
+pub(crate) struct Answer {
+    /// The bytes, as sent.
+    pub wire: Vec<u8>,
+    /// The node closes the connection after them.
+    pub close: bool,
+}
+
+impl Answer {
+    /// `wire`, the connection kept open after it.
+    pub fn keep(wire: impl Into<Vec<u8>>) -> Self {
+        Self {
+            wire: wire.into(),
+            close: false,
+        }
+    }
+}
+
+/// A keep-alive node answering request `i` (counted across its connections) with
+/// `answers[i % len]`, written in pieces of 50,000 bytes so that framing and data arrive
+/// apart. Returns its address and how many connections it has taken.
+pub(crate) async fn keep_alive(answers: Vec<Answer>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let count = conns.clone();
+    tokio::spawn(async move {
+        let mut served = 0usize;
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            'conn: loop {
+                while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    got.drain(..end + 4);
+                    let a = &answers[served % answers.len()];
+                    served += 1;
+                    for piece in a.wire.chunks(50_000) {
+                        if s.write_all(piece).await.is_err() {
+                            break 'conn;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    if a.close {
+                        break 'conn;
+                    }
+                }
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                }
+            }
+        }
+    });
+    (addr, conns)
+}
