@@ -1,39 +1,32 @@
 //! The spliced answer body: fills the connection's pipe from the node and yields a marker for
 //! what it put there (see [`super::link`]); the connection's IO splices it to the viewer.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::time::Sleep;
 
 use super::link::{marker, Link, MARK_LEN};
 use super::pipe::Lease;
 use super::{SpliceSource, Step};
 use crate::body::BoxError;
+use crate::upstream::IdleDeadline;
 
 /// A node's answer moved through the connection's pipe. The pipe is filled only when empty
 /// (so the source's "room for `max`" holds) and at most to its capacity; the next fill waits
-/// until the IO has drained it. `idle` bounds how long the node may stay silent, as
-/// [`crate::upstream::IdleTimeoutBody`] does on the copying path; a slow viewer is
-/// `send_timeout`'s (the IO's writes stall, not this body).
+/// until the IO has drained it. `idle` bounds how long the node may stay silent, with the
+/// [`IdleDeadline`] that [`crate::upstream::IdleTimeoutBody`] uses on the copying path; a slow
+/// viewer is `send_timeout`'s (the IO's writes stall, not this body).
 pub struct SpliceBody {
     /// `None` once the body is complete (the node's connection went back to its pool). In a
     /// mutex only to be `Sync` (a boxed body must be): `poll_frame` has `&mut` and never locks.
     source: Option<std::sync::Mutex<Box<dyn SpliceSource>>>,
     link: Link,
-    idle: Duration,
-    /// Running while the node owes us data; reset by every step.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// The last poll handed hyper bytes from memory (`Step::Data`), not yet written.
-    fresh: bool,
-    /// A node failure held back one turn, so hyper writes those bytes before it aborts the
-    /// answer (it drops what it has not flushed when a body fails).
-    deferred: Option<BoxError>,
+    /// Reset by every step, and while the viewer side drains the pipe.
+    idle: IdleDeadline,
 }
 
 impl SpliceBody {
@@ -59,10 +52,7 @@ impl SpliceBody {
         Ok(Self {
             source: Some(std::sync::Mutex::new(source)),
             link,
-            idle,
-            timer: None,
-            fresh: false,
-            deferred: None,
+            idle: IdleDeadline::new(idle),
         })
     }
 }
@@ -89,10 +79,6 @@ impl HttpBody for SpliceBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(e) = this.deferred.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
-        let fresh = std::mem::take(&mut this.fresh);
         loop {
             let Some(source) = this.source.as_mut() else {
                 return Poll::Ready(None);
@@ -108,7 +94,7 @@ impl HttpBody for SpliceBody {
                 };
                 if lease.held > 0 {
                     // The viewer side's turn: the IO wakes us once the pipe is empty.
-                    this.timer = None;
+                    this.idle.reset();
                     st.waker = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
@@ -130,7 +116,7 @@ impl HttpBody for SpliceBody {
             let done = source.remaining() == Some(0);
             match step {
                 Poll::Ready(r) => {
-                    this.timer = None;
+                    this.idle.reset();
                     if done && matches!(r, Ok(Step::Spliced(1..) | Step::Data(_))) {
                         this.source = None;
                     }
@@ -145,45 +131,30 @@ impl HttpBody for SpliceBody {
                             return Poll::Ready(Some(Ok(Frame::data(marker(n)))))
                         }
                         Ok(Step::Data(b)) if b.is_empty() => continue,
-                        Ok(Step::Data(b)) => {
-                            this.fresh = true;
-                            return Poll::Ready(Some(Ok(Frame::data(b))));
-                        }
+                        Ok(Step::Data(b)) => return Poll::Ready(Some(Ok(Frame::data(b)))),
                         Ok(Step::End) => {
                             this.source = None;
                             return Poll::Ready(None);
                         }
+                        // Right after `Step::Data`, the answer's edge holds the failure back
+                        // one turn (`crate::upstream::DeferFailureBody`).
                         Err(e) => {
                             this.source = None;
-                            if fresh {
-                                this.deferred = Some(e.into());
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
-                            }
                             return Poll::Ready(Some(Err(e.into())));
                         }
                     }
                 }
                 Poll::Pending => {
-                    let idle = this.idle;
-                    let timer = this
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                    if timer.as_mut().poll(cx).is_ready() {
-                        this.timer = None;
-                        this.source = None;
-                        return Poll::Ready(Some(Err(
-                            format!("node sent nothing for {idle:?}").into()
-                        )));
-                    }
-                    return Poll::Pending;
+                    let e = ready!(this.idle.poll_expired(cx));
+                    this.source = None;
+                    return Poll::Ready(Some(Err(e)));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.source.is_none() && self.deferred.is_none()
+        self.source.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -29,13 +29,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either};
 use rustix::pipe::{splice, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::body::Body;
-use crate::upstream::{IdleTimeoutBody, PooledBody};
+use crate::upstream::{DeferFailureBody, IdleTimeoutBody, PooledBody};
 
 /// One step of a [`SpliceSource`].
 #[derive(Debug)]
@@ -144,7 +144,9 @@ pub fn offer(r: Request<'_>) -> Option<Offer> {
 
 /// The answer's side: the node's `body` as a spliced body when the answer has one, is not
 /// rewritten, the transport can hand its connection over and a pipe is free; otherwise the
-/// copying path (today's [`IdleTimeoutBody`]), counted by reason.
+/// copying path (today's [`IdleTimeoutBody`]), counted by reason. Either way the answer's
+/// edge is a [`DeferFailureBody`]: bytes already in memory reach the viewer before a node
+/// failure right behind them.
 pub fn answer<B>(
     offer: Option<Offer>,
     head: &http::response::Parts,
@@ -155,7 +157,25 @@ where
     B: Spliceable,
     B::Error: Into<crate::body::BoxError>,
 {
-    let copy = |b: B| IdleTimeoutBody::new(b, idle).boxed();
+    DeferFailureBody::new(choose(offer, head, body, idle)).boxed()
+}
+
+/// The node's answer as [`answer`] chose to move it: copied, spliced, or (never in practice)
+/// failed.
+type Chosen<B> = Either<IdleTimeoutBody<B>, Either<body::SpliceBody, Body>>;
+
+/// [`answer`]'s choice, before its edge.
+fn choose<B>(
+    offer: Option<Offer>,
+    head: &http::response::Parts,
+    body: B,
+    idle: Duration,
+) -> Chosen<B>
+where
+    B: Spliceable,
+    B::Error: Into<crate::body::BoxError>,
+{
+    let copy = |b: B| Either::Left(IdleTimeoutBody::new(b, idle));
     let Some(offer) = offer else {
         return copy(body);
     };
@@ -182,7 +202,7 @@ where
                 return copy(body);
             }
             Ok(source) => match body::SpliceBody::new(source, offer.link, lease, idle) {
-                Ok(b) => return b.boxed(),
+                Ok(b) => return Either::Right(Either::Left(b)),
                 // Unreachable in practice (checked `busy` above, same task): fail the body
                 // rather than guess.
                 Err(_) => {
@@ -191,7 +211,9 @@ where
                             "the connection's pipe was taken".into(),
                         )
                     });
-                    return http_body_util::StreamBody::new(failed).boxed();
+                    return Either::Right(Either::Right(
+                        http_body_util::StreamBody::new(failed).boxed(),
+                    ));
                 }
             },
         }

@@ -143,6 +143,9 @@ struct Ask {
     /// The node closes before sending anything past the prefix, and the gateway has seen the
     /// close before the answer starts: the prefix, then at once an error.
     gone: bool,
+    /// The node sends half the body, then nothing more, holding the connection open; the
+    /// body's node-idle timeout is short.
+    silent: bool,
 }
 
 fn parse(path: &str) -> Ask {
@@ -155,6 +158,7 @@ fn parse(path: &str) -> Ask {
         copy: false,
         chunked: false,
         gone: false,
+        silent: false,
     };
     for p in parts {
         match p {
@@ -162,6 +166,7 @@ fn parse(path: &str) -> Ask {
             "copy" => ask.copy = true,
             "chunked" => ask.chunked = true,
             "gone" => ask.gone = true,
+            "silent" => ask.silent = true,
             n => ask.prefix = n.parse().unwrap_or(0),
         }
     }
@@ -177,6 +182,7 @@ async fn node(ask: &Ask) -> TcpStream {
     let end = match (ask.gone, ask.cut) {
         (true, _) => from,
         (false, true) => from + (to - from) / 2,
+        (false, false) if ask.silent => from + (to - from) / 2,
         (false, false) => to,
     };
     let body = pattern_bytes(from, end);
@@ -194,6 +200,9 @@ async fn node(ask: &Ask) -> TcpStream {
     });
     TcpStream::connect(addr).await.expect("connect")
 }
+
+/// The node-idle timeout of a `silent` answer.
+const SILENT_IDLE: Duration = Duration::from_millis(500);
 
 /// Answers `req` from a test node, through `offer` and `answer`.
 async fn respond<B>(
@@ -235,7 +244,12 @@ async fn respond<B>(
         cached: false,
         playlist_path: None,
     });
-    let body = answer(offer, &head, body, Duration::from_secs(60));
+    let idle = if ask.silent {
+        SILENT_IDLE
+    } else {
+        Duration::from_secs(60)
+    };
+    let body = answer(offer, &head, body, idle);
     Response::from_parts(head, body)
 }
 
@@ -493,16 +507,49 @@ async fn a_node_closing_mid_body_breaks_the_viewers_response() {
 }
 
 #[tokio::test]
-async fn bytes_in_memory_reach_the_viewer_before_a_node_failure_right_behind_them() {
+async fn a_node_that_goes_silent_mid_body_is_cut_at_the_idle_timeout() {
     let s = server(4, true, Duration::from_secs(30)).await;
     let mut c = TcpStream::connect(s.addr).await.expect("connect");
-    let (status, _, body) = get(&mut c, "/1000/100/gone").await;
+    let (status, _, body) =
+        tokio::time::timeout(Duration::from_secs(10), get(&mut c, "/200000/7/silent"))
+            .await
+            .expect("the answer ends at the idle timeout");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body.len(), 7 + (200_000 - 7) / 2, "all the node sent");
+    check(&body, body.len());
+    assert_eq!(s.pipes.stats.bodies.load(Ordering::Relaxed), 1, "spliced");
+    // The node still holds its connection open: the body's idle timeout broke the answer.
+    let mut b = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(10), c.read(&mut b)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "closed: {r:?}");
+    wait_until("the source is dropped", || s.dropped.load(Ordering::SeqCst)).await;
+    wait_until("the pipe is given back", || s.pipes.in_use() == 0).await;
+}
+
+#[tokio::test]
+async fn bytes_in_memory_reach_the_viewer_before_a_node_failure_right_behind_them() {
+    let s = server(4, true, Duration::from_secs(30)).await;
+    // Spliced and copied: both get the answer's edge (`DeferFailureBody`) from `answer`.
+    for path in ["/1000/100/gone", "/1000/100/gone/copy"] {
+        let mut c = TcpStream::connect(s.addr).await.expect("connect");
+        let (status, _, body) = get(&mut c, path).await;
+        assert_eq!(
+            status, "HTTP/1.1 200 OK",
+            "{path}: the head went out before the failure"
+        );
+        assert_eq!(
+            body.len(),
+            100,
+            "{path}: the bytes read with the head arrived"
+        );
+        check(&body, 100);
+    }
     assert_eq!(
-        status, "HTTP/1.1 200 OK",
-        "the head went out before the failure"
+        s.pipes.stats.bodies.load(Ordering::Relaxed),
+        1,
+        "one spliced"
     );
-    assert_eq!(body.len(), 100, "the bytes read with the head arrived");
-    check(&body, 100);
+    assert_eq!(s.pipes.stats.fallbacks(Fallback::Source), 1, "one copied");
     wait_until("the pipe is given back", || s.pipes.in_use() == 0).await;
 }
 

@@ -5,15 +5,14 @@
 //! runs only while the gateway is waiting for the node: when the viewer is the slow side, hyper
 //! does not poll the body and `server.send_timeout` is what applies.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::time::Sleep;
 
+use super::idle_deadline::IdleDeadline;
 use super::pool::PooledBody;
 use crate::body::BoxError;
 
@@ -21,17 +20,15 @@ use crate::body::BoxError;
 /// on how long it may stay silent.
 pub struct IdleTimeoutBody<B = PooledBody> {
     inner: B,
-    idle: Duration,
-    /// Running while the node owes us data; reset by every frame.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Reset by every frame.
+    idle: IdleDeadline,
 }
 
 impl<B> IdleTimeoutBody<B> {
     pub fn new(inner: B, idle: Duration) -> Self {
         Self {
             inner,
-            idle,
-            timer: None,
+            idle: IdleDeadline::new(idle),
         }
     }
 }
@@ -51,21 +48,10 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
-                this.timer = None;
+                this.idle.reset();
                 Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => {
-                let idle = this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    this.timer = None;
-                    Poll::Ready(Some(Err(format!("node sent nothing for {idle:?}").into())))
-                } else {
-                    Poll::Pending
-                }
-            }
+            Poll::Pending => this.idle.poll_expired(cx).map(|e| Some(Err(e))),
         }
     }
 

@@ -24,12 +24,16 @@
 
 pub mod balance;
 pub mod body;
+pub mod defer_body;
 pub mod error;
 pub(crate) mod h1;
 pub mod health;
 pub mod idle_body;
+pub mod idle_deadline;
 pub mod pool;
 pub mod ring;
+#[cfg(test)]
+pub(crate) mod test_node;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,8 +53,10 @@ pub use error::{ErrorKind, UpstreamError};
 
 /// Most of a health check's answer read (and required to arrive): a status page, not a file.
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
+pub use defer_body::DeferFailureBody;
 pub use health::Health;
 pub use idle_body::IdleTimeoutBody;
+pub use idle_deadline::IdleDeadline;
 pub use pool::PooledBody;
 
 /// The transport: the connection pool, its timeouts and the nodes' health. Cloning is cheap
@@ -160,13 +166,14 @@ impl Transport {
             )
         });
         let mut timing = pool::Timing::default();
-        let mut result = self.attempt(req, &mut timing).await;
+        let mut result = self.attempt(req, &mut timing, pool::Checkout::Pooled).await;
         if let (Err(ErrorKind::Closed(why)), Some((method, uri, version, headers))) =
             (&result, copy)
         {
             // "Connection closed before message completed": the node closed a pooled
             // connection as we sent on it. A fresh connection fixes that; once, and only for a
-            // request we can send again.
+            // request we can send again. Fresh, not another pooled one: those may be just as
+            // stale (a node restart closes them all).
             tracing::debug!(node = %node.id, error = %why, "retrying on a fresh connection");
             let mut again = Request::new(empty());
             *again.method_mut() = method;
@@ -177,7 +184,9 @@ impl Transport {
                 m.connected(&node.id, d);
             }
             timing = pool::Timing::default();
-            result = self.attempt(again, &mut timing).await;
+            result = self
+                .attempt(again, &mut timing, pool::Checkout::FreshOnly)
+                .await;
         }
         if let (Some(m), true) = (&self.metrics, record_health) {
             if let Some(d) = timing.connect {
@@ -328,16 +337,18 @@ impl Transport {
             .map_err(|e| format!("health check: {e}"))
     }
 
-    /// Sends one request on the client and waits for the headers, with the timers above.
+    /// Sends one request on a connection from where `checkout` says and waits for the
+    /// headers, with the timers above.
     async fn attempt(
         &self,
         req: Request<Body>,
         timing: &mut pool::Timing,
+        checkout: pool::Checkout,
     ) -> Result<Response<PooledBody>, ErrorKind> {
         if req.body().is_end_stream() {
             return match tokio::time::timeout(
                 self.header_timeout,
-                self.pool.request_timed(req, timing),
+                self.pool.request_timed(req, timing, checkout),
             )
             .await
             {
@@ -347,9 +358,9 @@ impl Transport {
         }
         let (parts, body) = req.into_parts();
         let (body, upload) = body::UploadBody::new(body);
-        let fut = self
-            .pool
-            .request_timed(Request::from_parts(parts, body.boxed()), timing);
+        let fut =
+            self.pool
+                .request_timed(Request::from_parts(parts, body.boxed()), timing, checkout);
         tokio::pin!(fut);
         // Phase 1: the body is on its way. No header timer yet; the upload must keep moving.
         // A stall is noticed after one to two `body_idle_timeout`s.
@@ -388,47 +399,7 @@ mod tests {
     use super::*;
     use crate::body::full;
     use crate::upstream_path::BaseUrl;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A node whose first connection answers one request, then reads the next and closes
-    /// without answering (a keep-alive connection closed under the client's feet); later
-    /// connections answer every request. Returns its address and its connection count.
-    async fn closing_node() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let conns = Arc::new(AtomicUsize::new(0));
-        let count = conns.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let n = count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 65536];
-                    let mut served = 0;
-                    loop {
-                        let mut got = Vec::new();
-                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => got.extend_from_slice(&buf[..k]),
-                            }
-                        }
-                        if n == 0 && served == 1 {
-                            return; // read the request, close without a word
-                        }
-                        served += 1;
-                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if s.write_all(ok).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (addr, conns)
-    }
+    use std::sync::atomic::Ordering;
 
     fn node(addr: std::net::SocketAddr) -> Node {
         Node {
@@ -446,7 +417,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stale_pooled_connection_is_retried_once_for_a_get_only() {
-        let (addr, conns) = closing_node().await;
+        let (addr, conns) = test_node::answering_once_per_connection().await;
         let t = Transport::new(&UpstreamSettings::default());
         let n = node(addr);
         let r = t.send(&n, get(addr)).await.expect("first");
@@ -461,7 +432,7 @@ mod tests {
         assert_eq!(t.health().snapshot("n").consecutive_fails, 0);
 
         // The same trap for a POST: not replayed, not retryable elsewhere.
-        let (addr, _) = closing_node().await;
+        let (addr, _) = test_node::answering_once_per_connection().await;
         let n = node(addr);
         let r = t.send(&n, get(addr)).await.expect("first");
         let _ = r.into_body().collect().await;
@@ -472,6 +443,39 @@ mod tests {
         assert!(matches!(e.kind, ErrorKind::Closed(_)), "{e}");
         assert!(!e.retryable());
         assert_eq!(t.health().snapshot("n").consecutive_fails, 1);
+    }
+
+    /// Two idle pooled connections, both closed by the node as they are used: the retry of
+    /// the request that found the first one stale goes out on a new connection, not on the
+    /// other stale one, and succeeds.
+    #[tokio::test]
+    async fn the_retry_after_a_stale_connection_takes_a_new_one() {
+        let (addr, conns) = test_node::answering_once_per_connection().await;
+        let t = Transport::new(&UpstreamSettings::default());
+        let n = node(addr);
+        let key = addr.to_string();
+        // Two answers open at once: two connections, both idle once their bodies are read.
+        let a = t.send(&n, get(addr)).await.expect("first");
+        let b = t.send(&n, get(addr)).await.expect("second");
+        let _ = a.into_body().collect().await.expect("body");
+        let _ = b.into_body().collect().await.expect("body");
+        assert_eq!(t.pool.idle_count(&key), 2);
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+
+        let r = t
+            .send(&n, get(addr))
+            .await
+            .expect("retried on a new connection");
+        assert_eq!(r.status(), 200);
+        assert_eq!(conns.load(Ordering::SeqCst), 3, "one new connection");
+        assert_eq!(
+            t.pool.idle_count(&key),
+            1,
+            "the retry left the other pooled connection alone"
+        );
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(t.health().snapshot("n").consecutive_fails, 0);
     }
 
     #[tokio::test]
@@ -491,23 +495,12 @@ mod tests {
 
     #[tokio::test]
     async fn content_length_goes_when_transfer_encoding_frames_the_answer() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move {
-            if let Ok((mut s, _)) = l.accept().await {
-                let mut buf = vec![0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
-                          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-                    )
-                    .await;
-                let _ = s.read(&mut buf).await;
-            }
-        });
+        let addr = test_node::one_answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            test_node::After::Hold,
+        )
+        .await;
         let t = Transport::new(&UpstreamSettings::default());
         let r = t.send(&node(addr), get(addr)).await.expect("answer");
         assert!(r.headers().get(header::CONTENT_LENGTH).is_none());

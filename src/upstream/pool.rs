@@ -77,6 +77,17 @@ pub(super) struct Timing {
     pub headers: Option<Duration>,
 }
 
+/// Where a request's connection may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checkout {
+    /// An idle pooled connection if one is clean, else a new one.
+    Pooled,
+    /// A new connection only: the retry of a request whose pooled connection the node had
+    /// closed (the other idle ones may well be stale too, closed by the same node restart or
+    /// idle timeout, without showing it yet).
+    FreshOnly,
+}
+
 /// One idle connection.
 struct Idle {
     conn: Conn,
@@ -132,15 +143,18 @@ impl Pool {
         &self,
         req: Request<Body>,
     ) -> Result<Response<PooledBody>, ErrorKind> {
-        self.request_timed(req, &mut Timing::default()).await
+        self.request_timed(req, &mut Timing::default(), Checkout::Pooled)
+            .await
     }
 
-    /// [`Pool::request`], noting in `timing` how long a new connection took to open and how
-    /// long the answer's head took once the request was being written.
+    /// [`Pool::request`] on a connection from where `checkout` says, noting in `timing` how
+    /// long a new connection took to open and how long the answer's head took once the
+    /// request was being written.
     pub(super) async fn request_timed(
         &self,
         mut req: Request<Body>,
         timing: &mut Timing,
+        checkout: Checkout,
     ) -> Result<Response<PooledBody>, ErrorKind> {
         let key = prepare(&mut req)?;
         let head_request = req.method() == Method::HEAD;
@@ -149,7 +163,11 @@ impl Pool {
         let framing = write::framing(&parts.headers, &body).map_err(ErrorKind::parse)?;
         let mut upload = (framing != ReqFraming::None).then(|| Uploader::new(body, framing));
         loop {
-            let (mut conn, reused) = match self.checkout(&key) {
+            let pooled = match checkout {
+                Checkout::Pooled => self.checkout(&key),
+                Checkout::FreshOnly => None,
+            };
+            let (mut conn, reused) = match pooled {
                 Some(c) => (c, true),
                 None => {
                     let t = Instant::now();
@@ -195,8 +213,6 @@ impl Pool {
                 decoder,
                 reusable: head.reusable,
                 upload,
-                fresh: false,
-                deferred: None,
             };
             if body.decoder.is_done() {
                 // No body to read (304, 204, HEAD, a zero length): the connection is idle
@@ -321,10 +337,6 @@ pub struct PooledBody {
     /// The rest of the request body, when the node answered before taking all of it: written
     /// as the answer is read; the connection is reusable only if it all went out.
     upload: Option<Uploader>,
-    /// The last poll handed on data without waiting on the node since.
-    fresh: bool,
-    /// A failure found right after handing on data, reported on the next poll.
-    deferred: Option<io::Error>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -374,22 +386,12 @@ impl PooledBody {
         }
     }
 
-    /// The connection broke or the body failed: it cannot be reused. Found right after data
-    /// was handed on (the node sent its last bytes and closed at once), the error waits one
-    /// turn: a server aborts a response on its body's error, and what it has buffered of the
-    /// data before it would never reach the viewer.
-    fn fail(
-        &mut self,
-        cx: &mut Context<'_>,
-        e: io::Error,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    /// The connection broke or the body failed: it cannot be reused. (Found right after data
+    /// was handed on, the node sent its last bytes and closed at once: the proxied answer's
+    /// edge, [`super::DeferFailureBody`], lets those bytes out before the error.)
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.lent = None;
         self.upload = None;
-        if std::mem::take(&mut self.fresh) {
-            self.deferred = Some(e);
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
         Poll::Ready(Some(Err(e)))
     }
 }
@@ -403,9 +405,6 @@ impl HttpBody for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some(e) = this.deferred.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
         loop {
             let Some(lent) = this.lent.as_mut() else {
                 return Poll::Ready(None);
@@ -423,15 +422,14 @@ impl HttpBody for PooledBody {
                 }
             }
             match this.decoder.decode(&mut lent.conn.rbuf) {
-                Err(e) => return this.fail(cx, e),
+                Err(e) => return this.fail(e),
                 Ok(Decoded::Data(data)) => {
                     if let Err(e) = this.decoder.skip_framing(&mut lent.conn.rbuf) {
-                        return this.fail(cx, e);
+                        return this.fail(e);
                     }
                     if this.decoder.is_done() {
                         this.finish();
                     }
-                    this.fresh = true;
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Ok(Decoded::Done) => {
@@ -439,14 +437,11 @@ impl HttpBody for PooledBody {
                     return Poll::Ready(None);
                 }
                 Ok(Decoded::NeedMore) => match lent.conn.poll_fill(cx) {
-                    Poll::Pending => {
-                        this.fresh = false;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) => return this.fail(cx, e),
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return this.fail(e),
                     Poll::Ready(Ok(0)) => {
                         if let Err(e) = this.decoder.eof() {
-                            return this.fail(cx, e);
+                            return this.fail(e);
                         }
                         this.reusable = false;
                         this.finish();
@@ -459,7 +454,7 @@ impl HttpBody for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.lent.is_none() && self.deferred.is_none()
+        self.lent.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -475,41 +470,13 @@ impl HttpBody for PooledBody {
 mod tests {
     use super::*;
     use crate::body::empty;
+    use crate::upstream::test_node::{keep_alive, one_answer, After, Answer};
     use http_body_util::BodyExt;
     use std::sync::atomic::AtomicUsize;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A keep-alive node answering request `i` by `answers[i % len]`; counts its connections.
     async fn node(answers: &'static [&'static [u8]]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let conns = Arc::new(AtomicUsize::new(0));
-        let count = conns.clone();
-        tokio::spawn(async move {
-            let mut served = 0usize;
-            while let Ok((mut s, _)) = l.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                loop {
-                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        got.drain(..end + 4);
-                        let a = answers[served % answers.len()];
-                        served += 1;
-                        if s.write_all(a).await.is_err() {
-                            break;
-                        }
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => got.extend_from_slice(&buf[..k]),
-                    }
-                }
-            }
-        });
-        (addr, conns)
+        keep_alive(answers.iter().map(|a| Answer::keep(*a)).collect()).await
     }
 
     /// Whoever has read an answer to its end finds the connection idle in the pool: no wait,
@@ -578,22 +545,14 @@ mod tests {
     }
 
     /// A node that sends its last bytes and closes at once: the bytes come out first, then
-    /// the error (a turn later), and the connection is gone.
+    /// the error, and the connection is gone.
     #[tokio::test]
     async fn a_node_dying_mid_body_gives_its_bytes_then_an_error() {
-        static ANSWERS: &[&[u8]] =
-            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nsome bytes\r\n"];
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move {
-            if let Ok((mut s, _)) = l.accept().await {
-                let mut buf = vec![0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(ANSWERS[0]).await;
-            }
-        });
+        let addr = one_answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nsome bytes\r\n",
+            After::Close,
+        )
+        .await;
         let pool = Pool::new(Connector::default(), 4, Duration::from_secs(60));
         let req = Request::get(format!("http://{addr}/x"))
             .body(empty())

@@ -138,61 +138,10 @@ mod tests {
     use super::*;
     use crate::body::empty;
     use crate::upstream::pool::{Connector, Pool};
+    use crate::upstream::test_node::{keep_alive, Answer};
     use std::os::fd::AsFd;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// One answer: the bytes, written in pieces of `piece` bytes, and whether the node closes
-    /// the connection after it.
-    struct Answer {
-        wire: Vec<u8>,
-        close: bool,
-    }
-
-    /// A keep-alive node answering request `i` with `answers[i]`; counts its connections.
-    async fn node(answers: Vec<Answer>) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let conns = Arc::new(AtomicUsize::new(0));
-        let count = conns.clone();
-        let answers = Arc::new(answers);
-        tokio::spawn(async move {
-            let mut served = 0usize;
-            while let Ok((mut s, _)) = l.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                'conn: loop {
-                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        got.drain(..end + 4);
-                        let Some(a) = answers.get(served) else {
-                            break 'conn;
-                        };
-                        served += 1;
-                        // In pieces, so that framing and data arrive apart.
-                        for piece in a.wire.chunks(50_000) {
-                            if s.write_all(piece).await.is_err() {
-                                break 'conn;
-                            }
-                            tokio::task::yield_now().await;
-                        }
-                        if a.close {
-                            break 'conn;
-                        }
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => got.extend_from_slice(&buf[..k]),
-                    }
-                }
-            }
-        });
-        (addr, conns)
-    }
 
     fn body_of(n: usize, seed: u8) -> Vec<u8> {
         (0..n)
@@ -276,7 +225,7 @@ mod tests {
     async fn length_framed_bodies_of_any_size_reach_the_pipe_and_the_connection_goes_back() {
         let sizes = [1usize, 1000, 70_000, 300_000, 3 << 20];
         let bodies: Vec<Vec<u8>> = sizes.iter().map(|n| body_of(*n, *n as u8)).collect();
-        let (addr, conns) = node(bodies.iter().map(|b| length_answer(b)).collect()).await;
+        let (addr, conns) = keep_alive(bodies.iter().map(|b| length_answer(b)).collect()).await;
         let pool = Pool::new(Connector::default(), 4, Duration::from_secs(60));
         let key = addr.to_string();
         for body in &bodies {
@@ -301,7 +250,8 @@ mod tests {
         let mid = body_of(4096, 1);
         let chunks: Vec<&[u8]> = vec![&small, &big, b"x", &mid, &big];
         let want: Vec<u8> = chunks.concat();
-        let (addr, conns) = node(vec![chunked_answer(&chunks), chunked_answer(&[b"tail"])]).await;
+        let (addr, conns) =
+            keep_alive(vec![chunked_answer(&chunks), chunked_answer(&[b"tail"])]).await;
         let pool = Pool::new(Connector::default(), 4, Duration::from_secs(60));
         let key = addr.to_string();
         let mut src = get(&pool, addr).await;
@@ -328,7 +278,7 @@ mod tests {
             };
             a.wire.truncate(a.wire.len() - 40_000);
             a.close = true;
-            let (addr, _) = node(vec![a]).await;
+            let (addr, _) = keep_alive(vec![a]).await;
             let pool = Pool::new(Connector::default(), 4, Duration::from_secs(60));
             let mut src = get(&pool, addr).await;
             let (_, end) = drain(&mut src, &pool, &addr.to_string()).await;
@@ -343,7 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn unframed_or_finished_bodies_decline() {
-        let (addr, _) = node(vec![Answer {
+        let (addr, _) = keep_alive(vec![Answer {
             wire: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close".to_vec(),
             close: true,
         }])
@@ -354,7 +304,7 @@ mod tests {
             .expect("req");
         let resp = pool.request(req).await.expect("answer");
         assert!(resp.into_body().into_splice().is_err(), "read-to-close");
-        let (addr, _) = node(vec![length_answer(b"")]).await;
+        let (addr, _) = keep_alive(vec![length_answer(b"")]).await;
         let req = http::Request::get(format!("http://{addr}/x"))
             .body(empty())
             .expect("req");
