@@ -3,7 +3,9 @@
 //! no body, no upgrade, no `Expect`), and hands every other one, malformed ones included, to
 //! hyper, whose answers (400, 431, 417…) stay the reference.
 
-use bytes::BytesMut;
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::body::RequestBody;
@@ -30,39 +32,43 @@ pub(crate) enum Head {
 }
 
 /// Parses the head at the start of `buf`; a request's head is taken out of it. Its target and
-/// header values are slices of the head's bytes, not copies (as hyper does).
+/// header values are slices of the head's bytes, not copies (as hyper does): the proxy clones
+/// them into the node's request, and a clone of a slice is a reference count, where a clone
+/// of a copied value allocates.
 pub(crate) fn parse(buf: &mut BytesMut) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
+    // Uninitialised slots: zeroing a hundred headers per request cost more than parsing.
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let (len, close) = match parsed.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => match judge(&parsed) {
+            Some(close) => (len, close),
+            None => return Head::Handoff,
+        },
         Ok(httparse::Status::Partial) => return Head::Partial,
         Err(_) => return Head::Handoff,
     };
-    if parsed.version != Some(1) {
-        return Head::Handoff;
+    let head = buf.split_to(len).freeze();
+    match build(&head) {
+        Some(req) => Head::Request { req, close },
+        // hyper judges a head we cannot build: it reads it again, whole.
+        None => {
+            let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+            whole.extend_from_slice(&head);
+            whole.extend_from_slice(buf);
+            *buf = whole;
+            Head::Handoff
+        }
     }
-    let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
-        return Head::Handoff;
-    };
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Head::Handoff;
-    };
-    if method == Method::CONNECT {
-        return Head::Handoff;
+}
+
+/// Whether this server takes the request (and then whether it asked to close), from its
+/// parsed head.
+fn judge(parsed: &httparse::Request<'_, '_>) -> Option<bool> {
+    if parsed.version != Some(1) || parsed.method == Some("CONNECT") {
+        return None;
     }
-    // Where the target and each value lie in the head, to slice them once it is frozen.
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let at = s.as_ptr() as usize - base;
-        (at, at + s.len())
-    };
-    let target = span(path.as_bytes());
-    // The names and values' places, on the stack: one pass to judge, one to build.
-    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
-    let count = parsed.headers.len();
     let mut close = false;
-    for (h, at) in parsed.headers.iter().zip(spans.iter_mut()) {
+    for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         // A body, a protocol switch or an expectation: hyper's framing and answers.
         if [
@@ -74,33 +80,27 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Head {
         .iter()
         .any(|n| name.eq_ignore_ascii_case(n))
         {
-            return Head::Handoff;
+            return None;
         }
         if name.eq_ignore_ascii_case(b"connection") && has_token(h.value, b"close") {
             close = true;
         }
-        *at = (span(name), span(h.value));
     }
-    let head = buf.split_to(len).freeze();
-    // hyper judges a head we cannot build: it must read it again, whole.
-    let give_back = |buf: &mut BytesMut| {
-        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-        whole.extend_from_slice(&head);
-        whole.extend_from_slice(buf);
-        *buf = whole;
-        Head::Handoff
-    };
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
-        return give_back(buf);
-    };
-    let mut map = HeaderMap::with_capacity(count);
-    for (name, value) in spans.into_iter().take(count) {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[name.0..name.1]),
-            HeaderValue::from_maybe_shared(head.slice(value.0..value.1)),
-        ) else {
-            return give_back(buf);
-        };
+    Some(close)
+}
+
+/// The request of a complete head already judged (parsed again, in place: cheaper than
+/// keeping where each piece lay).
+fn build(head: &Bytes) -> Option<Request<RequestBody>> {
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    parsed.parse_with_uninit_headers(head, &mut slots).ok()?;
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;
         map.append(name, value);
     }
     let mut req = Request::new(RequestBody::Empty);
@@ -108,7 +108,7 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Head {
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
-    Head::Request { req, close }
+    Some(req)
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
@@ -183,8 +183,9 @@ mod tests {
         ] {
             assert!(matches!(head(raw.as_bytes()), Head::Handoff), "{raw:?}");
         }
-        // A head judged bad after it was taken out is put back whole, with what follows.
-        let raw = b"GET /a%zz\x7f HTTP/1.1\r\nX: a\x01b\r\n\r\nNEXT";
+        // A head handed over stays in the buffer, whole, with what follows (this one is
+        // judged good and fails only when built).
+        let raw = b"GET /a<b HTTP/1.1\r\nHost: a\r\n\r\nNEXT";
         let mut buf = BytesMut::from(&raw[..]);
         assert!(matches!(parse(&mut buf), Head::Handoff));
         assert_eq!(&buf[..], &raw[..], "nothing lost");
