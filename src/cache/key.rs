@@ -12,7 +12,9 @@
 //! backwards, the stream restarted and its scope gets a new epoch: every old object becomes
 //! unreachable (and is dropped).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,8 +34,13 @@ pub struct Key {
 
 impl Key {
     pub fn new(route: &str, epoch: u64, target: String, slice: Option<u64>) -> Self {
+        Self::shared(Arc::from(route), epoch, target, slice)
+    }
+
+    /// [`Key::new`] with the route's name already shared (from [`Epochs::epoch_and_route`]).
+    pub fn shared(route: Arc<str>, epoch: u64, target: String, slice: Option<u64>) -> Self {
         Self {
-            route: Arc::from(route),
+            route,
             epoch,
             target,
             slice,
@@ -85,6 +92,8 @@ const MAX_PLAYLISTS: usize = 64;
 
 #[derive(Debug)]
 struct Scope {
+    /// The route's name as the map's key holds it (shared with the request's [`Key`]).
+    route: Arc<str>,
     epoch: u64,
     /// Last `EXT-X-MEDIA-SEQUENCE` seen per media playlist target (without query).
     sequences: HashMap<String, u64>,
@@ -102,10 +111,53 @@ pub struct Epochs {
     tick: AtomicU64,
 }
 
+/// A (route, scope) pair as the epochs' map is asked for it: borrowed, so a lookup of a known
+/// scope (every request on a cached route) copies neither string.
+trait ScopeId {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl ScopeId for (Arc<str>, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl ScopeId for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn ScopeId + 'a> for (Arc<str>, String) {
+    fn borrow(&self) -> &(dyn ScopeId + 'a) {
+        self
+    }
+}
+
+/// As the owned tuple hashes: each `str` in turn.
+impl Hash for dyn ScopeId + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn ScopeId + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn ScopeId + '_ {}
+
 impl Epochs {
     fn with<T>(&self, route: &str, scope: &str, f: impl FnOnce(&mut Scope) -> T) -> T {
         let mut map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let used = self.tick.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = map.get_mut(&(route, scope) as &dyn ScopeId) {
+            s.used = used;
+            return f(s);
+        }
         let k = (Arc::<str>::from(route), scope.to_string());
         if !map.contains_key(&k) && map.len() >= MAX_SCOPES {
             if let Some(old) = map
@@ -116,7 +168,9 @@ impl Epochs {
                 map.remove(&old);
             }
         }
+        let route = k.0.clone();
         let s = map.entry(k).or_insert_with(|| Scope {
+            route,
             epoch: self.next.fetch_add(1, Ordering::Relaxed),
             sequences: HashMap::new(),
             target_duration: None,
@@ -127,8 +181,14 @@ impl Epochs {
     }
 
     /// The scope's current epoch.
+    #[cfg(test)]
     pub fn epoch(&self, route: &str, scope: &str) -> u64 {
         self.with(route, scope, |s| s.epoch)
+    }
+
+    /// The scope's current epoch, and the route's name shared for the request's [`Key`].
+    pub fn epoch_and_route(&self, route: &str, scope: &str) -> (u64, Arc<str>) {
+        self.with(route, scope, |s| (s.epoch, s.route.clone()))
     }
 
     /// The stream's target duration, when a media playlist told it.
@@ -214,6 +274,17 @@ mod tests {
         );
         let second = e.epoch("r", "/hls/a");
         assert_ne!(second, first);
+        let (epoch, route) = e.epoch_and_route("r", "/hls/a");
+        assert_eq!(
+            (epoch, &*route),
+            (second, "r"),
+            "found without a copy of the key"
+        );
+        assert_eq!(
+            e.scopes.lock().expect("lock").len(),
+            2,
+            "looked up, never added twice"
+        );
         // A playlist fetched under the old epoch says nothing about the new run.
         assert_eq!(
             e.observe("r", "/hls/a", first, "/hls/a/i.m3u8", 0, td),
