@@ -171,7 +171,7 @@ enum Got {
 #[derive(Clone)]
 struct FillCtx {
     mode: CacheMode,
-    scope: String,
+    scope: Arc<str>,
     blocking: bool,
     playlist_path: bool,
     counters: Arc<Counters>,
@@ -293,7 +293,7 @@ impl Cache {
         fetch: &Fetcher<'_>,
     ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
         let scope = key::scope(ask.stream, ask.target);
-        let (epoch, route) = self.inner.epochs.epoch_and_route(ask.route, &scope);
+        let (epoch, route, scope) = self.inner.epochs.epoch_and_route(ask.route, scope);
         let query = ask.target.split_once('?').map(|(_, q)| q);
         let ctx = FillCtx {
             mode: ask.mode,
