@@ -1689,7 +1689,7 @@ impl Active {
         use http::header;
         let mut fill = fill;
         fill.path_and_query = crate::cache::key::without_params(
-            &fill.path_and_query,
+            std::mem::take(&mut fill.path_and_query),
             &self.settings.cache.ignore_params,
         );
         // What a fill sends the node, built only when the cache has to fetch (a hit never

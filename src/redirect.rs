@@ -15,8 +15,10 @@ pub fn respond(
     path: &str,
     query: Option<&str>,
 ) -> Result<Response<Body>, GatewayError> {
-    let loc = base.join(path, query);
-    let value = HeaderValue::from_str(&loc)
+    // The joined string's own bytes become the value (`join` sizes it exactly, so no copy and
+    // no second allocation); the same check as `from_str`.
+    let loc = bytes::Bytes::from(base.join(path, query));
+    let value = HeaderValue::from_maybe_shared(loc)
         .map_err(|_| GatewayError::BadRequest("cannot build Location"))?;
     let status = StatusCode::from_u16(status)
         .map_err(|_| GatewayError::Internal("bad redirect status".into()))?;

@@ -5,10 +5,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The header carrying the id both ways.
-pub const HEADER: &str = "x-request-id";
+/// The header carrying the id both ways. A `HeaderName`, not a `&str`: a string name is parsed
+/// again by every `get` and `insert` that uses it.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A per-process random prefix so ids from several gateways do not collide.
 fn prefix() -> u64 {
@@ -43,7 +44,7 @@ fn is_plain(s: &[u8]) -> bool {
 /// without an intermediate `String`, so the id costs at most one allocation however many
 /// headers and log fields carry it. Always ASCII, so `to_str` on it succeeds.
 pub fn from_headers(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(HEADER).filter(|v| is_plain(v.as_bytes())) {
+    if let Some(v) = headers.get(&HEADER).filter(|v| is_plain(v.as_bytes())) {
         return v.clone();
     }
     let n = SEQ.fetch_add(1, Ordering::Relaxed);

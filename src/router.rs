@@ -4,6 +4,8 @@
 //! path separator. Captures are then checked: `{stream}` must be a plain stream name, and any
 //! other capture must not climb (`..`), smuggle a separator (`%2F`, `%5C`, `\`) or a NUL.
 
+use std::sync::Arc;
+
 use percent_encoding::percent_decode_str;
 
 use crate::error::GatewayError;
@@ -14,15 +16,16 @@ pub const STREAM: &str = "stream";
 /// `app/stream` (`[registry] key = "app/stream"`).
 pub const APP: &str = "app";
 
+/// Capture names are shared with every match's [`Captures`] (a match copies no name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
     Literal(String),
     Param {
         prefix: String,
-        name: String,
+        name: Arc<str>,
         suffix: String,
     },
-    Rest(String),
+    Rest(Arc<str>),
 }
 
 /// A compiled route path.
@@ -69,7 +72,7 @@ impl Pattern {
                 if i + 1 != parts.len() {
                     return Err("'{*name}' must be the last segment".into());
                 }
-                Seg::Rest(name.to_string())
+                Seg::Rest(Arc::from(name))
             } else if let Some(open) = part.find('{') {
                 let close = part.find('}').ok_or("unclosed '{'")?;
                 if close < open {
@@ -82,7 +85,7 @@ impl Pattern {
                 }
                 Seg::Param {
                     prefix: prefix.into(),
-                    name: name.into(),
+                    name: Arc::from(name),
                     suffix: suffix.into(),
                 }
             } else if part.contains('}') {
@@ -137,7 +140,7 @@ impl Pattern {
     pub fn captures(&self, name: &str) -> bool {
         self.segs
             .iter()
-            .any(|s| matches!(s, Seg::Param { name: n, .. } | Seg::Rest(n) if n == name))
+            .any(|s| matches!(s, Seg::Param { name: n, .. } | Seg::Rest(n) if &**n == name))
     }
 
     /// Matches a raw request path; captures are raw (not yet decoded or checked).
@@ -185,7 +188,7 @@ impl Pattern {
 /// Values captured from a path.
 #[derive(Debug, Default, Clone)]
 pub struct Captures {
-    items: Vec<(String, String)>,
+    items: Vec<(Arc<str>, String)>,
 }
 
 impl Captures {
@@ -193,7 +196,7 @@ impl Captures {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.items
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| &**n == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -211,7 +214,7 @@ impl Captures {
     /// upstream path.
     pub fn validate(mut self) -> Result<Self, GatewayError> {
         for (name, value) in &mut self.items {
-            if name == STREAM || name == APP {
+            if &**name == STREAM || &**name == APP {
                 let decoded = percent_decode_str(value)
                     .decode_utf8()
                     .map_err(|_| GatewayError::BadStreamName)?;
@@ -240,6 +243,16 @@ fn check_path_capture(raw: &str) -> Result<(), GatewayError> {
         return Err(GatewayError::BadPath("encoded separator or NUL in path"));
     }
     for seg in raw.split('/') {
+        // Plain ASCII without escapes (nearly every path) decodes to itself: checked as is.
+        if !seg.bytes().any(|b| b == b'%' || !b.is_ascii()) {
+            if seg == ".." || seg == "." {
+                return Err(GatewayError::BadPath("dot segment in path"));
+            }
+            if seg.bytes().any(|b| b.is_ascii_control()) {
+                return Err(GatewayError::BadPath("control character in path"));
+            }
+            continue;
+        }
         let decoded = percent_decode_str(seg).decode_utf8_lossy();
         if decoded == ".." || decoded == "." {
             return Err(GatewayError::BadPath("dot segment in path"));
@@ -342,10 +355,12 @@ mod tests {
     use super::*;
 
     fn m(p: &str, path: &str) -> Option<Vec<(String, String)>> {
-        Pattern::parse(p)
-            .expect("pattern")
-            .matches(path)
-            .map(|c| c.items)
+        Pattern::parse(p).expect("pattern").matches(path).map(|c| {
+            c.items
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect()
+        })
     }
 
     #[test]

@@ -73,8 +73,7 @@ impl BaseUrl {
                 + self.authority.len()
                 + self.prefix.len()
                 + path.len()
-                + 1
-                + query.map_or(0, str::len),
+                + query.map_or(0, |q| q.len() + 1),
         );
         s.push_str(&self.scheme);
         s.push_str("://");

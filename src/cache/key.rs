@@ -12,7 +12,9 @@
 //! backwards, the stream restarted and its scope gets a new epoch: every old object becomes
 //! unreachable (and is dropped).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,8 +34,13 @@ pub struct Key {
 
 impl Key {
     pub fn new(route: &str, epoch: u64, target: String, slice: Option<u64>) -> Self {
+        Self::shared(Arc::from(route), epoch, target, slice)
+    }
+
+    /// [`Key::new`] with the route's name already shared (from [`Epochs::epoch_and_route`]).
+    pub fn shared(route: Arc<str>, epoch: u64, target: String, slice: Option<u64>) -> Self {
         Self {
-            route: Arc::from(route),
+            route,
             epoch,
             target,
             slice,
@@ -43,12 +50,13 @@ impl Key {
 
 /// `path_and_query` without the query parameters `ignore` names (`[cache] ignore_params`):
 /// what the cache keys on and what a fill asks the node for.
-pub fn without_params(path_and_query: &str, ignore: &[String]) -> String {
+/// Takes the string and hands it back unchanged when no parameter goes (no copy).
+pub fn without_params(path_and_query: String, ignore: &[String]) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {
-        return path_and_query.to_string();
+        return path_and_query;
     };
     if ignore.is_empty() {
-        return path_and_query.to_string();
+        return path_and_query;
     }
     let kept: Vec<&str> = query
         .split('&')
@@ -66,14 +74,14 @@ pub fn without_params(path_and_query: &str, ignore: &[String]) -> String {
 
 /// The scope a request's stream is tracked in: the `{stream}` capture when the route has one,
 /// else the directory of the upstream path (nginx-rtmp's nested `/hls/NAME/…`).
-pub fn scope(stream: Option<&str>, target: &str) -> String {
+pub fn scope<'a>(stream: Option<&'a str>, target: &'a str) -> &'a str {
     if let Some(s) = stream {
-        return s.to_string();
+        return s;
     }
     let path = target.split('?').next().unwrap_or(target);
     match path.rfind('/') {
-        Some(i) => path[..i].to_string(),
-        None => String::new(),
+        Some(i) => &path[..i],
+        None => "",
     }
 }
 
@@ -85,6 +93,10 @@ const MAX_PLAYLISTS: usize = 64;
 
 #[derive(Debug)]
 struct Scope {
+    /// The route's name and the scope as the map's key holds them (shared with the request's
+    /// [`Key`] and fill).
+    route: Arc<str>,
+    name: Arc<str>,
     epoch: u64,
     /// Last `EXT-X-MEDIA-SEQUENCE` seen per media playlist target (without query).
     sequences: HashMap<String, u64>,
@@ -96,17 +108,63 @@ struct Scope {
 /// Publish epochs by (route, scope).
 #[derive(Debug, Default)]
 pub struct Epochs {
-    scopes: Mutex<HashMap<(Arc<str>, String), Scope>>,
+    scopes: Mutex<HashMap<ScopeKey, Scope>>,
     /// Epochs are never reused, so a forgotten scope cannot revive old objects.
     next: AtomicU64,
     tick: AtomicU64,
 }
 
+/// A (route, scope) pair as the epochs' map is asked for it: borrowed, so a lookup of a known
+/// scope (every request on a cached route) copies neither string.
+trait ScopeId {
+    fn parts(&self) -> (&str, &str);
+}
+
+/// The epochs' map key: the route's name and the scope.
+type ScopeKey = (Arc<str>, Arc<str>);
+
+impl ScopeId for ScopeKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl ScopeId for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn ScopeId + 'a> for ScopeKey {
+    fn borrow(&self) -> &(dyn ScopeId + 'a) {
+        self
+    }
+}
+
+/// As the owned tuple hashes: each `str` in turn.
+impl Hash for dyn ScopeId + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn ScopeId + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn ScopeId + '_ {}
+
 impl Epochs {
     fn with<T>(&self, route: &str, scope: &str, f: impl FnOnce(&mut Scope) -> T) -> T {
         let mut map = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let used = self.tick.fetch_add(1, Ordering::Relaxed);
-        let k = (Arc::<str>::from(route), scope.to_string());
+        if let Some(s) = map.get_mut(&(route, scope) as &dyn ScopeId) {
+            s.used = used;
+            return f(s);
+        }
+        let k: ScopeKey = (Arc::from(route), Arc::from(scope));
         if !map.contains_key(&k) && map.len() >= MAX_SCOPES {
             if let Some(old) = map
                 .iter()
@@ -116,7 +174,10 @@ impl Epochs {
                 map.remove(&old);
             }
         }
+        let (route, name) = k.clone();
         let s = map.entry(k).or_insert_with(|| Scope {
+            route,
+            name,
             epoch: self.next.fetch_add(1, Ordering::Relaxed),
             sequences: HashMap::new(),
             target_duration: None,
@@ -127,8 +188,15 @@ impl Epochs {
     }
 
     /// The scope's current epoch.
+    #[cfg(test)]
     pub fn epoch(&self, route: &str, scope: &str) -> u64 {
         self.with(route, scope, |s| s.epoch)
+    }
+
+    /// The scope's current epoch, and the route's name and the scope shared for the request's
+    /// [`Key`] and fill.
+    pub fn epoch_and_route(&self, route: &str, scope: &str) -> (u64, Arc<str>, Arc<str>) {
+        self.with(route, scope, |s| (s.epoch, s.route.clone(), s.name.clone()))
     }
 
     /// The stream's target duration, when a media playlist told it.
@@ -180,13 +248,13 @@ mod tests {
     #[test]
     fn ignored_params_leave_the_key() {
         let ig = vec!["sid".to_string(), "_".to_string()];
-        assert_eq!(without_params("/a.ts?sid=1&_=2", &ig), "/a.ts");
+        assert_eq!(without_params("/a.ts?sid=1&_=2".into(), &ig), "/a.ts");
         assert_eq!(
-            without_params("/a.m3u8?_HLS_msn=3&sid=9", &ig),
+            without_params("/a.m3u8?_HLS_msn=3&sid=9".into(), &ig),
             "/a.m3u8?_HLS_msn=3"
         );
-        assert_eq!(without_params("/a.ts", &ig), "/a.ts");
-        assert_eq!(without_params("/a.ts?sidx=1", &ig), "/a.ts?sidx=1");
+        assert_eq!(without_params("/a.ts".into(), &ig), "/a.ts");
+        assert_eq!(without_params("/a.ts?sidx=1".into(), &ig), "/a.ts?sidx=1");
     }
 
     #[test]
@@ -214,6 +282,17 @@ mod tests {
         );
         let second = e.epoch("r", "/hls/a");
         assert_ne!(second, first);
+        let (epoch, route, scope) = e.epoch_and_route("r", "/hls/a");
+        assert_eq!(
+            (epoch, &*route, &*scope),
+            (second, "r", "/hls/a"),
+            "found without a copy of the key"
+        );
+        assert_eq!(
+            e.scopes.lock().expect("lock").len(),
+            2,
+            "looked up, never added twice"
+        );
         // A playlist fetched under the old epoch says nothing about the new run.
         assert_eq!(
             e.observe("r", "/hls/a", first, "/hls/a/i.m3u8", 0, td),

@@ -171,7 +171,7 @@ enum Got {
 #[derive(Clone)]
 struct FillCtx {
     mode: CacheMode,
-    scope: String,
+    scope: Arc<str>,
     blocking: bool,
     playlist_path: bool,
     counters: Arc<Counters>,
@@ -293,7 +293,7 @@ impl Cache {
         fetch: &Fetcher<'_>,
     ) -> Result<(Response<Body>, Arc<Node>), GatewayError> {
         let scope = key::scope(ask.stream, ask.target);
-        let epoch = self.inner.epochs.epoch(ask.route, &scope);
+        let (epoch, route, scope) = self.inner.epochs.epoch_and_route(ask.route, scope);
         let query = ask.target.split_once('?').map(|(_, q)| q);
         let ctx = FillCtx {
             mode: ask.mode,
@@ -305,7 +305,7 @@ impl Cache {
         if ask.mode == CacheMode::Vod {
             return slice::serve(self.clone(), &ask, epoch, ctx, fetch.get().clone()).await;
         }
-        let key = Key::new(ask.route, epoch, ask.target.to_string(), None);
+        let key = Key::shared(route, epoch, ask.target.to_string(), None);
         self.answer(key, &ctx, fetch, ask.method, ask.headers).await
     }
 

@@ -12,7 +12,10 @@ use crate::origin::files::{parse_range, RangeRequest};
 
 /// The viewer's answer from `obj` for a request with `method` and `req` headers.
 pub fn respond(obj: &Object, method: &Method, req: &HeaderMap, now: Instant) -> Response<Body> {
+    // Room made once for what may be added below (`Age`, `Content-Length`, `Accept-Ranges`,
+    // `Content-Range`): a clone is full, and each addition would grow it.
     let mut headers = obj.headers.clone();
+    headers.reserve(4);
     headers.insert(header::AGE, HeaderValue::from(obj.age(now)));
     let head = *method == Method::HEAD;
     let ok = obj.status == StatusCode::OK;
@@ -61,9 +64,11 @@ pub fn respond(obj: &Object, method: &Method, req: &HeaderMap, now: Instant) -> 
         }
     }
     match end {
-        Some(e) => {
+        // The stored length is usually the answer's already: kept as it is then.
+        Some(e) if !is_only_value(&headers, header::CONTENT_LENGTH, e - start) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(e - start));
         }
+        Some(_) => {}
         None => {
             headers.remove(header::CONTENT_LENGTH);
         }
@@ -84,6 +89,27 @@ pub fn respond(obj: &Object, method: &Method, req: &HeaderMap, now: Instant) -> 
     r
 }
 
+/// Whether `name` has exactly one value in `h`, and it is `n` in decimal as `HeaderValue::from`
+/// writes it (no sign, no leading zeros or spaces).
+fn is_only_value(h: &HeaderMap, name: header::HeaderName, n: u64) -> bool {
+    let mut all = h.get_all(name).iter();
+    let (Some(v), None) = (all.next(), all.next()) else {
+        return false;
+    };
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut m = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    v.as_bytes() == &buf[i..]
+}
+
 /// `If-None-Match` (wins) or `If-Modified-Since` says the viewer's copy is current.
 pub(super) fn not_modified(stored: &HeaderMap, req: &HeaderMap) -> bool {
     if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
@@ -100,13 +126,11 @@ pub(super) fn not_modified(stored: &HeaderMap, req: &HeaderMap) -> bool {
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
     };
-    match (
-        date(req, header::IF_MODIFIED_SINCE),
-        date(stored, header::LAST_MODIFIED),
-    ) {
-        (Some(since), Some(modified)) => modified <= since,
-        _ => false,
-    }
+    // The stored date is parsed only for a viewer that asks (most send no conditional).
+    let Some(since) = date(req, header::IF_MODIFIED_SINCE) else {
+        return false;
+    };
+    date(stored, header::LAST_MODIFIED).is_some_and(|modified| modified <= since)
 }
 
 /// `If-Range`: the range applies only when the viewer's validator is the stored one.
@@ -156,6 +180,24 @@ mod tests {
     async fn text(r: Response<Body>) -> String {
         let b = r.into_body().collect().await.expect("body").to_bytes();
         String::from_utf8_lossy(&b).into_owned()
+    }
+
+    #[test]
+    fn a_stored_length_is_kept_only_when_it_is_written_as_ours() {
+        let mut h = HeaderMap::new();
+        assert!(!is_only_value(&h, header::CONTENT_LENGTH, 0), "none");
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("32229"));
+        assert!(is_only_value(&h, header::CONTENT_LENGTH, 32229));
+        assert!(!is_only_value(&h, header::CONTENT_LENGTH, 3222));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("032229"));
+        assert!(
+            !is_only_value(&h, header::CONTENT_LENGTH, 32229),
+            "rewritten"
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(is_only_value(&h, header::CONTENT_LENGTH, 0));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(!is_only_value(&h, header::CONTENT_LENGTH, 0), "two values");
     }
 
     #[tokio::test]

@@ -64,9 +64,10 @@ impl<V: Clone> Store<V> {
         self.tick += 1;
         let tick = self.tick;
         let e = self.map.get_mut(key)?;
-        self.lru.remove(&e.tick);
+        // The LRU's copy of the key moves to its new place (no clone of the target).
+        let k = self.lru.remove(&e.tick).unwrap_or_else(|| key.clone());
         e.tick = tick;
-        self.lru.insert(tick, key.clone());
+        self.lru.insert(tick, k);
         Some((e.value.clone(), e.gen))
     }
 

@@ -112,6 +112,10 @@ async fn send(
     ))
 }
 
+/// Headers a forwarded request may gain: `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`,
+/// `X-Forwarded-Host`, `Via`, `Host`, `X-Request-Id`.
+const ADDED_HEADERS: usize = 7;
+
 fn build_request(
     parts: &Parts,
     body: Body,
@@ -125,7 +129,14 @@ fn build_request(
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
-    *req.headers_mut() = parts.headers.clone();
+    // The viewer's headers in their order, in a map with room for the forwarding headers
+    // `headers::to_upstream` and this function add (a clone is full: each addition would grow
+    // and rehash it).
+    let h = req.headers_mut();
+    h.reserve(parts.headers.len() + ADDED_HEADERS);
+    for (k, v) in &parts.headers {
+        h.append(k.clone(), v.clone());
+    }
     // HTTP/2 carries the host in `:authority` (the URI), not in a `Host` header.
     if !req.headers().contains_key(http::header::HOST) {
         if let Some(v) = parts
