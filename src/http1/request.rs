@@ -6,7 +6,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::body::RequestBody;
 
@@ -36,21 +36,19 @@ pub(crate) enum Head {
 /// them into the node's request, and a clone of a slice is a reference count, where a clone
 /// of a copied value allocates.
 pub(crate) fn parse(buf: &mut BytesMut) -> Head {
-    // Uninitialised slots: zeroing a hundred headers per request cost more than parsing.
-    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let (len, close) = match parsed.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => match judge(&parsed) {
-            Some(close) => (len, close),
-            None => return Head::Handoff,
-        },
-        Ok(httparse::Status::Partial) => return Head::Partial,
-        Err(_) => return Head::Handoff,
+    let Some(len) = head_len(buf) else {
+        // Not whole yet. A start that is already wrong goes to hyper now, for its 400.
+        let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut []);
+        return match parsed.parse_with_uninit_headers(buf, &mut slots) {
+            Err(_) => Head::Handoff,
+            Ok(_) => Head::Partial,
+        };
     };
     let head = buf.split_to(len).freeze();
     match build(&head) {
-        Some(req) => Head::Request { req, close },
-        // hyper judges a head we cannot build: it reads it again, whole.
+        Some((req, close)) => Head::Request { req, close },
+        // hyper judges this one: it reads the head again, whole.
         None => {
             let mut whole = BytesMut::with_capacity(head.len() + buf.len());
             whole.extend_from_slice(&head);
@@ -61,45 +59,55 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Head {
     }
 }
 
-/// Whether this server takes the request (and then whether it asked to close), from its
-/// parsed head.
-fn judge(parsed: &httparse::Request<'_, '_>) -> Option<bool> {
-    if parsed.version != Some(1) || parsed.method == Some("CONNECT") {
+/// Where the head ends: past its first empty line (CRLF, or a bare LF as httparse allows).
+fn head_len(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + i;
+        match (buf.get(at + 1), buf.get(at + 2)) {
+            (Some(b'\n'), _) => return Some(at + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(at + 3),
+            (None, _) | (Some(b'\r'), None) => return None,
+            _ => from = at + 1,
+        }
+    }
+    None
+}
+
+/// The request of a complete head, and whether it asked to close; `None` for one this
+/// server leaves to hyper (a body, an upgrade, `Expect`, not HTTP/1.1, `CONNECT`, or
+/// anything malformed).
+fn build(head: &Bytes) -> Option<(Request<RequestBody>, bool)> {
+    // Uninitialised slots: zeroing a hundred headers per request cost more than parsing.
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(head, &mut slots) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return None,
+    }
+    if parsed.version != Some(1) {
         return None;
     }
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    if method == Method::CONNECT {
+        return None;
+    }
+    let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
     let mut close = false;
     for h in parsed.headers.iter() {
-        let name = h.name.as_bytes();
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         // A body, a protocol switch or an expectation: hyper's framing and answers.
-        if [
-            &b"content-length"[..],
-            b"transfer-encoding",
-            b"upgrade",
-            b"expect",
-        ]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n))
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
         {
             return None;
         }
-        if name.eq_ignore_ascii_case(b"connection") && has_token(h.value, b"close") {
+        if name == header::CONNECTION && has_token(h.value, b"close") {
             close = true;
         }
-    }
-    Some(close)
-}
-
-/// The request of a complete head already judged (parsed again, in place: cheaper than
-/// keeping where each piece lay).
-fn build(head: &Bytes) -> Option<Request<RequestBody>> {
-    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    parsed.parse_with_uninit_headers(head, &mut slots).ok()?;
-    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
-    let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;
         map.append(name, value);
     }
@@ -108,7 +116,7 @@ fn build(head: &Bytes) -> Option<Request<RequestBody>> {
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
-    Some(req)
+    Some((req, close))
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
@@ -159,12 +167,24 @@ mod tests {
     }
 
     #[test]
+    fn the_head_ends_at_its_first_empty_line() {
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
+        assert_eq!(head_len(b"GET / HTTP/1.1\nA: b\n\nrest"), Some(21));
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nA: b\r\n\r"), None);
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(head_len(b""), None);
+    }
+
+    #[test]
     fn an_unfinished_head_waits_for_more() {
         assert!(matches!(
             head(b"GET / HTTP/1.1\r\nHost: a\r\n"),
             Head::Partial
         ));
         assert!(matches!(head(b""), Head::Partial));
+        // Unless it is already wrong: hyper answers it at once.
+        assert!(matches!(head(b"GET /a b HTTP/1.1\r\n"), Head::Handoff));
     }
 
     #[test]
