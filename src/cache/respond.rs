@@ -96,18 +96,7 @@ fn is_only_value(h: &HeaderMap, name: header::HeaderName, n: u64) -> bool {
     let (Some(v), None) = (all.next(), all.next()) else {
         return false;
     };
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut m = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    v.as_bytes() == &buf[i..]
+    v.as_bytes() == itoa::Buffer::new().format(n).as_bytes()
 }
 
 /// `If-None-Match` (wins) or `If-Modified-Since` says the viewer's copy is current.

@@ -203,18 +203,32 @@ async fn until_closed(c: &mut TcpStream) -> Vec<u8> {
     got
 }
 
+/// A new connection with `raw` sent on it.
+async fn send(addr: std::net::SocketAddr, raw: &[u8]) -> TcpStream {
+    let mut c = connect(addr).await;
+    c.write_all(raw).await.expect("write");
+    c
+}
+
+/// Sends `raw` on a new connection and returns all the server sent until it closed, as text.
+/// The write may fail (hyper may close before taking an oversized head): the answer counts.
+async fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    let mut c = connect(addr).await;
+    let _ = c.write_all(raw).await;
+    String::from_utf8_lossy(&until_closed(&mut c).await).into_owned()
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let s = server(ServeOptions::default()).await;
-    let mut c = connect(s.addr).await;
-    c.write_all(
+    let mut c = send(
+        s.addr,
         b"GET /len/5 HTTP/1.1\r\nHost: t\r\n\r\n\
           GET /chunked/70001 HTTP/1.1\r\nHost: t\r\n\r\n\
           HEAD /len/7 HTTP/1.1\r\nHost: t\r\n\r\n\
           GET /len/0 HTTP/1.1\r\nHost: t\r\n\r\n",
     )
-    .await
-    .expect("write");
+    .await;
     let mut rest = Vec::new();
     let a = answer(&mut c, &mut rest, "GET").await.expect("first");
     assert_eq!((a.status, a.body.as_slice()), (200, &b"xxxxx"[..]));
@@ -246,15 +260,14 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 #[tokio::test]
 async fn a_request_for_hyper_mid_connection_is_handed_over_with_its_bytes() {
     let s = server(ServeOptions::default()).await;
-    let mut c = connect(s.addr).await;
     // The upload arrives in the same write as the GET before it and the GET after it.
-    c.write_all(
+    let mut c = send(
+        s.addr,
         b"GET /len/2 HTTP/1.1\r\nHost: t\r\n\r\n\
           POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world\
           GET /len/3 HTTP/1.1\r\nHost: t\r\n\r\n",
     )
-    .await
-    .expect("write");
+    .await;
     let mut rest = Vec::new();
     let a = answer(&mut c, &mut rest, "GET").await.expect("get");
     assert_eq!((a.status, a.header("x-body")), (200, Some("empty")));
@@ -274,52 +287,30 @@ async fn a_request_for_hyper_mid_connection_is_handed_over_with_its_bytes() {
 #[tokio::test]
 async fn malformed_and_oversized_heads_get_hypers_answers() {
     let s = server(ServeOptions::default()).await;
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
-    let got = until_closed(&mut c).await;
-    assert!(
-        got.starts_with(b"HTTP/1.1 400 "),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
-
-    // httparse takes this target, the URI parser does not: hyper answers it.
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /a<b HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
-    let got = until_closed(&mut c).await;
-    assert!(
-        got.starts_with(b"HTTP/1.1 400 "),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
-
-    let mut c = connect(s.addr).await;
     let big = format!(
         "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "v".repeat(crate::server::CONNECTION_BUFFER + 10)
     );
-    // hyper may close before taking it all; the answer is what counts.
-    let _ = c.write_all(big.as_bytes()).await;
-    let got = until_closed(&mut c).await;
-    assert!(
-        got.starts_with(b"HTTP/1.1 431 "),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
+    for (raw, status) in [
+        (&b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n"[..], "400"),
+        // httparse takes this target, the URI parser does not.
+        (b"GET /a<b HTTP/1.1\r\nHost: t\r\n\r\n", "400"),
+        (big.as_bytes(), "431"),
+    ] {
+        let got = exchange(s.addr, raw).await;
+        assert!(got.starts_with(&format!("HTTP/1.1 {status} ")), "{got:?}");
+    }
     s.shutdown.cancel();
 }
 
 #[tokio::test]
 async fn a_panicking_handler_is_a_500_and_the_connection_goes_on() {
     let s = server(ServeOptions::default()).await;
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\nGET /len/1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = send(
+        s.addr,
+        b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\nGET /len/1 HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
     let mut rest = Vec::new();
     let a = answer(&mut c, &mut rest, "GET").await.expect("500");
     assert_eq!(a.status, 500);
@@ -332,11 +323,7 @@ async fn a_panicking_handler_is_a_500_and_the_connection_goes_on() {
 #[tokio::test]
 async fn a_failing_body_sends_what_it_had_then_closes_without_an_end() {
     let s = server(ServeOptions::default()).await;
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /fail HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
-    let got = String::from_utf8(until_closed(&mut c).await).expect("utf8");
+    let got = exchange(s.addr, b"GET /fail HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.contains("transfer-encoding: chunked\r\n"), "{got}");
     assert!(
@@ -349,10 +336,7 @@ async fn a_failing_body_sends_what_it_had_then_closes_without_an_end() {
 #[tokio::test]
 async fn a_client_that_leaves_aborts_the_request_in_flight() {
     let s = server(ServeOptions::default()).await;
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    let c = send(s.addr, b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n").await;
     // The handler is running once its connection is there; then the client goes.
     tokio::task::yield_now().await;
     drop(c);
@@ -374,10 +358,7 @@ async fn an_idle_keep_alive_connection_closes_at_the_header_timeout() {
         ..ServeOptions::default()
     })
     .await;
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /len/1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = send(s.addr, b"GET /len/1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let mut rest = Vec::new();
     answer(&mut c, &mut rest, "GET").await.expect("answer");
     let idle_from = tokio::time::Instant::now();
@@ -389,10 +370,7 @@ async fn an_idle_keep_alive_connection_closes_at_the_header_timeout() {
         "closed at the header timeout: {waited:?}"
     );
     // A head that never completes is cut off the same way.
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /len/1 HTTP/1.1\r\nHo")
-        .await
-        .expect("write");
+    let mut c = send(s.addr, b"GET /len/1 HTTP/1.1\r\nHo").await;
     let from = tokio::time::Instant::now();
     let got = until_closed(&mut c).await;
     assert!(got.is_empty());
@@ -403,11 +381,8 @@ async fn an_idle_keep_alive_connection_closes_at_the_header_timeout() {
 #[tokio::test]
 async fn connection_close_closes_after_the_answer_and_says_so() {
     let s = server(ServeOptions::default()).await;
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /len/4 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let got = String::from_utf8(until_closed(&mut c).await).expect("utf8");
+    let raw = b"GET /len/4 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let got = exchange(s.addr, raw).await;
     assert!(got.contains("\r\nconnection: close\r\n"), "{got}");
     assert!(got.ends_with("\r\n\r\nxxxx"), "{got}");
     s.shutdown.cancel();
@@ -416,10 +391,7 @@ async fn connection_close_closes_after_the_answer_and_says_so() {
 #[tokio::test]
 async fn shutdown_closes_an_idle_connection_at_once() {
     let s = server(ServeOptions::default()).await;
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /len/1 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = send(s.addr, b"GET /len/1 HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let mut rest = Vec::new();
     answer(&mut c, &mut rest, "GET").await.expect("answer");
     s.shutdown.cancel();
@@ -434,10 +406,7 @@ async fn with_the_own_server_off_hyper_parses_everything() {
         ..ServeOptions::default()
     })
     .await;
-    let mut c = connect(s.addr).await;
-    c.write_all(b"GET /len/2 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    let mut c = send(s.addr, b"GET /len/2 HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let mut rest = Vec::new();
     let a = answer(&mut c, &mut rest, "GET").await.expect("answer");
     assert_eq!(a.header("x-body"), Some("hyper"));
