@@ -11,6 +11,7 @@
 #   ACCESS_LOG=1 bash bench/instructions.sh ...                 # with the access log on (a file)
 #   PATHS=/r/small.jpg bash bench/instructions.sh ...            # only these cases
 #   KEEP=/tmp/cg bash bench/instructions.sh ...                 # keep the callgrind files there
+#   OWN_HTTP1=0 bash bench/instructions.sh ...                  # hyper serves every request
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
@@ -28,6 +29,9 @@ to = "origin"
 upstream = "/files/{*rest}"
 cache = "hls"
 T
+if [ "${OWN_HTTP1:-1}" = 0 ]; then
+  sed -i 's/^listen = "127.0.0.1:0"$/&\nown_http1 = false/' "$D/gw.toml"
+fi
 LOG_FILTER=warn
 if [ "${ACCESS_LOG:-0}" = 1 ]; then
   printf '[log]\naccess = "%s"\n' "$D/access.log" >> "$D/gw.toml"
