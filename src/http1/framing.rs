@@ -33,12 +33,13 @@ pub(crate) enum FramingError {
     Unexpected,
 }
 
-/// The pieces not yet written, in wire order.
+/// Most frames queued for one write: a live viewer woken with several tags queued writes
+/// them with one `writev` (as hyper's write queue did), not one each.
+pub(crate) const MAX_FRAMES: usize = 8;
+
+/// One framed piece of a body: a chunk's size line, its data, and a static suffix.
 #[derive(Debug, Default)]
-pub(crate) struct Outgoing {
-    /// A message head (the caller fills it), sent before anything else.
-    pub(crate) head: Vec<u8>,
-    head_sent: usize,
+struct Piece {
     /// A chunk's size line (`1f40\r\n`): at most 16 hex digits and CRLF.
     size_line: [u8; 18],
     size_start: u8,
@@ -47,18 +48,45 @@ pub(crate) struct Outgoing {
     suffix: &'static [u8],
 }
 
+impl Piece {
+    fn is_empty(&self) -> bool {
+        self.size_start == self.size_end && self.data.is_empty() && self.suffix.is_empty()
+    }
+}
+
+/// The pieces not yet written, in wire order.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    /// A message head (the caller fills it), sent before anything else.
+    pub(crate) head: Vec<u8>,
+    head_sent: usize,
+    /// Frames `first..queued` are waiting, inline: a connection allocates nothing for them.
+    frames: [Piece; MAX_FRAMES],
+    first: usize,
+    queued: usize,
+    /// Data bytes queued (what the caller bounds a burst by).
+    bytes: usize,
+}
+
 impl Outgoing {
     /// Nothing is waiting to be written.
     pub(crate) fn is_empty(&self) -> bool {
-        self.head_sent == self.head.len()
-            && self.size_start == self.size_end
-            && self.data.is_empty()
-            && self.suffix.is_empty()
+        self.head_sent == self.head.len() && !self.has_frame()
     }
 
-    /// A frame (a chunk's size line, data or a suffix) is queued; the head may be too.
+    /// A frame is queued; the head may be too.
     pub(crate) fn has_frame(&self) -> bool {
-        self.size_start != self.size_end || !self.data.is_empty() || !self.suffix.is_empty()
+        self.first < self.queued
+    }
+
+    /// Another frame can be queued before the next write.
+    pub(crate) fn has_room(&self) -> bool {
+        self.queued < MAX_FRAMES
+    }
+
+    /// Data bytes queued and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Marks the head (filled into `head` by the caller) as to be sent.
@@ -76,6 +104,13 @@ impl Outgoing {
         }
     }
 
+    /// The next free frame (the caller checked [`Outgoing::has_room`]).
+    fn push(&mut self) -> &mut Piece {
+        let i = self.queued;
+        self.queued += 1;
+        &mut self.frames[i]
+    }
+
     /// Writes every piece, vectored; `Ready(Ok)` once all are out.
     pub(crate) fn poll_write<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
@@ -83,23 +118,25 @@ impl Outgoing {
         io: &mut W,
     ) -> Poll<io::Result<()>> {
         while !self.is_empty() {
-            let size = &self.size_line[self.size_start as usize..self.size_end as usize];
-            let slices = [
-                IoSlice::new(&self.head[self.head_sent..]),
-                IoSlice::new(size),
-                IoSlice::new(&self.data),
-                IoSlice::new(self.suffix),
-            ];
-            // Empty slices are skipped: a spliced body's IO looks at each slice it is given.
-            let mut list: [IoSlice<'_>; 4] = [IoSlice::new(&[]); 4];
+            // Empty slices are left out: a spliced body's IO looks at each slice it is given.
+            let mut list: [IoSlice<'_>; 1 + 3 * MAX_FRAMES] =
+                [IoSlice::new(&[]); 1 + 3 * MAX_FRAMES];
             let mut n = 0;
-            for s in slices {
+            let pieces = self.frames[self.first..self.queued].iter().flat_map(|p| {
+                [
+                    &p.size_line[p.size_start as usize..p.size_end as usize],
+                    &p.data[..],
+                    p.suffix,
+                ]
+            });
+            for s in std::iter::once(&self.head[self.head_sent..]).chain(pieces) {
                 if !s.is_empty() {
-                    list[n] = s;
+                    list[n] = IoSlice::new(s);
                     n += 1;
                 }
             }
-            let wrote = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &list[..n]))?;
+            let slices: &[IoSlice<'_>] = &list[..n];
+            let wrote = ready!(Pin::new(&mut *io).poll_write_vectored(cx, slices))?;
             if wrote == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -112,14 +149,27 @@ impl Outgoing {
         let take = n.min(self.head.len() - self.head_sent);
         self.head_sent += take;
         n -= take;
-        let take = n.min((self.size_end - self.size_start) as usize);
-        self.size_start += take as u8;
-        n -= take;
-        let take = n.min(self.data.len());
-        self.data.advance(take);
-        n -= take;
-        let take = n.min(self.suffix.len());
-        self.suffix = &self.suffix[take..];
+        while n > 0 && self.first < self.queued {
+            let p = &mut self.frames[self.first];
+            let take = n.min((p.size_end - p.size_start) as usize);
+            p.size_start += take as u8;
+            n -= take;
+            let take = n.min(p.data.len());
+            p.data.advance(take);
+            self.bytes -= take;
+            n -= take;
+            let take = n.min(p.suffix.len());
+            p.suffix = &p.suffix[take..];
+            n -= take;
+            if p.is_empty() {
+                p.data = Bytes::new();
+                self.first += 1;
+            }
+        }
+        if self.first == self.queued {
+            self.first = 0;
+            self.queued = 0;
+        }
     }
 }
 
@@ -150,7 +200,7 @@ impl Framer {
         }
     }
 
-    /// Queues `data` (non-empty) into `out`, which must be empty. With `last`, a chunked
+    /// Queues `data` (non-empty) into `out`, which must have room. With `last`, a chunked
     /// body's end goes in the same write.
     pub(crate) fn data(
         &mut self,
@@ -158,8 +208,8 @@ impl Framer {
         last: bool,
         out: &mut Outgoing,
     ) -> Result<(), FramingError> {
-        debug_assert!(out.size_start == out.size_end && out.data.is_empty());
-        match self.framing {
+        debug_assert!(out.has_room());
+        let (size_line, size_end, suffix): ([u8; 18], usize, &'static [u8]) = match self.framing {
             Framing::None => return Err(FramingError::Unexpected),
             Framing::Length(_) => {
                 let n = data.len() as u64;
@@ -167,26 +217,36 @@ impl Framer {
                     return Err(FramingError::TooLong);
                 }
                 self.left -= n;
-                out.suffix = &[];
+                ([0; 18], 0, &[])
             }
             Framing::Chunked => {
-                let len = write_hex(&mut out.size_line, data.len());
-                out.size_start = 0;
-                out.size_end = len as u8;
-                out.suffix = if last { b"\r\n0\r\n\r\n" } else { b"\r\n" };
+                let mut line = [0; 18];
+                let len = write_hex(&mut line, data.len());
+                let suffix: &'static [u8] = if last { b"\r\n0\r\n\r\n" } else { b"\r\n" };
+                (line, len, suffix)
             }
-        }
-        out.data = data;
+        };
+        out.bytes += data.len();
+        let p = out.push();
+        p.size_line = size_line;
+        p.size_start = 0;
+        p.size_end = size_end as u8;
+        p.data = data;
+        p.suffix = suffix;
         Ok(())
     }
 
-    /// The body has ended: queues a chunked body's last chunk, checks a declared length.
-    /// Not needed after [`Framer::data`] with `last`.
+    /// The body has ended: queues a chunked body's last chunk (`out` must have room), checks
+    /// a declared length. Not needed after [`Framer::data`] with `last`.
     pub(crate) fn end(&mut self, out: &mut Outgoing) -> Result<(), FramingError> {
         match self.framing {
             Framing::Length(_) if self.left > 0 => Err(FramingError::TooShort),
             Framing::Chunked => {
-                out.suffix = b"0\r\n\r\n";
+                debug_assert!(out.has_room());
+                let p = out.push();
+                p.size_start = 0;
+                p.size_end = 0;
+                p.suffix = b"0\r\n\r\n";
                 Ok(())
             }
             _ => Ok(()),
@@ -272,6 +332,31 @@ mod tests {
             .expect("data");
         flush(&mut out, &mut w).await;
         assert_eq!(w.0, b"5\r\nhello\r\n0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn queued_frames_go_out_in_order_in_one_flush() {
+        let mut w = Trickle(Vec::new());
+        let mut out = Outgoing::default();
+        let mut f = Framer::new(Framing::Chunked);
+        for (i, piece) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+            assert!(out.has_room());
+            f.data(Bytes::from_static(piece), i == 2, &mut out)
+                .expect("data");
+        }
+        assert_eq!(out.queued_bytes(), 11);
+        flush(&mut out, &mut w).await;
+        assert_eq!(w.0, b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n0\r\n\r\n");
+        assert!(out.is_empty() && out.queued_bytes() == 0);
+        // A full queue says so.
+        let mut f = Framer::new(Framing::Length(MAX_FRAMES as u64));
+        for _ in 0..MAX_FRAMES {
+            f.data(Bytes::from_static(b"x"), false, &mut out)
+                .expect("data");
+        }
+        assert!(!out.has_room());
+        flush(&mut out, &mut w).await;
+        assert!(out.has_room());
     }
 
     #[test]

@@ -52,6 +52,9 @@ const MAX_HEAD: usize = crate::server::CONNECTION_BUFFER;
 /// it waits, the connection gives back its buffers.
 const SMALL_BODY: u64 = 64 * 1024;
 
+/// Most body bytes queued for one write (hyper's write buffer held as much).
+const BURST: usize = 64 * 1024;
+
 /// A head buffer that grew past this is given back after its answer.
 const KEEP_HEAD: usize = 4096;
 
@@ -237,8 +240,8 @@ struct Sending {
 
 impl Sending {
     /// Writes the answer; `true` once all of it is out and the connection may serve again.
-    /// The body is asked for its next frame before anything queued is written, so the head
-    /// and a first frame that is ready go out in one write.
+    /// The body is asked for frames before anything queued is written, so the head and the
+    /// frames that are ready (a live viewer's queued tags) go out in one write.
     fn poll<IO: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
@@ -248,7 +251,11 @@ impl Sending {
     ) -> Poll<bool> {
         loop {
             let mut waiting = false;
-            if let (Some(body), false, false) = (self.body.as_mut(), self.failed, out.has_frame()) {
+            // Frames that are ready go out together, up to a burst.
+            while !self.failed && out.has_room() && out.queued_bytes() < BURST {
+                let Some(body) = self.body.as_mut() else {
+                    break;
+                };
                 match Pin::new(body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         let Ok(data) = frame.into_data() else {
@@ -280,7 +287,10 @@ impl Sending {
                             self.failed = true;
                         }
                     }
-                    Poll::Pending => waiting = true,
+                    Poll::Pending => {
+                        waiting = true;
+                        break;
+                    }
                 }
             }
             if !out.is_empty() {
