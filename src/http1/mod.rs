@@ -364,3 +364,96 @@ impl<T: Unread> Unread for crate::splice::SpliceIo<T> {
         self.get_mut().unread(bytes);
     }
 }
+
+#[cfg(test)]
+mod sending_tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+    use std::io;
+
+    /// A client socket that takes every write whole and counts the calls; never readable.
+    #[derive(Default)]
+    struct Counting {
+        writes: usize,
+        got: Vec<u8>,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            self.got.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            let mut n = 0;
+            for b in bufs {
+                self.got.extend_from_slice(b);
+                n += b.len();
+            }
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn the_head_and_the_frames_that_are_ready_go_out_in_one_write() {
+        // A live viewer's body: three tags queued, then nothing yet.
+        let tags = futures_util::stream::iter(["tag1", "tag2", "tag3"].map(|t| {
+            Ok::<_, crate::body::BoxError>(http_body::Frame::data(Bytes::from_static(t.as_bytes())))
+        }));
+        let body = StreamBody::new(futures_util::StreamExt::chain(
+            tags,
+            futures_util::stream::pending(),
+        ))
+        .boxed();
+        let mut send = Sending {
+            body: Some(body),
+            framer: Framer::new(Framing::Chunked),
+            failed: false,
+            stream: true,
+        };
+        let mut out = Outgoing::default();
+        out.head.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        out.send_head();
+        let mut io = Counting::default();
+        let mut buf = BytesMut::new();
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        assert!(send.poll(&mut cx, &mut io, &mut buf, &mut out).is_pending());
+        assert_eq!(io.writes, 1, "one writev for the head and the three tags");
+        assert_eq!(
+            io.got,
+            b"HTTP/1.1 200 OK\r\n\r\n4\r\ntag1\r\n4\r\ntag2\r\n4\r\ntag3\r\n"
+        );
+        assert!(
+            out.head.capacity() == 0,
+            "a waiting stream holds no head buffer"
+        );
+    }
+}
