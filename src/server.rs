@@ -707,10 +707,7 @@ async fn serve_io<H: Handler, IO>(
                 .await
                 .unwrap_or_else(|_| {
                     tracing::error!(%peer, "request handler panicked");
-                    json_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &serde_json::json!({"error": "internal"}),
-                    )
+                    panicked()
                 });
             // The request stays in flight until its body is done or dropped.
             Ok::<_, std::convert::Infallible>(match guard {
@@ -770,6 +767,14 @@ async fn serve_io<H: Handler, IO>(
             }
         }
     }
+}
+
+/// The answer to a request whose handler panicked (both HTTP/1.1 servers and HTTP/2).
+pub(crate) fn panicked() -> Response<Body> {
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &serde_json::json!({"error": "internal"}),
+    )
 }
 
 /// An HTTP/2 response body: keeps its request counted in flight, and applies `send_timeout`

@@ -94,17 +94,8 @@ mod op {
 pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.method() == Method::GET
         && req.version() == Version::HTTP_11
-        && has_token(req.headers(), header::UPGRADE, "websocket")
-        && has_token(req.headers(), header::CONNECTION, "upgrade")
-}
-
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        && crate::http1::header_has_token(req.headers(), header::UPGRADE, "websocket")
+        && crate::http1::header_has_token(req.headers(), header::CONNECTION, "upgrade")
 }
 
 /// Checks the handshake's version and key and returns the `Sec-WebSocket-Accept` value.

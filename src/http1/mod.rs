@@ -31,12 +31,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use http::{Response, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{json_response, Body};
+use crate::body::Body;
 use crate::server::{ConnInfo, Handler};
 use framing::{Framer, Framing, Outgoing};
 use request::Head;
@@ -149,7 +148,7 @@ where
             biased;
             r = call => r.unwrap_or_else(|_| {
                 tracing::error!(peer = %info.peer, "request handler panicked");
-                panicked()
+                crate::server::panicked()
             }),
             () = poll_fn(|cx| watch(&mut io, cx, &mut buf)) => return Ended::Closed,
             _ = s.force_close.cancelled() => return Ended::Closed,
@@ -339,12 +338,24 @@ impl Sending {
     }
 }
 
-/// The answer to a request whose handler panicked.
-fn panicked() -> Response<Body> {
-    json_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        &serde_json::json!({"error": "internal"}),
-    )
+/// Whether a comma-separated header value lists `token` (case-insensitive): `Connection`,
+/// `Upgrade`, for both servers and the transport.
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Whether any `name` header of `headers` lists `token`.
+pub(crate) fn header_has_token(
+    headers: &http::HeaderMap,
+    name: http::HeaderName,
+    token: &str,
+) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), token.as_bytes()))
 }
 
 impl<T> Unread for crate::proxy_protocol::Rewind<T> {

@@ -105,7 +105,7 @@ fn build(head: &Bytes) -> Option<(Request<RequestBody>, bool)> {
         {
             return None;
         }
-        if name == header::CONNECTION && has_token(h.value, b"close") {
+        if name == header::CONNECTION && super::has_token(h.value, b"close") {
             close = true;
         }
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;
@@ -117,13 +117,6 @@ fn build(head: &Bytes) -> Option<(Request<RequestBody>, bool)> {
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
     Some((req, close))
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub(crate) fn encode(
             }
             framing = Some(Framing::Chunked);
         } else if name == header::CONNECTION {
-            if has_close(value.as_bytes()) {
+            if super::has_token(value.as_bytes(), b"close") {
                 close = true;
                 said_close = true;
             }
@@ -127,12 +127,6 @@ fn parse_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-fn has_close(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 #[cfg(test)]

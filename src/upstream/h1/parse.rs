@@ -156,13 +156,7 @@ fn content_length(h: &HeaderMap) -> Result<u64, String> {
 
 /// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
 fn keep_alive(h: &HeaderMap, version: Version) -> bool {
-    let has = |token: &str| {
-        h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let has = |token: &str| crate::http1::header_has_token(h, header::CONNECTION, token);
     if version == Version::HTTP_10 {
         has("keep-alive") && !has("close")
     } else {
