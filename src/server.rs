@@ -667,7 +667,7 @@ async fn serve_io<H: Handler, IO>(
     // HTTP/2 only: how many requests are in flight (their response bodies included), so a
     // connection with none is closed after `header_read_timeout`, as HTTP/1.1's header timeout
     // closes an idle keep-alive connection. A client that sends no preface is caught by it too.
-    let in_flight = h2.then(|| Arc::new(watch::channel(0usize).0));
+    let in_flight = h2.then(|| Arc::new(watch::channel(Flights::default()).0));
     let refused_h2 = h2 && refused.is_some();
     let send_timeout = ctx.opts.send_timeout;
     let handler = ctx.handler.clone();
@@ -892,19 +892,31 @@ impl http_body::Body for H2Body {
     }
 }
 
+/// An HTTP/2 connection's requests: how many are in flight now, and how many ever started. The
+/// second is what tells "served one" apart from "served none": a request can start and end
+/// between two looks at `now`, which then never shows it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Flights {
+    now: usize,
+    started: u64,
+}
+
 /// A request in flight on an HTTP/2 connection; counted out when dropped.
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<watch::Sender<Flights>>);
 
 impl InFlight {
-    fn enter(c: Arc<watch::Sender<usize>>) -> Self {
-        c.send_modify(|n| *n += 1);
+    fn enter(c: Arc<watch::Sender<Flights>>) -> Self {
+        c.send_modify(|f| {
+            f.now += 1;
+            f.started += 1;
+        });
         Self(c)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.send_modify(|f| f.now = f.now.saturating_sub(1));
     }
 }
 
@@ -912,7 +924,7 @@ impl Drop for InFlight {
 /// from the end of a first request), telling whether any request was seen; never without a
 /// counter.
 async fn idle_for(
-    count: Option<Arc<watch::Sender<usize>>>,
+    count: Option<Arc<watch::Sender<Flights>>>,
     limit: Duration,
     after_one: bool,
 ) -> bool {
@@ -920,26 +932,19 @@ async fn idle_for(
         return std::future::pending().await;
     };
     let mut rx = count.subscribe();
-    let mut served = false;
-    if after_one {
-        let open = rx.wait_for(|n| *n > 0).await.is_ok();
-        if !open {
-            return std::future::pending().await;
-        }
-        served = true;
+    if after_one && rx.wait_for(|f| f.started > 0).await.is_err() {
+        return std::future::pending().await;
     }
     loop {
-        let open = rx.wait_for(|n| *n == 0).await.is_ok();
-        if !open {
+        if rx.wait_for(|f| f.now == 0).await.is_err() {
             return std::future::pending().await;
         }
         tokio::select! {
-            _ = tokio::time::sleep(limit) => return served,
+            _ = tokio::time::sleep(limit) => return rx.borrow().started > 0,
             r = rx.changed() => {
                 if r.is_err() {
                     return std::future::pending().await;
                 }
-                served = true;
             }
         }
     }
@@ -1091,6 +1096,34 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A request that starts and ends before the idle watch first looks still counts as
+    /// served: the refused HTTP/2 connection is closed after its 429, and an idle one that
+    /// served a request gets its GOAWAY rather than a silent close.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_over_before_the_idle_watch_looks_is_still_served() {
+        let count = Arc::new(watch::channel(Flights::default()).0);
+        drop(InFlight::enter(count.clone()));
+        let after_one = tokio::time::timeout(
+            Duration::from_secs(1),
+            idle_for(Some(count.clone()), Duration::ZERO, true),
+        )
+        .await;
+        assert_eq!(after_one, Ok(true));
+        let idle = idle_for(Some(count.clone()), Duration::from_secs(5), false).await;
+        assert!(idle, "the request was seen");
+        let fresh = Arc::new(watch::channel(Flights::default()).0);
+        assert!(!idle_for(Some(fresh), Duration::from_secs(5), false).await);
+        // One in flight: not idle until it ends, then `limit` later.
+        let held = InFlight::enter(count.clone());
+        let start = tokio::time::Instant::now();
+        let watch = tokio::spawn(idle_for(Some(count), Duration::from_secs(5), false));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!watch.is_finished());
+        drop(held);
+        assert_eq!(watch.await.ok(), Some(true));
+        assert_eq!(start.elapsed(), Duration::from_secs(65));
+    }
 
     /// Answers every request with one chunk, then a body that never ends.
     struct Endless;
