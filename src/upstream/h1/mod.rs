@@ -82,32 +82,40 @@ impl Conn {
     }
 
     /// Whether an idle connection can still take a request: nothing buffered, and the
-    /// socket has neither an end of stream nor stray bytes waiting.
+    /// socket has neither an end of stream nor stray bytes waiting. Without a readiness event
+    /// since the last read drained the socket, that is known without a system call: reads clear
+    /// the readiness when they come back short ([`Self::poll_fill`]), and a node's bytes or
+    /// its close would have set it again. Only a socket with an event pending is probed.
     pub(crate) fn is_clean(&self) -> bool {
-        self.rbuf.is_empty()
-            && matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.io.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Reads what the socket has into the read buffer; `Ok(0)` is the node's end of stream.
+    /// Through tokio's `AsyncRead`, which clears the socket's readiness when a read comes back
+    /// short of the room it had: the socket is then drained, and [`Self::is_clean`] needs no
+    /// probe.
     pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.rbuf.capacity() - self.rbuf.len() < self.read_size {
             self.rbuf.reserve(self.read_size);
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.rbuf) {
-                Ok(n) => {
-                    if n >= self.read_size {
-                        self.read_size = (self.read_size * 2).min(MAX_READ);
-                    } else if n < self.read_size / 4 {
-                        self.read_size = (self.read_size / 2).max(MIN_READ);
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let n = ready!(tokio_util::io::poll_read_buf(
+            std::pin::Pin::new(&mut self.io),
+            cx,
+            &mut self.rbuf
+        ))?;
+        if n >= self.read_size {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if n < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
         }
+        Poll::Ready(Ok(n))
     }
 
     /// Reads at most `max` bytes into the read buffer (framing around spliced data: as
@@ -236,4 +244,54 @@ pub(crate) async fn connect(
 pub(crate) enum ConnectError {
     TimedOut,
     Io(io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (Conn, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (Conn::new(c.expect("connect")), s.expect("accept").0)
+    }
+
+    /// Polls `is_clean` until it says `want` (a readiness event takes the driver a moment).
+    async fn until_clean_is(conn: &Conn, want: bool) {
+        let start = std::time::Instant::now();
+        while conn.is_clean() != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "is_clean never {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A read that drains the socket leaves no readiness behind, so checking an idle
+    /// connection costs no system call; stray bytes or the node's close are still seen.
+    #[tokio::test]
+    async fn a_drained_connection_is_clean_without_a_probe_and_a_closed_one_is_not() {
+        let (mut conn, mut node) = pair().await;
+        node.write_all(b"HTTP/1.1 200 OK\r\n").await.expect("write");
+        let n = poll_fn(|cx| conn.poll_fill(cx)).await.expect("fill");
+        assert_eq!(n, 17);
+        conn.rbuf.clear();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(
+            conn.io.poll_read_ready(&mut cx).is_pending(),
+            "a short read cleared the readiness"
+        );
+        assert!(conn.is_clean());
+        // Bytes the node sends while the connection is idle make it unusable.
+        node.write_all(b"x").await.expect("write");
+        until_clean_is(&conn, false).await;
+
+        let (conn, node) = pair().await;
+        assert!(conn.is_clean());
+        drop(node);
+        until_clean_is(&conn, false).await;
+    }
 }
