@@ -1,5 +1,5 @@
-//! The disk tier for VOD slices (`[cache] disk_dir`, `disk_bytes`): every complete slice a
-//! `vod` route keeps in memory is also written to a file, so when memory evicts it, the next
+//! The disk tier for VOD slices (`[cache] disk_dir`, `disk_bytes`): every complete cacheable
+//! slice of a `vod` route is also written to a file, so when memory evicts it, the next
 //! request reads it back from disk instead of asking the node. Bounded in bytes, least recently
 //! used files deleted first. The index lives in memory (status, headers, freshness); files
 //! found in the directory at start are from an earlier run and are removed.

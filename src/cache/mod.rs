@@ -624,7 +624,10 @@ impl Fill {
             }
         }
         buffer.finish();
-        if let (Some(disk), true, true) = (&inner.disk, cached, ctx.mode == CacheMode::Vod) {
+        // Whether memory still holds it does not matter: a reader that had the last bytes (they
+        // are pushed before they are counted) may already have asked for the next slice, whose
+        // fill can evict this one before its last `grow`; the slice must still reach disk.
+        if let (Some(disk), true, true) = (&inner.disk, shareable, ctx.mode == CacheMode::Vod) {
             if let Some(bytes) = buffer.bytes() {
                 let ttl = obj.ttl().unwrap_or(settings.vod_ttl);
                 let head = (status, obj.headers.clone(), obj.node.clone());
