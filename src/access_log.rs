@@ -4,7 +4,9 @@
 //! [`Entry`] (owned or reference-counted values: the client's target copied once, the request
 //! id's bytes shared, the node's record shared) to a bounded channel ([`QUEUE_LINES`]) without
 //! waiting. A dedicated writer thread drains the channel, removes credentials from the query,
-//! formats each line straight into one buffer, and writes the batch in one call. When the writer
+//! formats each line straight into one buffer, and writes the batch in one call. Once a line has
+//! come, the writer lets more gather for [`GATHER`] (20 ms) without waiting on the channel, so a
+//! busy gateway's requests wake nobody and a write carries hundreds of lines. When the writer
 //! falls behind (a slow disk) and the channel is full, the entry is dropped and counted
 //! ([`AccessSink::dropped`], `streamgate_access_log_dropped_lines_total` in `/metrics`); the writer
 //! reports the running total as a warning.
@@ -37,6 +39,9 @@ use crate::config::{AccessTarget, LogFormat, LogSettings};
 pub const QUEUE_LINES: usize = 16 * 1024;
 /// Most bytes the writer gathers into one write.
 const BATCH_BYTES: usize = 64 * 1024;
+/// How long the writer lets lines gather once one has come: how late a line may reach the file.
+/// At 150k requests a second that is 3,000 lines, well within [`QUEUE_LINES`].
+const GATHER: Duration = Duration::from_millis(20);
 /// How long shutdown waits for the writer to write what is queued.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -518,7 +523,13 @@ fn spawn_reopen_listener(_: mpsc::WeakSender<Msg>, _: Arc<AtomicBool>, _: Cancel
 /// Where the writer writes.
 enum Out {
     Stderr,
-    File { path: PathBuf, file: std::fs::File },
+    File {
+        path: PathBuf,
+        file: std::fs::File,
+    },
+    /// Each write's bytes, kept (tests).
+    #[cfg(test)]
+    Memory(Arc<std::sync::Mutex<Vec<Vec<u8>>>>),
 }
 
 impl Out {
@@ -527,6 +538,14 @@ impl Out {
             // Under stderr's lock, as the other logs write: lines never interleave.
             Self::Stderr => std::io::stderr().lock().write_all(buf),
             Self::File { file, .. } => file.write_all(buf),
+            #[cfg(test)]
+            Self::Memory(writes) => {
+                writes
+                    .lock()
+                    .map_err(|_| std::io::Error::other("poisoned"))?
+                    .push(buf.to_vec());
+                Ok(())
+            }
         }
     }
 
@@ -562,34 +581,12 @@ impl Writer {
         let mut clock = Clock::default();
         // Ends when every sender is gone (the gateway was dropped) or on `Close`.
         while let Some(first) = self.rx.blocking_recv() {
-            let mut close = None;
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Line(e) => e.write_with(self.format, &mut buf, &mut clock),
-                    // Lines queued after the signal go to the new file: end the batch here.
-                    Msg::Reopen => break,
-                    Msg::Close(ack) => {
-                        // Everything queued before the close goes out with it.
-                        close = Some(ack);
-                        while let Ok(m) = self.rx.try_recv() {
-                            if let Msg::Line(e) = m {
-                                e.write_with(self.format, &mut buf, &mut clock);
-                            }
-                        }
-                        break;
-                    }
-                }
-                if buf.len() < BATCH_BYTES {
-                    next = self.rx.try_recv().ok();
-                }
-            }
-            if !buf.is_empty() {
-                if let Err(e) = self.out.write(&buf) {
-                    tracing::warn!(error = %e, "cannot write the access log");
-                }
-                buf.clear();
-            }
+            // Not waiting on the channel while lines gather: a request's `try_send` then wakes
+            // nobody (no futex call), and the lines of the window go out in one write. Waking
+            // per line cost a `futex` and a `write` per request (strace: 0.55 and 0.72 per
+            // redirect at 73k/s), a third of a redirect's CPU.
+            std::thread::sleep(GATHER);
+            let close = self.drain(first, &mut buf, &mut clock);
             if self.reopen.swap(false, Ordering::Relaxed) {
                 self.out.reopen();
             }
@@ -606,6 +603,61 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// Writes `first` and everything queued behind it, in writes of up to [`BATCH_BYTES`];
+    /// returns the acknowledgement to send when a `Close` was among them.
+    fn drain(
+        &mut self,
+        first: Msg,
+        buf: &mut Vec<u8>,
+        clock: &mut Clock,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(e) => {
+                    e.write_with(self.format, buf, clock);
+                    if buf.len() >= BATCH_BYTES {
+                        self.flush(buf);
+                    }
+                }
+                // Lines queued before the signal go to the old file, later ones to the new.
+                Msg::Reopen => {
+                    self.flush(buf);
+                    if self.reopen.swap(false, Ordering::Relaxed) {
+                        self.out.reopen();
+                    }
+                }
+                Msg::Close(ack) => {
+                    // What is queued by now goes out with it too.
+                    while let Ok(m) = self.rx.try_recv() {
+                        if let Msg::Line(e) = m {
+                            e.write_with(self.format, buf, clock);
+                            if buf.len() >= BATCH_BYTES {
+                                self.flush(buf);
+                            }
+                        }
+                    }
+                    self.flush(buf);
+                    return Some(ack);
+                }
+            }
+            next = self.rx.try_recv().ok();
+        }
+        self.flush(buf);
+        None
+    }
+
+    /// Writes and empties `buf`.
+    fn flush(&mut self, buf: &mut Vec<u8>) {
+        if buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.out.write(buf) {
+            tracing::warn!(error = %e, "cannot write the access log");
+        }
+        buf.clear();
     }
 }
 
@@ -837,6 +889,59 @@ mod tests {
         }
         assert_eq!(sink.dropped(), 4, "one queued, four dropped, none waited");
         assert_eq!(metric.get(), 4, "the metric shares the count");
+    }
+
+    #[test]
+    fn queued_lines_go_out_in_few_writes_split_at_a_reopen_and_all_written_at_close() {
+        let (tx, rx) = mpsc::channel(QUEUE_LINES);
+        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Writer {
+            rx,
+            out: Out::Memory(writes.clone()),
+            format: LogFormat::Text,
+            dropped: Counter::default(),
+            reopen: Arc::new(AtomicBool::new(false)),
+            reported: 0,
+        };
+        let line = |i: usize| Msg::Line(entry(&format!("/line/{i}")));
+        let (ack, acked) = oneshot::channel();
+        for i in 0..300 {
+            tx.try_send(line(i)).expect("room");
+        }
+        tx.try_send(Msg::Reopen).expect("room");
+        for i in 300..310 {
+            tx.try_send(line(i)).expect("room");
+        }
+        tx.try_send(Msg::Close(ack)).expect("room");
+        // Queued after the close, before the writer got to it: still written.
+        tx.try_send(line(310)).expect("room");
+        drop(tx);
+        writer.run();
+        assert!(acked.blocking_recv().is_ok(), "the close was acknowledged");
+        let writes = writes.lock().expect("writes").clone();
+        let lines: Vec<usize> = writes
+            .iter()
+            .map(|w| w.iter().filter(|&&b| b == b'\n').count())
+            .collect();
+        assert_eq!(lines.iter().sum::<usize>(), 311, "every line written once");
+        assert!(writes.iter().all(|w| w.len() <= BATCH_BYTES + 1024));
+        // 300 lines of ~320 bytes: two writes of up to 64 KiB, then the reopen ends a write.
+        let mut total = 0;
+        let at_reopen = lines.iter().position(|&l| {
+            total += l;
+            total == 300
+        });
+        assert!(
+            at_reopen.is_some_and(|i| i < 3),
+            "{lines:?}: batched, and a write ends at the reopen"
+        );
+        let text = String::from_utf8(writes.concat()).expect("utf-8");
+        let order: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split(' ').find(|f| f.starts_with("path=")))
+            .collect();
+        assert_eq!(order[0], "path=/line/0");
+        assert_eq!(order[310], "path=/line/310");
     }
 
     #[tokio::test]
