@@ -22,6 +22,7 @@ pub(crate) mod cors;
 pub mod demo;
 pub(crate) mod error;
 pub(crate) mod fanout;
+pub mod fd_limit;
 pub(crate) mod fleet;
 pub mod gateway;
 pub(crate) mod http1;

@@ -183,6 +183,8 @@ fn main() -> ExitCode {
         };
     }
     init_logs();
+    // Every server command (gateway, origin, demo) holds a descriptor per viewer.
+    streamgate::fd_limit::raise();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -549,3 +549,44 @@ fn a_node_that_goes_silent_mid_body_is_cut_off() {
     let clean = common::drain_until_closed(s, Duration::from_secs(20));
     assert!(!clean, "a stalled node's body must not look complete");
 }
+
+/// Started with a soft open-files limit of 64 (hard 4096), the gateway raises the soft limit to
+/// the hard one, so 300 viewers connected at once are all served; each would otherwise be a
+/// descriptor past the limit, never accepted.
+#[test]
+fn a_low_soft_open_files_limit_is_raised_and_viewers_past_it_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("streamgate.toml");
+    std::fs::write(&path, config("http://127.0.0.1:9", "")).expect("write config");
+    let gw = common::spawn_under(
+        &["prlimit", "--nofile=64:4096"],
+        &["serve", "--config", path.to_str().expect("utf-8")],
+        1,
+    );
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", gw.pid())).expect("read limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    assert_eq!(
+        open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["4096", "4096"],
+        "{open_files}"
+    );
+    let mut conns: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(gw.addr()).expect("connect"))
+        .collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c.write_all(format!("GET /snap/{i}.jpg HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .expect("write");
+        let mut buf = [0u8; 1024];
+        let n = c
+            .read(&mut buf)
+            .expect("an answer, not a connection left unaccepted");
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 302"), "viewer {i}: {head}");
+    }
+}

@@ -97,7 +97,20 @@ impl Drop for Proc {
 
 /// Starts `streamgate ARGS…` and waits until it has printed `expect_listeners` ready lines.
 pub fn spawn(args: &[&str], expect_listeners: usize) -> Proc {
-    let mut child = Command::new(bin())
+    spawn_under(&[], args, expect_listeners)
+}
+
+/// [`spawn`] under a wrapper command (`wrapper` then the binary, e.g. `prlimit --nofile=...`).
+pub fn spawn_under(wrapper: &[&str], args: &[&str], expect_listeners: usize) -> Proc {
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    let mut child = cmd
         .args(args)
         .env(
             "RUST_LOG",
