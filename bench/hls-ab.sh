@@ -18,14 +18,6 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 # shellcheck source=bench/pair-setup.sh
 . bench/pair-setup.sh "$NEW"
 chmod 711 "$D"
-cat >> "$D/gw.toml" <<T
-[[routes]]
-path = "/hls/{*rest}"
-action = "proxy"
-to = "origin"
-upstream = "/files/hls/{*rest}"
-cache = "hls"
-T
 ffmpeg -nostdin -loglevel error -f lavfi -i "testsrc2=size=1280x720:rate=25" \
     -f lavfi -i "sine=frequency=440:sample_rate=44100" -t 24 -c:v libx264 -preset veryfast \
     -pix_fmt yuv420p -b:v 2M -maxrate 2M -bufsize 1M -g 50 -keyint_min 50 -sc_threshold 0 \

@@ -19,16 +19,9 @@ command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgri
 N1=${N1:-200}; N2=${N2:-1200}
 # shellcheck source=bench/pair-setup.sh
 . bench/pair-setup.sh "$1"
-# A cached HLS route in front of the same origin, and a segment for it.
-cp "$D/media/small.jpg" "$D/media/seg1.ts"
-cat >> "$D/gw.toml" <<T
-[[routes]]
-path = "/hls/{*rest}"
-action = "proxy"
-to = "origin"
-upstream = "/files/{*rest}"
-cache = "hls"
-T
+# A segment for the cached HLS route.
+mkdir -p "$D/media/hls"
+cp "$D/media/small.jpg" "$D/media/hls/seg1.ts"
 if [ "${OWN_HTTP1:-1}" = 0 ]; then
   sed -i 's/^listen = "127.0.0.1:0"$/&\nown_http1 = false/' "$D/gw.toml"
 fi

@@ -1,6 +1,7 @@
 # Sourced by bench/ab.sh and bench/instructions.sh: a temp dir, a 32 KB object, one
 # `streamgate origin` (binary $1) serving it, and a gateway config with a proxy route
-# (/files/…) and a redirect route (/r/…) in front of it ("$D/gw.toml"). Everything started is
+# (/files/…), a redirect route (/r/…) and a cached HLS route (/hls/… from the media's hls/) in
+# front of it ("$D/gw.toml"). Everything started is
 # stopped, by PID, on exit.
 D=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$D"; }
@@ -27,4 +28,10 @@ path = "/r/{*rest}"
 action = "redirect"
 to = "origin"
 upstream = "/files/{*rest}"
+[[routes]]
+path = "/hls/{*rest}"
+action = "proxy"
+to = "origin"
+upstream = "/files/hls/{*rest}"
+cache = "hls"
 T
