@@ -27,9 +27,7 @@ SG=$(wait_url "$D/gw.out")
 port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 NP=$(port) NLP=$(port)
 mkdir -p "$D/nginx"
-sed -e "s#@PORT@#$NP#g" -e "s#@LOG_PORT@#$NLP#g" -e "s#@ORIGIN@#${ORIGIN#http://}#g" \
-    -e "s#@ORIGIN2@#${ORIGIN#http://}#g" -e "s#@ORIGIN3@#${ORIGIN#http://}#g" -e "s#@TMP@#$D/nginx#g" \
-    bench/nginx.conf.in > "$D/nginx/nginx.conf"
+nginx_conf "$D/nginx/nginx.conf" "$D/nginx" "$NP" "$NLP" "${ORIGIN#http://}"
 "$NGINX" -c "$D/nginx/nginx.conf" -p "$D/nginx" 2> "$D/nginx.log" & pids+=($!)
 NGINX_PID=$!
 NG=http://127.0.0.1:$([ -n "${LOGS:-}" ] && echo "$NLP" || echo "$NP")

@@ -1,8 +1,10 @@
-# Sourced by bench/ab.sh and bench/instructions.sh: a temp dir, a 32 KB object, one
-# `streamgate origin` (binary $1) serving it, and a gateway config with a proxy route
-# (/files/…), a redirect route (/r/…) and a cached HLS route (/hls/… from the media's hls/) in
-# front of it ("$D/gw.toml"). Everything started is
-# stopped, by PID, on exit.
+# Sourced by bench/ab.sh, cpu-per-request.sh, instructions.sh and hls-ab.sh: a temp dir, a
+# 32 KB object, one `streamgate origin` (binary $1) serving it, and a gateway config with a
+# proxy route (/files/…), a redirect route (/r/…) and a cached HLS route (/hls/… from the
+# media's hls/) in front of it ("$D/gw.toml"); and bench/fixtures.sh's helpers. Everything
+# started is stopped, by PID, on exit.
+# shellcheck source=bench/fixtures.sh
+. bench/fixtures.sh
 D=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$D"; }
 trap cleanup EXIT

@@ -42,6 +42,8 @@ else
 fi
 
 log() { printf '== %s\n' "$*" >&2; }
+# shellcheck source=bench/fixtures.sh
+. bench/fixtures.sh
 
 # --- tools ------------------------------------------------------------------------------------
 need=()
@@ -126,19 +128,9 @@ log "generating media in $TMP/media"
 head -c "$((DOWNLOAD_MB * 1024 * 1024))" /dev/urandom > "$TMP/media/big.bin"
 ffmpeg -nostdin -loglevel error -f lavfi -i "testsrc2=size=1280x720:rate=1" -frames:v 1 -q:v 9 \
     "$TMP/media/small.jpg"
-ffmpeg -nostdin -loglevel error \
-    -f lavfi -i "testsrc2=size=$SOURCE_SIZE:rate=25" \
-    -f lavfi -i "sine=frequency=440:sample_rate=44100" \
-    -t "$SOURCE_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
-    -b:v 2M -maxrate 2M -bufsize 1M -g 50 -keyint_min 50 -sc_threshold 0 \
-    -c:a aac -b:a 128k -f flv "$TMP/media/src.flv"
+flv_source "$TMP/media/src.flv" "$SOURCE_SIZE" "$SOURCE_SECONDS" 2000
 # The scaling curve's source: the same picture at 1 Mbit/s (video 870k + AAC 128k).
-ffmpeg -nostdin -loglevel error \
-    -f lavfi -i "testsrc2=size=$SOURCE_SIZE:rate=25" \
-    -f lavfi -i "sine=frequency=440:sample_rate=44100" \
-    -t "$SOURCE_SECONDS" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
-    -b:v 870k -maxrate 870k -bufsize 435k -g 50 -keyint_min 50 -sc_threshold 0 \
-    -c:a aac -b:a 128k -f flv "$TMP/media/src1m.flv"
+flv_source "$TMP/media/src1m.flv" "$SOURCE_SIZE" "$SOURCE_SECONDS" 870
 # Node group scenario: GROUP_KEYS small objects (copies of small.jpg), spread over 3 origins.
 GROUP_KEYS=100
 mkdir -p "$TMP/media/g"
@@ -243,9 +235,8 @@ GATEWAY_LOG=$(wait_listening "$TMP/gateway-log.out" "$GATEWAY_LOG_PID")
 
 NGINX_PORT=$("$BENCH" free-port)
 NGINX_LOG_PORT=$("$BENCH" free-port)
-sed -e "s#@PORT@#$NGINX_PORT#g" -e "s#@LOG_PORT@#$NGINX_LOG_PORT#g" -e "s#@ORIGIN@#$ORIGIN#g" -e "s#@TMP@#$TMP/nginx#g" \
-    -e "s#@ORIGIN2@#$ORIGIN2#g" -e "s#@ORIGIN3@#$ORIGIN3#g" \
-    bench/nginx.conf.in > "$TMP/nginx/nginx.conf"
+nginx_conf "$TMP/nginx/nginx.conf" "$TMP/nginx" "$NGINX_PORT" "$NGINX_LOG_PORT" "$ORIGIN" \
+    "$ORIGIN2" "$ORIGIN3"
 cp "$TMP/nginx/nginx.conf" "$RESULTS/nginx.conf"
 "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" 2> "$TMP/nginx.log" &
 NGINX_PID=$!; PIDS+=("$NGINX_PID")
@@ -393,17 +384,9 @@ done
 # ffmpeg loops the source into a live HLS playlist under the origin's media (2 s segments, a
 # window of 6); the origin's /stats counts what reached it per segment.
 log "live HLS source"
-mkdir -p "$TMP/media/hls"
-ffmpeg -nostdin -loglevel error -re -stream_loop -1 -i "$TMP/media/src.flv" -c copy \
-    -f hls -hls_time 2 -hls_list_size 6 -hls_flags delete_segments+temp_file \
-    "$TMP/media/hls/index.m3u8" 2> "$TMP/ffmpeg-hls.log" &
+hls_start "$TMP/media/src.flv" "$TMP/media/hls" "$TMP/ffmpeg-hls.log"
 HLS_PID=$!; PIDS+=("$HLS_PID")
-for _ in $(seq 200); do
-    n=$(grep -c '\.ts' "$TMP/media/hls/index.m3u8" 2>/dev/null || true)
-    [ "${n:-0}" -ge 3 ] && break
-    kill -0 "$HLS_PID" 2>/dev/null || { cat "$TMP/ffmpeg-hls.log" >&2; exit 1; }
-    sleep 0.1
-done
+hls_wait "$TMP/media/hls" "$HLS_PID" "$TMP/ffmpeg-hls.log"
 declare -A HLS_URL=([direct]=/files/hls/index.m3u8 [streamgate]=/hls/index.m3u8 [nginx]=/hls/index.m3u8)
 for t in direct streamgate nginx; do
     log "hls: $HLS_VIEWERS viewers, $t"

@@ -574,6 +574,9 @@ fn a_low_soft_open_files_limit_is_raised_and_viewers_past_it_are_served() {
         ["4096", "4096"],
         "{open_files}"
     );
+    wait_until("the raise is logged", Duration::from_secs(10), || {
+        gw.logs().contains("open files limit raised")
+    });
     let mut conns: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(gw.addr()).expect("connect"))
         .collect();
