@@ -19,8 +19,8 @@ check() { # FILE JQ-EXPR
 for t in direct streamgate nginx; do
     check "download_$t.json" '.bytes > 0 and (.runs_gbps | length) >= 1'
     check "small_$t.json" '.requests > 0 and .errors == 0 and .status_other == 0'
-    check "live_5_$t.json" '.connected == 5 and .ttfk_viewers >= 1 and .parse_errors == 0'
-    check "live1m_5_$t.json" '.connected == 5 and .ttfk_viewers >= 1 and .parse_errors == 0'
+    check "live_5_$t.json" '.connected == 5 and .failed == 0 and .ttfk_viewers >= 1 and .parse_errors == 0'
+    check "live1m_5_$t.json" '.connected == 5 and .failed == 0 and .ttfk_viewers >= 1 and .parse_errors == 0'
     for c in 1 4; do
         check "curve-small-c${c}_$t.json" '.requests > 0 and .errors == 0 and .status_other == 0'
     done

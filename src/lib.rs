@@ -44,5 +44,12 @@ pub(crate) mod upstream;
 pub mod upstream_path;
 pub(crate) mod websocket;
 
+/// The transport's HTTP/1.1 answer reader (head parser, body decoder), public for the load
+/// generator's live viewers: one reader of node answers, not a second one in the bench.
+pub mod answer {
+    pub use crate::upstream::h1::body::{Decoded, Decoder};
+    pub use crate::upstream::h1::parse::{parse, Framing, Head, Parsed};
+}
+
 /// The FLV codec lives in its own crate (`crates/flv`, with its fuzz target).
 pub use streamgate_flv as flv;

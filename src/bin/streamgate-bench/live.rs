@@ -11,10 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
 use clap::Args as ClapArgs;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use streamgate::answer::{parse, Decoded, Decoder, Parsed};
 use streamgate::flv::{Event, Parser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, BoxError, Target};
@@ -69,9 +72,9 @@ pub struct Args {
 }
 
 const MAX_VIEWERS: usize = 20_000;
-/// Most bytes one viewer's connection buffers before the parser takes them: 5,000 viewers hold
-/// bounded memory (the parser itself holds at most one tag beyond what it was given).
-const VIEWER_READ_BUF: usize = 32 * 1024;
+/// Bytes one viewer reads at a time: 5,000 viewers hold bounded memory (the parser itself holds
+/// at most one tag beyond what it was given).
+const VIEWER_READ_BUF: usize = 16 * 1024;
 /// Most samples taken inside one window (one a second).
 const MAX_WINDOW_SAMPLES: u64 = 3600;
 
@@ -127,6 +130,7 @@ pub async fn run(a: Args) -> Result<Value, BoxError> {
             Arc::new(AtomicBool::new(false)),
             a.stall,
             a.connect_timeout,
+            true,
         ));
         (w, task)
     });
@@ -140,7 +144,7 @@ pub async fn run(a: Args) -> Result<Value, BoxError> {
     let mut tasks = Vec::with_capacity(n);
     let ramp_start = Instant::now();
     let gap = Duration::from_secs_f64(1.0 / ramp_rate);
-    for v in &viewers {
+    for (i, v) in viewers.iter().enumerate() {
         tasks.push(tokio::spawn(viewer(
             target.clone(),
             v.clone(),
@@ -148,6 +152,7 @@ pub async fn run(a: Args) -> Result<Value, BoxError> {
             measuring.clone(),
             a.stall,
             a.connect_timeout,
+            i < FULL_PARSE_VIEWERS,
         )));
         tokio::time::sleep(gap).await;
     }
@@ -285,6 +290,7 @@ pub async fn run(a: Args) -> Result<Value, BoxError> {
         "stalled_viewers": stalled_viewers,
         "max_gap_ms": ms(max_gap),
         "parse_errors": parse_errors,
+        "full_parse_viewers": n.min(FULL_PARSE_VIEWERS),
         "proc_pids": pids,
         "proc_cpu_s": cpu_s,
         "proc_cpu_ms_per_viewer_s": if viewer_seconds > 0.0 { cpu_s * 1000.0 / viewer_seconds } else { 0.0 },
@@ -313,7 +319,16 @@ async fn origin_clients(url: Option<&str>) -> Option<u64> {
     v.get("live_clients")?.as_u64()
 }
 
-/// One viewer: connect, then read and parse until `stop` (or the body ends).
+/// Viewers (the first ones of a run) that parse every FLV tag for as long as they watch: a
+/// corrupt stream shows in `parse_errors`. The others parse until their first keyframe, then
+/// only count body bytes and read gaps, so that the load generator, which shares the machine,
+/// spends its CPU on reading, not on checking thousands of copies of one stream.
+const FULL_PARSE_VIEWERS: usize = 64;
+
+/// One viewer: connect, then read (and parse, see [`FULL_PARSE_VIEWERS`]) until `stop` or the
+/// body ends. Plain socket reads into one buffer, decoded with the gateway's own HTTP/1.1
+/// answer parser and body decoder: an HTTP client's connection task and body channel per
+/// viewer cost the load generator more CPU than the gateway spent serving it.
 async fn viewer(
     t: Target,
     v: Arc<Viewer>,
@@ -321,16 +336,12 @@ async fn viewer(
     measuring: Arc<AtomicBool>,
     stall: Duration,
     connect_timeout: Duration,
+    full_parse: bool,
 ) {
     let start = Instant::now();
-    let open = async {
-        let mut send = client::connect_bounded(&t, connect_timeout, Some(VIEWER_READ_BUF)).await?;
-        let resp = send.send_request(t.get(None)?).await?;
-        Ok::<_, BoxError>((send, resp))
-    };
-    let (_send, resp) = tokio::select! {
+    let (mut sock, mut buf, mut dec) = tokio::select! {
         _ = stop.cancelled() => return,
-        r = tokio::time::timeout(connect_timeout, open) => match r {
+        r = tokio::time::timeout(connect_timeout, open(&t)) => match r {
             Ok(Ok(x)) => x,
             _ => {
                 v.failed.store(true, Relaxed);
@@ -338,20 +349,36 @@ async fn viewer(
             }
         },
     };
-    if resp.status() != http::StatusCode::OK {
-        v.failed.store(true, Relaxed);
-        return;
-    }
     v.ttfb_us
         .store(start.elapsed().as_micros().max(1) as u64, Relaxed);
     v.connected.store(true, Relaxed);
-    let mut body = resp.into_body();
-    let mut parser = Parser::new();
+    let mut parser = Some(Parser::new());
     let mut last = Instant::now();
     loop {
-        let frame = tokio::select! {
+        // What is buffered: parsed while the viewer still parses, else counted.
+        let end = match &mut parser {
+            Some(p) => parse_buffered(&v, p, &mut dec, &mut buf, start),
+            None => count_buffered(&v, &mut dec, &mut buf),
+        };
+        match end {
+            Ok(false) => {}
+            Ok(true) => {
+                v.ended_early.store(true, Relaxed);
+                return;
+            }
+            Err(_) => {
+                v.ended_early.store(true, Relaxed);
+                v.failed.store(true, Relaxed);
+                return;
+            }
+        }
+        if !full_parse && v.ttfk_us.load(Relaxed) > 0 {
+            parser = None;
+        }
+        buf.reserve(VIEWER_READ_BUF); // reuses the buffer once what was parsed is dropped
+        let read = tokio::select! {
             _ = stop.cancelled() => return,
-            f = body.frame() => f,
+            r = sock.read_buf(&mut buf) => r,
         };
         let now = Instant::now();
         if measuring.load(Relaxed) {
@@ -362,32 +389,83 @@ async fn viewer(
             }
         }
         last = now;
-        let data = match frame {
-            None => {
+        match read {
+            Ok(0) => {
                 v.ended_early.store(true, Relaxed);
+                if dec.eof().is_err() {
+                    v.failed.store(true, Relaxed); // closed mid-body
+                }
                 return;
             }
-            Some(Err(_)) => {
+            Ok(_) => {}
+            Err(_) => {
                 v.ended_early.store(true, Relaxed);
                 v.failed.store(true, Relaxed);
                 return;
             }
-            Some(Ok(f)) => match f.into_data() {
-                Ok(d) => d,
-                Err(_) => continue, // trailers
-            },
+        }
+    }
+}
+
+/// Connects, sends the GET and reads the answer's head: the socket, what was read past the
+/// head, and the body's decoder. Anything but a 200 is an error.
+async fn open(t: &Target) -> Result<(TcpStream, BytesMut, Decoder), BoxError> {
+    let mut sock = TcpStream::connect(t.addr).await?;
+    sock.set_nodelay(true)?;
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        t.path_and_query, t.host
+    );
+    sock.write_all(req.as_bytes()).await?;
+    let mut buf = BytesMut::with_capacity(VIEWER_READ_BUF);
+    loop {
+        match parse(&buf, false)? {
+            Parsed::Partial => {}
+            Parsed::Interim(n) => {
+                buf.advance(n);
+                continue;
+            }
+            Parsed::Final(n, head) => {
+                if head.status != http::StatusCode::OK {
+                    return Err(format!("status {}", head.status).into());
+                }
+                buf.advance(n);
+                return Ok((sock, buf, Decoder::new(head.framing)));
+            }
+        }
+        buf.reserve(VIEWER_READ_BUF);
+        if sock.read_buf(&mut buf).await? == 0 {
+            return Err("closed before the answer's head".into());
+        }
+    }
+}
+
+/// Feeds the buffered body to `p`, noting tags and the first keyframe. `Ok(true)`: the body
+/// ended.
+fn parse_buffered(
+    v: &Viewer,
+    p: &mut Parser,
+    dec: &mut Decoder,
+    buf: &mut BytesMut,
+    start: Instant,
+) -> Result<bool, BoxError> {
+    loop {
+        let data = match dec.decode(buf)? {
+            Decoded::Data(d) => d,
+            Decoded::NeedMore => return Ok(false),
+            Decoded::Done => return Ok(true),
         };
         v.bytes.fetch_add(data.len() as u64, Relaxed);
         if v.parse_errors.load(Relaxed) > 0 {
             continue; // count bytes only once the stream is known corrupt
         }
-        if parser.push_bytes(data).is_err() {
+        if p.push_bytes(data).is_err() {
             v.parse_errors.fetch_add(1, Relaxed);
             continue;
         }
         // Drain every complete item; bounded by the bytes just pushed.
         loop {
-            match parser.next_event() {
+            match p.next_event() {
                 Ok(Some(Event::Tag(tag))) => {
                     v.tags.fetch_add(1, Relaxed);
                     if tag.is_keyframe()
@@ -406,5 +484,89 @@ async fn viewer(
                 }
             }
         }
+    }
+}
+
+/// Counts the buffered body bytes and drops them (framing checked, nothing copied).
+/// `Ok(true)`: the body ended.
+fn count_buffered(v: &Viewer, dec: &mut Decoder, buf: &mut BytesMut) -> Result<bool, BoxError> {
+    let mut n = 0u64;
+    let end = loop {
+        if *dec == Decoder::Close {
+            n += buf.len() as u64;
+            buf.clear();
+            break false;
+        }
+        match dec.raw_left() {
+            Some(_) if buf.is_empty() => break false,
+            Some(left) => {
+                let k = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                buf.advance(k);
+                dec.consumed(k as u64);
+                n += k as u64;
+            }
+            None => {
+                let before = buf.len();
+                dec.skip_framing(buf)?;
+                if dec.is_done() {
+                    break true;
+                }
+                if dec.raw_left().is_none() && buf.len() == before {
+                    break false; // a framing line still incomplete
+                }
+            }
+        }
+    };
+    v.bytes.fetch_add(n, Relaxed);
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use streamgate::answer::Framing;
+
+    use super::*;
+
+    /// Counts `wire` fed `step` bytes at a time: (bytes counted, the body ended).
+    fn count(framing: Framing, wire: &[u8], step: usize) -> (u64, bool) {
+        let v = Viewer::default();
+        let mut dec = Decoder::new(framing);
+        let mut buf = BytesMut::new();
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            if count_buffered(&v, &mut dec, &mut buf).expect("valid body") {
+                return (v.bytes.load(Relaxed), true);
+            }
+        }
+        (v.bytes.load(Relaxed), false)
+    }
+
+    #[test]
+    fn counting_skips_chunk_framing_however_the_reads_split_it() {
+        let wire = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-t: 1\r\n\r\n";
+        for step in 1..=wire.len() {
+            assert_eq!(
+                count(Framing::Chunked, wire, step),
+                (31, true),
+                "step {step}"
+            );
+        }
+        // A live body never ends: everything so far is counted, no end.
+        let open = &wire[..wire.len() - 13];
+        assert_eq!(count(Framing::Chunked, open, 4), (31, false));
+    }
+
+    #[test]
+    fn counting_a_length_or_close_delimited_body() {
+        assert_eq!(count(Framing::Length(10), b"0123456789", 3), (10, true));
+        assert_eq!(count(Framing::Close, b"0123456789", 3), (10, false));
+    }
+
+    #[test]
+    fn bad_chunk_framing_is_an_error_not_a_count() {
+        let v = Viewer::default();
+        let mut dec = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::from(&b"zz\r\nhello\r\n"[..]);
+        assert!(count_buffered(&v, &mut dec, &mut buf).is_err());
     }
 }

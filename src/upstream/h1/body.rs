@@ -15,7 +15,7 @@ pub(crate) const MAX_TRAILERS: usize = 16 * 1024;
 
 /// Where the decoder is in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decoder {
+pub enum Decoder {
     /// This many bytes still to come.
     Length(u64),
     /// Chunked, expecting a chunk-size line.
@@ -34,7 +34,7 @@ pub(crate) enum Decoder {
 
 /// What one decoding step over the buffer gave.
 #[derive(Debug)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// Body bytes.
     Data(Bytes),
     /// The buffer holds no more of the body: read from the node.
@@ -48,7 +48,7 @@ fn invalid(msg: &str) -> io::Error {
 }
 
 impl Decoder {
-    pub(crate) fn new(f: Framing) -> Self {
+    pub fn new(f: Framing) -> Self {
         match f {
             Framing::Empty | Framing::Length(0) => Self::Done,
             Framing::Length(n) => Self::Length(n),
@@ -57,12 +57,12 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         *self == Self::Done
     }
 
     /// Bytes still to come when a length frames the body.
-    pub(crate) fn remaining(&self) -> Option<u64> {
+    pub fn remaining(&self) -> Option<u64> {
         match self {
             Self::Length(n) => Some(*n),
             Self::Done => Some(0),
@@ -72,7 +72,7 @@ impl Decoder {
 
     /// Body bytes that may be taken straight from the socket now (a length's rest, a chunk's
     /// data); `None` when framing must be read first.
-    pub(crate) fn raw_left(&self) -> Option<u64> {
+    pub fn raw_left(&self) -> Option<u64> {
         match self {
             Self::Length(n) | Self::ChunkData(n) => Some(*n),
             _ => None,
@@ -80,7 +80,7 @@ impl Decoder {
     }
 
     /// `n` body bytes (at most [`Decoder::raw_left`]) were taken from the socket directly.
-    pub(crate) fn consumed(&mut self, n: u64) {
+    pub fn consumed(&mut self, n: u64) {
         match self {
             Self::Length(left) => {
                 *left -= n.min(*left);
@@ -99,14 +99,14 @@ impl Decoder {
     }
 
     /// Takes the next piece of the body out of `buf`, framing consumed.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Decoded> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Decoded> {
         self.step(buf, true)
     }
 
     /// Consumes whatever framing `buf` holds before the next body bytes (a chunk's CRLF, the
     /// next size line, the last chunk and trailers), so that a body whose end is already
     /// buffered is known complete before its last bytes are handed on.
-    pub(crate) fn skip_framing(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+    pub fn skip_framing(&mut self, buf: &mut BytesMut) -> io::Result<()> {
         self.step(buf, false).map(|_| ())
     }
 
@@ -162,7 +162,7 @@ impl Decoder {
     }
 
     /// The node closed the connection: the end of a read-to-close body, an error otherwise.
-    pub(crate) fn eof(&mut self) -> io::Result<()> {
+    pub fn eof(&mut self) -> io::Result<()> {
         match self {
             Self::Close | Self::Done => {
                 *self = Self::Done;

@@ -10,7 +10,7 @@ pub(crate) const MAX_HEADERS: usize = 100;
 
 /// How the answer's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// No body at all (HEAD, 1xx, 204, 304).
     Empty,
     /// Exactly this many bytes.
@@ -23,7 +23,7 @@ pub(crate) enum Framing {
 
 /// One parsed final answer head.
 #[derive(Debug)]
-pub(crate) struct Head {
+pub struct Head {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
@@ -34,7 +34,7 @@ pub(crate) struct Head {
 
 /// What one parse attempt over the bytes read so far found.
 #[derive(Debug)]
-pub(crate) enum Parsed {
+pub enum Parsed {
     /// Not a whole head yet.
     Partial,
     /// An interim (1xx) answer of this many bytes: skip it and read on.
@@ -45,7 +45,7 @@ pub(crate) enum Parsed {
 
 /// Parses the head at the start of `buf`. `head_request`: the request was `HEAD` (no body
 /// follows whatever the headers say).
-pub(crate) fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, String> {
+pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, String> {
     // Uninitialised slots: zeroing a hundred headers per answer cost more than parsing them.
     let mut slots = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
