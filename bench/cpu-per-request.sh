@@ -2,7 +2,8 @@
 # CPU per request, streamgate beside nginx: both in front of one `streamgate origin`, loaded
 # alternately with wrk (a proxied 32 KB object, then a redirect), ROUNDS rounds each. CPU is
 # read from /proc (utime + stime of the gateway, of nginx's workers) around each wrk run, so the
-# figure is the proxy's own cost per request, whatever the load generator and origin took.
+# figure is the proxy's own cost per request, whatever the load generator and origin took; it is
+# split into user and kernel time (the kernel's share is the same syscalls for both proxies).
 #
 #   bash bench/cpu-per-request.sh [BIN]       # default: target/release/streamgate
 # Environment: AB_DUR=5 (seconds), ROUNDS=3, C=64 (connections), LOGS=1 (access logs on at both
@@ -34,21 +35,31 @@ NG=http://127.0.0.1:$([ -n "${LOGS:-}" ] && echo "$NLP" || echo "$NP")
 for _ in $(seq 100); do curl -fsS -o /dev/null "$NG/files/small.jpg" 2>/dev/null && break; sleep 0.05; done
 curl -fsS -o /dev/null "$SG/files/small.jpg"
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
-ticks() { local t=0 v p; for p in "$@"; do v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0); t=$((t + v)); done; echo "$t"; }
+# ticks PID...: the processes' user and system clock ticks, summed ("USER SYSTEM").
+ticks() {
+  local u=0 s=0 a b p
+  for p in "$@"; do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)); s=$((s + b))
+  done
+  echo "$u $s"
+}
 HZ=$(getconf CLK_TCK)
 for path in ${PATHS:-/files/small.jpg /r/small.jpg}; do
   for round in $(seq "$ROUNDS"); do
     for side in streamgate nginx; do
       if [ $side = streamgate ]; then url=$SG; procs=$SG_PID; else url=$NG; procs=$NGINX_WORKERS; fi
       # shellcheck disable=SC2086
-      before=$(ticks $procs)
+      read -r u0 s0 <<< "$(ticks $procs)"
       out=$(wrk -t2 -c"$C" -d"${DUR}s" --latency "$url$path")
       # shellcheck disable=SC2086
-      after=$(ticks $procs)
-      echo "$out" | awk -v p="$path" -v r="$round" -v s=$side -v t=$((after - before)) -v hz="$HZ" -v d="$DUR" '
+      read -r u1 s1 <<< "$(ticks $procs)"
+      echo "$out" | awk -v p="$path" -v r="$round" -v s=$side -v tu=$((u1 - u0)) -v ts=$((s1 - s0)) \
+          -v hz="$HZ" -v d="$DUR" '
         /Requests\/sec/ {rps = $2} / 99%/ {p99 = $2}
-        END {printf "%s round %s %-10s %9.0f req/s  p99 %-8s  CPU %5.1f us/request (%.0f %% of a core)\n",
-             p, r, s, rps, p99, t / hz * 1e6 / (rps * d), t / hz / d * 100}'
+        END {n = rps * d; t = tu + ts
+             printf "%s round %s %-10s %9.0f req/s  p99 %-8s  CPU %5.1f us/request (user %.1f, kernel %.1f; %.0f %% of a core)\n",
+             p, r, s, rps, p99, t / hz * 1e6 / n, tu / hz * 1e6 / n, ts / hz * 1e6 / n, t / hz / d * 100}'
     done
   done
 done
