@@ -59,25 +59,13 @@ impl Target {
 /// Opens one keep-alive connection to `t` within `timeout`. The connection's driver task ends
 /// by itself when the returned sender is dropped or the peer closes.
 pub async fn connect(t: &Target, timeout: Duration) -> Result<SendRequest<Empty<Bytes>>, BoxError> {
-    connect_bounded(t, timeout, None).await
-}
-
-/// [`connect`] with the connection's read buffer held to `max_buf` bytes (hyper's floor is
-/// 8 KiB): thousands of live viewers then hold bounded memory however large a burst is.
-pub async fn connect_bounded(
-    t: &Target,
-    timeout: Duration,
-    max_buf: Option<usize>,
-) -> Result<SendRequest<Empty<Bytes>>, BoxError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(t.addr))
         .await
         .map_err(|_| format!("connect to {} timed out", t.addr))??;
     stream.set_nodelay(true)?;
-    let mut b = hyper::client::conn::http1::Builder::new();
-    if let Some(n) = max_buf {
-        b.max_buf_size(n.max(8192));
-    }
-    let (send, conn) = b.handshake(TokioIo::new(stream)).await?;
+    let (send, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -99,8 +99,6 @@ struct Viewer {
     stalls: AtomicU64,
     /// Longest gap between two reads while `measuring` is set, µs.
     max_gap_us: AtomicU64,
-    /// Tags parsed.
-    tags: AtomicU64,
     /// FLV parse errors (corrupt stream).
     parse_errors: AtomicU64,
 }
@@ -558,7 +556,6 @@ fn parse_buffered(
         loop {
             match p.next_event() {
                 Ok(Some(Event::Tag(tag))) => {
-                    v.tags.fetch_add(1, Relaxed);
                     if tag.is_keyframe()
                         && !tag.is_sequence_header()
                         && v.ttfk_us.load(Relaxed) == 0
